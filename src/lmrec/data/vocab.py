@@ -1,0 +1,79 @@
+"""Id vocabularies: external ids <-> dense internal indices 0..n-1."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from lmrec.errors import InputError
+
+
+class IdVocabulary:
+    """An ordered set of external ids (all Int64 or all String); position = internal index.
+
+    Lookups are vectorised; `index` answers -1 for ids that are not in the vocabulary.
+    """
+
+    __slots__ = ("_ids", "_np")
+
+    def __init__(self, ids: pl.Series | Iterable[Any]) -> None:
+        s = ids if isinstance(ids, pl.Series) else pl.Series(list(ids))
+        if s.dtype.is_integer():
+            s = s.cast(pl.Int64)
+        elif s.dtype != pl.String:
+            s = s.cast(pl.String)
+        if s.null_count():
+            raise InputError("an id vocabulary cannot hold a null id")
+        if s.n_unique() != s.len():
+            raise InputError("an id vocabulary cannot hold the same id twice")
+        self._ids = s.alias("id")
+        self._np = self._ids.to_numpy()
+
+    @classmethod
+    def from_values(cls, values: pl.Series) -> IdVocabulary:
+        """The sorted distinct values."""
+        return cls(values.unique().sort())
+
+    @property
+    def ids(self) -> pl.Series:
+        return self._ids
+
+    @property
+    def dtype(self) -> pl.DataType:
+        return self._ids.dtype
+
+    def __len__(self) -> int:
+        return self._ids.len()
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, IdVocabulary) and self._ids.equals(other._ids)
+
+    def __hash__(self) -> int:  # vocabularies are compared by value, never hashed
+        raise TypeError("IdVocabulary is not hashable")
+
+    def coerce(self, values: Iterable[Any] | pl.Series) -> pl.Series:
+        """Values cast to this vocabulary's id type; those that cannot be become null."""
+        s = values if isinstance(values, pl.Series) else pl.Series(list(values), strict=False)
+        if self.dtype == pl.String:
+            return s.cast(pl.String, strict=False)
+        if s.dtype == pl.String:
+            s = s.str.strip_chars()
+        return s.cast(pl.Int64, strict=False)
+
+    def index(self, values: Iterable[Any] | pl.Series) -> np.ndarray:
+        """Internal indices (int64) of external ids; -1 where the id is unknown."""
+        s = self.coerce(values)
+        idx = s.replace_strict(self._ids, np.arange(len(self), dtype=np.int64), default=-1,
+                               return_dtype=pl.Int64)
+        return idx.to_numpy()
+
+    def id_of(self, idx: np.ndarray | Iterable[int]) -> np.ndarray:
+        """External ids of internal indices (an int64 or object array)."""
+        return self._np[np.asarray(idx, dtype=np.int64)]
+
+    def to_python(self, idx: int) -> Any:
+        v = self._np[idx]
+        return v.item() if hasattr(v, "item") else v

@@ -1,0 +1,351 @@
+"""The Recommender contract every model follows.
+
+`recommend` is a template method: it maps external ids, handles unknown users, scores in
+batches, removes seen items and returns external ids. A model implements only:
+
+    _fit(dataset, rng)            learn state from a Dataset (internal ids 0..n-1)
+    _score(user_idx)              (B,) int64 -> (B, n_items) float32 scores
+    _arrays() / _load_arrays()    the learned state as named numpy arrays
+
+Hyperparameters live in one typed pydantic config per model (unknown keys are refused);
+artifacts are config JSON plus an .npz of arrays, never pickle.
+"""
+
+from __future__ import annotations
+
+import json
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Self
+
+import numpy as np
+import polars as pl
+import scipy.sparse as sp
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from lmrec import __version__
+from lmrec.data.dataset import Dataset
+from lmrec.data.vocab import IdVocabulary
+from lmrec.errors import ConfigError, InputError, Location, UnknownUserError
+
+ARTIFACT_FORMAT = "lmrec-model"
+ARTIFACT_VERSION = 1
+_BATCH = 1024  # users scored at once; (B, n_items) float32 must fit comfortably in memory
+
+
+class ModelConfig(BaseModel):
+    """Base of every model's hyperparameter config: typed, frozen, unknown keys refused."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, Any] | None) -> Self:
+        """Build from user-supplied values (strings from the CLI are coerced by type)."""
+        try:
+            return cls.model_validate(dict(params or {}))
+        except ValidationError as exc:
+            problems = []
+            for err in exc.errors():
+                loc = ".".join(str(p) for p in err["loc"])
+                if err["type"] == "extra_forbidden":
+                    known = ", ".join(cls.model_fields) or "none"
+                    problems.append(f"unknown parameter {loc!r} (known: {known})")
+                else:
+                    problems.append(f"parameter {loc!r}: {err['msg']}")
+            raise ConfigError(f"{cls.__name__}: " + "; ".join(problems)) from None
+
+
+@dataclass
+class Recommendations:
+    """Top-k lists for a batch of users. Rows shorter than k are padded with item -1."""
+
+    users: list[Any]  # external user ids, as asked
+    item_idx: np.ndarray  # (B, k) int64 internal item indices, -1 = padding
+    scores: np.ndarray  # (B, k) float32
+    items_vocab: IdVocabulary
+    notes: dict[Any, str] = field(default_factory=dict)  # per-user notes, e.g. cold-start fallback
+
+    def items_of(self, row: int) -> list[Any]:
+        idx = self.item_idx[row]
+        return [self.items_vocab.to_python(int(i)) for i in idx[idx >= 0]]
+
+    def to_records(self) -> list[dict[str, Any]]:
+        """[{"user": id, "items": [{"item": id, "score": s}, ...]}, ...] with external ids."""
+        out = []
+        for r, user in enumerate(self.users):
+            valid = self.item_idx[r] >= 0
+            rec: dict[str, Any] = {
+                "user": user,
+                "items": [
+                    {"item": self.items_vocab.to_python(int(i)), "score": round(float(s), 6)}
+                    for i, s in zip(self.item_idx[r][valid], self.scores[r][valid], strict=True)
+                ],
+            }
+            if user in self.notes:
+                rec["note"] = self.notes[user]
+            out.append(rec)
+        return out
+
+    def to_frame(self) -> pl.DataFrame:
+        """Long format: user, rank (1-based), item, score."""
+        rows = [(rec["user"], rank, it["item"], it["score"])
+                for rec in self.to_records() for rank, it in enumerate(rec["items"], start=1)]
+        return pl.DataFrame(rows, schema=["user", "rank", "item", "score"], orient="row")
+
+
+def top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices (B, k) and values of the k largest entries per row, best first; -inf ranks last.
+
+    Entries equal to -inf are reported as index -1 so that filtered items never appear.
+    """
+    n = scores.shape[1]
+    k = min(k, n)
+    if k <= 0:
+        return np.empty((scores.shape[0], 0), np.int64), np.empty((scores.shape[0], 0), np.float32)
+    part = np.argpartition(-scores, k - 1, axis=1)[:, :k] if k < n else np.tile(
+        np.arange(n), (scores.shape[0], 1))
+    vals = np.take_along_axis(scores, part, axis=1)
+    # stable order: score descending, then item index ascending (deterministic ties)
+    order = np.lexsort((part, -vals), axis=1)
+    idx = np.take_along_axis(part, order, axis=1).astype(np.int64)
+    vals = np.take_along_axis(vals, order, axis=1)
+    idx[~np.isfinite(vals)] = -1
+    return idx, vals.astype(np.float32)
+
+
+class Recommender(ABC):
+    """Base class of every model. Subclasses set `name` and `Config`."""
+
+    name: ClassVar[str]
+    Config: ClassVar[type[ModelConfig]]
+
+    def __init__(self, config: ModelConfig | Mapping[str, Any] | None = None, **params: Any):
+        if isinstance(config, ModelConfig):
+            if params:
+                config = config.model_copy(update=params)
+                config = type(config).from_params(config.model_dump())
+            if not isinstance(config, self.Config):
+                raise ConfigError(f"{type(self).__name__} needs a {self.Config.__name__}")
+            self.config = config
+        else:
+            self.config = self.Config.from_params({**dict(config or {}), **params})
+        self._fitted = False
+
+    # --- contract ---------------------------------------------------------------------
+    def fit(self, dataset: Dataset, *, rng: np.random.Generator | int | None = None) -> Self:
+        """Learn from `dataset`, discarding any earlier state. Returns self."""
+        if dataset.n_events == 0:
+            raise InputError("cannot fit on a dataset without events")
+        rng = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
+        self.users_ = dataset.users
+        self.items_ = dataset.items
+        self.seen_ = dataset.matrix("binary").tocsr().astype(np.float32)
+        self.popularity_ = np.asarray(self.seen_.sum(axis=0)).ravel().astype(np.float32)
+        self._fit(dataset, rng)
+        self._fitted = True
+        return self
+
+    @abstractmethod
+    def _fit(self, dataset: Dataset, rng: np.random.Generator) -> None: ...
+
+    @abstractmethod
+    def _score(self, user_idx: np.ndarray) -> np.ndarray:
+        """(B,) int64 internal user indices -> (B, n_items) float32 scores."""
+
+    def _arrays(self) -> dict[str, np.ndarray]:
+        """Learned state to save (besides vocabularies and seen items)."""
+        return {}
+
+    def _load_arrays(self, arrays: Mapping[str, np.ndarray]) -> None:
+        """Restore what `_arrays` returned."""
+
+    # --- scoring on internal ids --------------------------------------------------------
+    @property
+    def n_items(self) -> int:
+        self._check_fitted()
+        return len(self.items_)
+
+    def score(self, user_idx: np.ndarray) -> np.ndarray:
+        """Scores of every item for internal user indices, (B, n_items) float32."""
+        self._check_fitted()
+        user_idx = np.asarray(user_idx, dtype=np.int64)
+        return np.asarray(self._score(user_idx), dtype=np.float32)
+
+    def recommend_idx(
+        self,
+        user_idx: np.ndarray,
+        k: int = 10,
+        *,
+        exclude_seen: bool = True,
+        exclude: sp.csr_matrix | None = None,
+        candidates: np.ndarray | None = None,
+        batch_size: int = _BATCH,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k internal item indices and scores for internal users, in batches.
+
+        `exclude` is an extra (n_users, n_items) mask of items to remove; `candidates` an
+        optional array of allowed item indices.
+        """
+        self._check_fitted()
+        user_idx = np.asarray(user_idx, dtype=np.int64)
+        allowed = None
+        if candidates is not None:
+            allowed = np.zeros(self.n_items, dtype=bool)
+            allowed[np.asarray(candidates, dtype=np.int64)] = True
+        out_i = np.full((user_idx.size, min(k, self.n_items)), -1, dtype=np.int64)
+        out_s = np.full(out_i.shape, -np.inf, dtype=np.float32)
+        for start in range(0, user_idx.size, batch_size):
+            batch = user_idx[start : start + batch_size]
+            s = self.score(batch).copy()
+            if exclude_seen:
+                _mask_rows(s, self.seen_, batch)
+            if exclude is not None:
+                _mask_rows(s, exclude, batch)
+            if allowed is not None:
+                s[:, ~allowed] = -np.inf
+            idx, vals = top_k(s, k)
+            out_i[start : start + batch.size] = idx
+            out_s[start : start + batch.size] = vals
+        return out_i, out_s
+
+    # --- external ids -----------------------------------------------------------------
+    def recommend(
+        self,
+        users: Iterable[Any] | Any,
+        k: int = 10,
+        *,
+        exclude_seen: bool = True,
+        strict: bool = False,
+    ) -> Recommendations:
+        """Top-k recommendations for external user ids.
+
+        Unknown users get the most popular items with a note, or `UnknownUserError` when
+        `strict`.
+        """
+        self._check_fitted()
+        if k < 1:
+            raise ConfigError(f"k must be at least 1, got {k}")
+        if isinstance(users, str | int | np.integer):
+            users = [users]
+        users = list(users)
+        idx = self.users_.index(users) if users else np.empty(0, np.int64)
+        unknown = [u for u, i in zip(users, idx, strict=True) if i < 0]
+        if unknown and strict:
+            raise UnknownUserError(f"unknown user id {unknown[0]!r} (the model was not trained "
+                                   "on it)")
+        known = idx >= 0
+        items = np.full((len(users), min(k, self.n_items)), -1, dtype=np.int64)
+        scores = np.full(items.shape, -np.inf, dtype=np.float32)
+        if known.any():
+            ki, ks = self.recommend_idx(idx[known], k, exclude_seen=exclude_seen)
+            items[known], scores[known] = ki, ks
+        notes: dict[Any, str] = {}
+        if unknown:
+            pi, ps = top_k(self.popularity_[None, :].astype(np.float32), k)
+            items[~known], scores[~known] = pi[0], ps[0]
+            for u in unknown:
+                notes[u] = "unknown user: most popular items (cold-start fallback)"
+        return Recommendations(users, items, scores, self.items_, notes)
+
+    # --- persistence --------------------------------------------------------------------
+    def save(self, folder: str | Path) -> Path:
+        """Write config.json and arrays.npz (no pickle) to `folder`."""
+        self._check_fitted()
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        meta = {
+            "format": ARTIFACT_FORMAT,
+            "format_version": ARTIFACT_VERSION,
+            "lmrec_version": __version__,
+            "model": self.name,
+            "config": self.config.model_dump(mode="json"),
+            "user_id_type": "int" if self.users_.dtype == pl.Int64 else "str",
+            "item_id_type": "int" if self.items_.dtype == pl.Int64 else "str",
+        }
+        arrays = {f"model.{k}": v for k, v in self._arrays().items()}
+        seen = self.seen_.tocsr()
+        arrays.update({
+            "user_ids": _ids_array(self.users_),
+            "item_ids": _ids_array(self.items_),
+            "seen.indptr": seen.indptr, "seen.indices": seen.indices,
+            "popularity": self.popularity_,
+        })
+        np.savez(folder / "arrays.npz", allow_pickle=False, **arrays)
+        (folder / "config.json").write_text(json.dumps(meta, indent=2))
+        return folder
+
+    @classmethod
+    def load(cls, folder: str | Path) -> Recommender:
+        """Load any saved model; `Recommender.load` dispatches on the saved model name."""
+        from lmrec.models.registry import model_class
+
+        folder = Path(folder)
+        meta = read_artifact_meta(folder)
+        klass = model_class(meta["model"]) if cls is Recommender else cls
+        if klass.name != meta["model"]:
+            raise InputError(f"{folder} holds a {meta['model']!r} model, not {klass.name!r}")
+        model = klass(klass.Config.from_params(meta["config"]))
+        with np.load(folder / "arrays.npz", allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+        model.users_ = IdVocabulary(_ids_series(arrays["user_ids"]))
+        model.items_ = IdVocabulary(_ids_series(arrays["item_ids"]))
+        indices = arrays["seen.indices"]
+        model.seen_ = sp.csr_matrix(
+            (np.ones(indices.size, dtype=np.float32), indices, arrays["seen.indptr"]),
+            shape=(len(model.users_), len(model.items_)))
+        model.popularity_ = arrays["popularity"]
+        model._load_arrays({k[6:]: v for k, v in arrays.items() if k.startswith("model.")})
+        model._fitted = True
+        return model
+
+    def _check_fitted(self) -> None:
+        if not self._fitted:
+            raise InputError(f"{type(self).__name__} is not fitted; call fit() first")
+
+    def __repr__(self) -> str:
+        params = ", ".join(f"{k}={v!r}" for k, v in self.config.model_dump().items())
+        return f"{type(self).__name__}({params})"
+
+
+def read_artifact_meta(folder: Path) -> dict[str, Any]:
+    cfg = folder / "config.json"
+    if not cfg.exists() or not (folder / "arrays.npz").exists():
+        raise InputError("not a saved lmrec model (config.json and arrays.npz expected)",
+                         location=Location(str(folder)))
+    try:
+        meta = json.loads(cfg.read_text())
+    except json.JSONDecodeError as exc:
+        raise InputError(f"config.json is not valid JSON ({exc.msg})",
+                         location=Location(str(cfg), line=exc.lineno)) from exc
+    if meta.get("format") != ARTIFACT_FORMAT:
+        raise InputError("not a saved lmrec model", location=Location(str(cfg)))
+    if meta.get("format_version") != ARTIFACT_VERSION:
+        raise InputError(
+            f"model saved in format version {meta.get('format_version')} by lmrec "
+            f"{meta.get('lmrec_version')}; this lmrec ({__version__}) reads version "
+            f"{ARTIFACT_VERSION}: train the model again", location=Location(str(cfg)))
+    return meta
+
+
+def _mask_rows(scores: np.ndarray, mask: sp.csr_matrix, rows: np.ndarray) -> None:
+    sub = mask[rows].tocoo()
+    scores[sub.row, sub.col] = -np.inf
+
+
+def _ids_array(vocab: IdVocabulary) -> np.ndarray:
+    if vocab.dtype == pl.Int64:
+        return vocab.ids.to_numpy().astype(np.int64)
+    return np.asarray(vocab.ids.to_list(), dtype=np.str_)
+
+
+def _ids_series(arr: np.ndarray) -> pl.Series:
+    if arr.dtype.kind in "iu":
+        return pl.Series(arr.astype(np.int64))
+    return pl.Series(arr.astype(str).tolist(), dtype=pl.String)
+
+
+def batched(seq: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:
+    for i in range(0, len(seq), size):
+        yield seq[i : i + size]

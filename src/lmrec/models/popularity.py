@@ -1,0 +1,60 @@
+"""Most popular items, optionally recency-weighted: the baseline every model must beat."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Literal
+
+import numpy as np
+import polars as pl
+from pydantic import Field
+
+from lmrec import columns as C
+from lmrec.data.dataset import Dataset
+from lmrec.models.base import ModelConfig, Recommender
+
+
+class PopularityConfig(ModelConfig):
+    count: Literal["users", "events", "weight"] = Field(
+        "users", description="what makes an item popular: distinct users, events or weights")
+    half_life_days: float | None = Field(
+        None, gt=0, description="exponential recency decay of each event; None: no decay")
+
+
+class Popularity(Recommender):
+    """Scores every item by its (recency-weighted) popularity, the same for all users."""
+
+    name = "popularity"
+    Config = PopularityConfig
+    config: PopularityConfig
+
+    def _fit(self, dataset: Dataset, rng: np.random.Generator) -> None:
+        ev = dataset.events
+        cfg = self.config
+        # a literal would be summed once per group, not once per row
+        one = pl.col(C.WEIGHT).cast(pl.Float64) * 0.0 + 1.0
+        if cfg.count == "users":
+            ev = ev.unique([C.USER_IDX, C.ITEM_IDX], keep="last")
+            w = one
+        elif cfg.count == "events":
+            w = one
+        else:
+            w = pl.col(C.WEIGHT).cast(pl.Float64)
+        if cfg.half_life_days is not None and ev[C.TIME].null_count() < ev.height:
+            t_max = ev[C.TIME].max()
+            age_days = (t_max - pl.col(C.TIME).fill_null(t_max)) / 86_400
+            w = w * (0.5 ** (age_days / cfg.half_life_days))
+        agg = ev.group_by(C.ITEM_IDX).agg(w.sum().alias("s"))
+        scores = np.zeros(dataset.n_items, dtype=np.float32)
+        scores[agg[C.ITEM_IDX].to_numpy()] = agg["s"].to_numpy()
+        self.item_scores_ = scores
+
+    def _score(self, user_idx: np.ndarray) -> np.ndarray:
+        # (B, n_items): the same row for every user
+        return np.broadcast_to(self.item_scores_, (user_idx.size, self.item_scores_.size))
+
+    def _arrays(self) -> dict[str, np.ndarray]:
+        return {"item_scores": self.item_scores_}
+
+    def _load_arrays(self, arrays: Mapping[str, np.ndarray]) -> None:
+        self.item_scores_ = arrays["item_scores"]
