@@ -23,7 +23,6 @@ import pyarrow.parquet as pq
 
 from lmrec.errors import InputError, Location
 
-TEXT_SUFFIXES = {".csv", ".tsv", ".tab", ".txt", ".dat", ".data", ".base", ".test", ".item", ".user"}
 PARQUET_SUFFIXES = {".parquet", ".pq"}
 JSONL_SUFFIXES = {".jsonl", ".ndjson", ".json"}
 _SNIFF_DELIMITERS = (",", "\t", ";", "|")
@@ -139,7 +138,8 @@ def read_table(
     except OSError as exc:
         raise InputError(f"cannot read file ({exc.strerror})", location=Location(name)) from exc
     if size == 0:
-        raise InputError("file is empty", location=Location(name), expected="a header and data rows")
+        raise InputError("file is empty", location=Location(name),
+                         expected="a header and data rows")
     suffix = path.suffix.lower()
     if suffix in PARQUET_SUFFIXES:
         table = _read_parquet(path, name)
@@ -342,7 +342,7 @@ def _read_delimited(
     ]
     if bad_rows and policy is BadRowPolicy.FAIL:
         first = bad_rows[0]
-        number, expected, actual, text = bad[0]
+        _, expected, actual, text = bad[0]
         raise InputError(
             f"wrong number of fields ({actual})",
             location=first.location,

@@ -158,8 +158,8 @@ class Recommender(ABC):
         """Learned state to save (besides vocabularies and seen items)."""
         return {}
 
-    def _load_arrays(self, arrays: Mapping[str, np.ndarray]) -> None:
-        """Restore what `_arrays` returned."""
+    def _load_arrays(self, arrays: Mapping[str, np.ndarray]) -> None:  # noqa: B027
+        """Restore what `_arrays` returned (nothing to restore by default)."""
 
     # --- scoring on internal ids --------------------------------------------------------
     @property

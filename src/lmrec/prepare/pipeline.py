@@ -200,7 +200,7 @@ def _stage(report: QualityReport, name: str, rows_in: int) -> Stage:
 
 def _drop(ev: pl.DataFrame, mask: pl.Series | pl.Expr, st: Stage, reason: str) -> pl.DataFrame:
     """Drop rows where `mask` is true, counting them under `reason`."""
-    keep = ev.filter(~mask) if isinstance(mask, pl.Expr) else ev.filter(~mask)
+    keep = ev.filter(~mask)
     n = ev.height - keep.height
     if n:
         st.dropped[reason] = st.dropped.get(reason, 0) + n
