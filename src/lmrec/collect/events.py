@@ -193,32 +193,43 @@ def parse_timestamps(series: pl.Series) -> tuple[pl.Series, np.ndarray]:
         return _numeric_to_seconds(series.cast(pl.Float64)), np.zeros(series.len(), dtype=bool)
     s = _as_string(series).str.strip_chars().replace("", None)
     num = s.cast(pl.Float64, strict=False)
-    n_num = int(num.is_not_null().sum())
-    n_present = int(s.is_not_null().sum())
-    if n_num == n_present:
-        return _numeric_to_seconds(num), np.zeros(series.len(), dtype=bool)
+    secs = _numeric_to_seconds(num)  # numbers where they parse, dates elsewhere
+    # Polars infers one date format from the first value; a column mixing formats (or naive
+    # and zoned times) is parsed group by group until nothing more parses.
+    for _ in range(8):
+        todo = (secs.is_null() & s.is_not_null()).to_numpy()
+        if not todo.any():
+            break
+        pos = np.flatnonzero(todo)
+        got = _dates_to_seconds(s.gather(pos))
+        if got.null_count() == got.len():
+            break
+        secs = secs.scatter(pos, got)
+    bad = (secs.is_null() & s.is_not_null()).to_numpy()
+    return secs, bad
+
+
+def _dates_to_seconds(s: pl.Series) -> pl.Series:
     parsed = s.str.to_datetime(strict=False, time_unit="us", time_zone="UTC")
-    if parsed.is_null().all() and n_present:
+    if parsed.is_null().all():
         # a naive format polars did not guess: try the common explicit ones
         for fmt in ("%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d", "%d/%m/%Y %H:%M"):
             parsed = s.str.to_datetime(fmt, strict=False, time_unit="us").dt.replace_time_zone(
                 "UTC")
             if parsed.is_not_null().any():
                 break
-    secs = _datetime_to_seconds(parsed)
-    # mixed columns: numbers where they parse, dates elsewhere
-    secs = pl.select(pl.coalesce(secs, _numeric_to_seconds(num))).to_series()
-    bad = (secs.is_null() & s.is_not_null()).to_numpy()
-    return secs, bad
+    return _datetime_to_seconds(parsed)
 
 
 def _numeric_to_seconds(num: pl.Series) -> pl.Series:
-    top = num.abs().max()
-    if top is not None and top > _US_THRESHOLD:
-        num = num / 1e6
-    elif top is not None and top > _MS_THRESHOLD:
-        num = num / 1e3
-    return num.floor().cast(pl.Int64)
+    """Seconds from seconds, milliseconds or microseconds, judged value by value."""
+    a = pl.col("x").abs()
+    x = pl.col("x")
+    out = pl.DataFrame({"x": num}).select(
+        pl.when(a > _US_THRESHOLD).then(x / 1e6).when(a > _MS_THRESHOLD).then(x / 1e3)
+        .otherwise(x).floor().cast(pl.Int64)
+    )
+    return out.to_series().alias(num.name)
 
 
 def _datetime_to_seconds(series: pl.Series) -> pl.Series:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -89,15 +89,9 @@ class Table:
                     if record >= last:
                         break
                 return out
-            reader = csv.reader(fh, delimiter=self._delimiter)
             record = -1
-            start_line = 1
-            for i, fields in enumerate(reader):
-                line = start_line
-                start_line = reader.line_num + 1
+            for i, (line, fields) in enumerate(_csv_records(fh, self._delimiter)):
                 if i == 0 and self._header:
-                    continue
-                if not fields or (len(fields) == 1 and fields[0] == ""):
                     continue
                 if self._n_fields and len(fields) != self._n_fields:
                     continue
@@ -107,6 +101,48 @@ class Table:
                 if record >= last:
                     break
         return out
+
+
+def _csv_records(fh: Iterable[str], delimiter: str) -> Iterator[tuple[int, list[str]]]:
+    """(1-based physical line where the record starts, fields) of every non-blank record.
+
+    Blank lines are skipped as the Arrow reader skips them; quoted fields may span lines.
+    """
+    reader = csv.reader(fh, delimiter=delimiter)
+    start = 1
+    for fields in reader:
+        line = start
+        start = reader.line_num + 1
+        if fields:
+            yield line, fields
+
+
+def _record_start_lines(text: str, delimiter: str, wanted: set[int]) -> dict[int, int]:
+    """Physical start lines of 1-based record numbers as Arrow counts them (header included,
+    blank lines not counted)."""
+    out: dict[int, int] = {}
+    if not wanted:
+        return out
+    last = max(wanted)
+    for number, (line, _) in enumerate(_csv_records(io.StringIO(text, newline=""), delimiter), 1):
+        if number in wanted:
+            out[number] = line
+        if number >= last:
+            break
+    return out
+
+
+def _unterminated_quote_line(text: str, delimiter: str) -> int | None:
+    """The line where a quoted field starts that the end of the file cuts off, if any."""
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True)
+    start = 1
+    try:
+        for _ in reader:
+            start = reader.line_num + 1
+    except csv.Error as exc:
+        if "unexpected end of data" in str(exc):
+            return start
+    return None
 
 
 def read_table(
@@ -169,7 +205,7 @@ def _read_frame(obj: Any, name: str, column_names: Sequence[str] | None) -> Tabl
     elif isinstance(obj, pl.LazyFrame):
         frame = obj.collect()
     elif type(obj).__module__.startswith("pandas"):
-        frame = pl.from_pandas(obj)
+        frame = _from_pandas(obj, name)
     else:
         raise InputError(
             f"cannot read an object of type {type(obj).__name__}",
@@ -179,6 +215,23 @@ def _read_frame(obj: Any, name: str, column_names: Sequence[str] | None) -> Tabl
     if column_names is not None:
         frame = _rename(frame, column_names, name)
     return Table(frame=frame, source=name, kind="frame")
+
+
+def _from_pandas(obj: Any, name: str) -> pl.DataFrame:
+    try:
+        return pl.from_pandas(obj)
+    except (pa.ArrowException, TypeError, ValueError):
+        pass
+    # object columns mixing types (e.g. ids 1 and "a"): read them as text, as the files are
+    obj = obj.copy()
+    for col in obj.columns:
+        if obj[col].dtype == object:
+            obj[col] = [None if v is None or v != v else str(v) for v in obj[col]]
+    try:
+        return pl.from_pandas(obj)
+    except (pa.ArrowException, TypeError, ValueError) as exc:
+        raise InputError(f"cannot convert the pandas DataFrame ({exc})",
+                         location=Location(name)) from exc
 
 
 def _read_parquet(path: Path, name: str) -> Table:
@@ -200,7 +253,7 @@ def _read_jsonl(path: Path, name: str, encoding: str) -> Table:
     try:
         frame = pl.read_ndjson(io.BytesIO(text.encode("utf-8")), infer_schema_length=None)
     except Exception as exc:  # polars raises several types; find the line ourselves
-        for lineno, line in enumerate(text.splitlines(), start=1):
+        for lineno, line in enumerate(text.split("\n"), start=1):
             if not line.strip():
                 continue
             try:
@@ -268,6 +321,10 @@ def _read_delimited(
     if not data.strip():
         raise InputError("file has only blank lines", location=Location(name))
     first_line = data[: data.find(b"\n") if b"\n" in data else len(data)].decode("utf-8")
+    rest = data[data.find(b"\n") + 1:] if b"\n" in data else b""
+    if header and not rest.strip(b"\r\n"):
+        raise InputError("file has a header but no data rows", location=Location(name, line=2),
+                         expected="data rows after the header line")
     delim = delimiter or sniff_delimiter(first_line, path.suffix.lower())
     if delim == "\\t":
         delim = "\t"
@@ -276,24 +333,25 @@ def _read_delimited(
             f"delimiter {delim!r} is not one character", location=Location(name)
         )
 
+    if header and not first_line.strip("\r"):
+        raise InputError("line 1 is blank", location=Location(name, line=1),
+                         expected="the header line first")
+    first_fields = next(csv.reader([_first_record(data)], delimiter=delim))
+    if column_names is not None and len(column_names) != len(first_fields):
+        raise InputError(
+            f"{len(column_names)} column names given for {len(first_fields)} columns",
+            location=Location(name, line=1),
+            expected=f"{len(first_fields)} names",
+        )
     if header:
-        names = next(csv.reader([first_line.rstrip("\r")], delimiter=delim))
-        data_rows = data.count(b"\n", data.find(b"\n")) if b"\n" in data else 0
+        names = first_fields
         if column_names is not None:
-            if len(column_names) != len(names):
-                raise InputError(
-                    f"{len(column_names)} column names given for {len(names)} columns",
-                    location=Location(name, line=1),
-                )
             names = list(column_names)
         skip = 1
     else:
-        n = next(csv.reader([first_line.rstrip("\r")], delimiter=delim))
-        names = list(column_names) if column_names else [f"column_{i + 1}" for i in range(len(n))]
+        names = (list(column_names) if column_names
+                 else [f"column_{i + 1}" for i in range(len(first_fields))])
         skip = 0
-        data_rows = 1
-    if header and data_rows == 0:
-        raise InputError("file has a header but no data rows", location=Location(name, line=1))
     _check_names(names, name)
 
     bad: list[tuple[int | None, int, int, str]] = []
@@ -312,7 +370,8 @@ def _read_delimited(
                 skip_rows=skip,
                 block_size=1 << 24,
             ),
-            parse_options=pacsv.ParseOptions(delimiter=delim, invalid_row_handler=on_invalid),
+            parse_options=pacsv.ParseOptions(delimiter=delim, invalid_row_handler=on_invalid,
+                                             newlines_in_values=True),
             convert_options=pacsv.ConvertOptions(
                 column_types={c: pa.string() for c in names},
                 strings_can_be_null=False,
@@ -331,11 +390,21 @@ def _read_delimited(
             location=Location(name),
         ) from exc
 
+    text_data = data.decode("utf-8") if bad or data.count(b'"') % 2 else ""
+    if data.count(b'"') % 2 and (open_line := _unterminated_quote_line(text_data, delim)):
+        raise InputError(
+            "quoted field not closed before the end of the file (the file may be truncated)",
+            location=Location(name, line=open_line),
+            expected='a closing \'"\' for the field that starts on this line',
+        )
+    # Arrow numbers records from 1, header included, blank lines not counted; name the
+    # physical line instead (they differ after blank lines and multi-line quoted fields).
+    lines = _record_start_lines(text_data, delim, {n for n, *_ in bad if n is not None})
     bad_rows = [
         BadRow(
-            Location(name, line=(number + 0) if number is not None else None),
+            (loc := Location(name, line=lines.get(number) if number is not None else None)),
             "wrong number of fields",
-            f"{Location(name, line=number).describe()}: wrong number of fields; "
+            f"{loc.describe()}: wrong number of fields; "
             f"expected {expected} fields separated by {delim!r}, found {actual}: {text[:80]!r}",
         )
         for number, expected, actual, text in bad
@@ -349,6 +418,9 @@ def _read_delimited(
             expected=f"{expected} fields separated by {delim!r}",
             found=text,
         )
+    if header and arrow.num_rows == 0 and not bad_rows:
+        raise InputError("file has a header but no data rows", location=Location(name, line=2),
+                         expected="data rows after the header line")
     frame = pl.from_arrow(arrow)
     assert isinstance(frame, pl.DataFrame)
     return Table(
@@ -362,6 +434,19 @@ def _read_delimited(
         _header=header,
         _n_fields=len(names),
     )
+
+
+def _first_record(data: bytes) -> str:
+    """The first non-blank line (blank lines are not records)."""
+    start = 0
+    while start < len(data):
+        end = data.find(b"\n", start)
+        end = len(data) if end < 0 else end
+        line = data[start:end].rstrip(b"\r")
+        if line:
+            return line.decode("utf-8")
+        start = end + 1
+    return ""
 
 
 def _check_names(names: Sequence[str], source: str) -> None:

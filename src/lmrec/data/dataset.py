@@ -159,10 +159,10 @@ class Dataset:
             indptr = np.zeros(self.n_users + 1, dtype=np.int64)
             np.cumsum(counts, out=indptr[1:])
             self._cache["sequences"] = Sequences(
-                indptr=indptr,
-                items=ev[C.ITEM_IDX].to_numpy().astype(np.int32),
-                events=codes.astype(np.int32),
-                timestamps=ev[C.TIME].fill_null(-1).to_numpy().astype(np.int64),
+                indptr=_frozen(indptr),
+                items=_frozen(ev[C.ITEM_IDX].to_numpy().astype(np.int32)),
+                events=_frozen(codes.astype(np.int32)),
+                timestamps=_frozen(ev[C.TIME].fill_null(-1).to_numpy().astype(np.int64)),
                 event_types=types,
             )
         return self._cache["sequences"]
@@ -178,8 +178,8 @@ class Dataset:
         numeric/time: float32 (n,) normalised; vector: float32 (n, dim); text: list[str].
         """
         key = ("features", side)
-        if key in self._cache:
-            return self._cache[key]
+        if key in self._cache:  # a new dict (and text lists) so callers cannot alter the cache
+            return {k: list(v) if isinstance(v, list) else v for k, v in self._cache[key].items()}
         table = self.user_table if side == "user" else self.item_table
         schema = self.user_schema if side == "user" else self.item_schema
         out: dict[str, Any] = {}
@@ -196,8 +196,11 @@ class Dataset:
                 out[col] = np.asarray(s.to_list(), dtype=np.float32).reshape(s.len(), -1)
             elif spec.role == Role.TEXT:
                 out[col] = s.cast(pl.String).fill_null("").to_list()
+        for v in out.values():
+            if isinstance(v, np.ndarray):
+                _frozen(v)
         self._cache[key] = out
-        return out
+        return self.encoded_features(side)
 
     # --- derivation -----------------------------------------------------------------
     def with_events(self, events: pl.DataFrame, name: str | None = None) -> Dataset:
@@ -274,16 +277,23 @@ class Dataset:
         )
 
 
+def _frozen(a: np.ndarray) -> np.ndarray:
+    """Mark a cached array read-only: the same array is handed to every caller."""
+    a.flags.writeable = False
+    return a
+
+
 def _codes(s: pl.Series, vocabulary: tuple[str, ...]) -> np.ndarray:
     return (s.replace_strict(list(vocabulary), list(range(1, len(vocabulary) + 1)), default=0,
                              return_dtype=pl.Int32).to_numpy().astype(np.int32))
 
 
 def _multi_hot(s: pl.Series, vocabulary: tuple[str, ...]) -> sp.csr_matrix:
-    lengths = s.list.len().fill_null(0).to_numpy()
-    flat = s.explode().cast(pl.String)
-    codes = _codes(flat, vocabulary) - 1  # -1 = unknown label or empty list
-    rows = np.repeat(np.arange(s.len()), np.maximum(lengths, 1))
+    lengths = s.list.len().fill_null(0)
+    # explode only non-empty lists: how empty lists explode differs between polars versions
+    flat = s.filter(lengths > 0).explode().cast(pl.String)
+    codes = _codes(flat, vocabulary) - 1  # -1 = unknown label
+    rows = np.repeat(np.arange(s.len()), lengths.to_numpy())
     ok = codes >= 0
     m = sp.csr_matrix((np.ones(int(ok.sum()), dtype=np.float32), (rows[ok], codes[ok])),
                       shape=(s.len(), len(vocabulary)), dtype=np.float32)

@@ -72,7 +72,11 @@ class IdVocabulary:
 
     def id_of(self, idx: np.ndarray | Iterable[int]) -> np.ndarray:
         """External ids of internal indices (an int64 or object array)."""
-        return self._np[np.asarray(idx, dtype=np.int64)]
+        idx = np.asarray(idx, dtype=np.int64)
+        if idx.size and (idx.min() < 0 or idx.max() >= len(self)):
+            # numpy would wrap -1 (the "unknown" index) around to the last id
+            raise IndexError(f"index out of range for a vocabulary of {len(self)} ids")
+        return self._np[idx]
 
     def to_python(self, idx: int) -> Any:
         v = self._np[idx]

@@ -230,6 +230,9 @@ class Recommender(ABC):
         if isinstance(users, str | int | np.integer):
             users = [users]
         users = list(users)
+        # ids typed like the vocabulary ("196" -> 196 for integer ids); unparseable ones stay
+        users = [t if t is not None else u
+                 for u, t in zip(users, self.users_.coerce(users).to_list(), strict=True)]
         idx = self.users_.index(users) if users else np.empty(0, np.int64)
         unknown = [u for u, i in zip(users, idx, strict=True) if i < 0]
         if unknown and strict:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 
 import numpy as np
@@ -88,7 +89,14 @@ def type_table(
 
 def _vectors(s: pl.Series, table: Table, col: str) -> pl.Series:
     if s.dtype == pl.String:
-        s = s.str.json_decode(pl.List(pl.Float64))
+        s = s.str.strip_chars().replace("", None)  # an empty cell is a missing vector
+        try:
+            s = s.str.json_decode(pl.List(pl.Float64))
+        except pl.exceptions.PolarsError:
+            pos = next(i for i, v in enumerate(s.to_list()) if v is not None and not _is_vector(v))
+            raise InputError("not a vector", location=table.locate([pos], col)[0],
+                             expected="a JSON list of numbers such as [0.1, 0.2]",
+                             found=str(s[pos])) from None
     s = s.cast(pl.List(pl.Float32))
     lengths = s.list.len()
     present = lengths.filter(s.is_not_null())
@@ -98,6 +106,15 @@ def _vectors(s: pl.Series, table: Table, col: str) -> pl.Series:
         raise InputError(f"vector of length {lengths[pos]} in a column of length-{dim} vectors",
                          location=table.locate([pos], col)[0], expected=f"{dim} numbers")
     return s
+
+
+def _is_vector(text: str) -> bool:
+    try:
+        v = json.loads(text)
+    except ValueError:
+        return False
+    return isinstance(v, list) and all(
+        isinstance(x, int | float) and not isinstance(x, bool) for x in v)
 
 
 def align_and_encode(
@@ -139,6 +156,7 @@ def align_and_encode(
             vocab = tuple(s.drop_nulls().unique().sort().to_list())
             specs[col] = FeatureSpec(role, vocabulary=vocab)
         elif role == Role.MULTI:
+            n_missing = int((s.list.len().fill_null(0) == 0).sum())  # empty cell: no labels
             vocab = tuple(s.explode().drop_nulls().unique().sort().to_list())
             specs[col] = FeatureSpec(role, vocabulary=vocab)
             fills.append(pl.col(col).fill_null(pl.lit([], dtype=pl.List(pl.String))))

@@ -1,0 +1,496 @@
+"""The `lmrec` command line: a thin Typer layer over the library."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any
+
+import polars as pl
+import typer
+from pydantic import ValidationError
+from rich.markdown import Markdown
+
+from lmrec import __version__
+from lmrec import columns as C
+from lmrec.console import err, fail, out, steps, table
+from lmrec.errors import ConfigError, InputError, LmrecError
+
+app = typer.Typer(help="lmrec: recommendations from your event log and catalogue.",
+                  no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+data_app = typer.Typer(help="Inspect and prepare data.", no_args_is_help=True)
+datasets_app = typer.Typer(help="Public datasets.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+app.add_typer(datasets_app, name="datasets")
+
+
+def main() -> None:
+    """Entry point: library errors become one clear line and exit code 2, never a traceback."""
+    try:
+        app()
+    except LmrecError as exc:
+        fail(str(exc))
+    except ValidationError as exc:
+        fail(_validation_message(exc))
+    except KeyboardInterrupt:
+        fail("interrupted", code=130)
+
+
+def _validation_message(exc: ValidationError) -> str:
+    parts = []
+    for e in exc.errors():
+        loc = ".".join(str(p) for p in e["loc"])
+        parts.append(f"{loc}: {e['msg']}")
+    return "invalid option: " + "; ".join(parts)
+
+
+@app.callback(invoke_without_command=True)
+def _root(version: Annotated[bool, typer.Option("--version", help="Print the version.")] = False
+          ) -> None:
+    if version:
+        out.print(f"lmrec {__version__}")
+        raise typer.Exit()
+
+
+# --- shared option helpers ---------------------------------------------------------------
+def parse_params(pairs: list[str] | None, config_file: Path | None = None) -> dict[str, Any]:
+    """`k=v` pairs (and an optional TOML file, overridden by the pairs) as a dict."""
+    params: dict[str, Any] = {}
+    if config_file is not None:
+        if not config_file.exists():
+            raise InputError(f"config file not found: {config_file}")
+        try:
+            doc = tomllib.loads(config_file.read_text())
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{config_file}: invalid TOML ({exc})") from exc
+        params.update(doc.get("params", doc))
+    for p in pairs or []:
+        key, sep, value = p.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--param {p!r} is not KEY=VALUE")
+        params[key.strip()] = value.strip()
+    return params
+
+
+def _split_list(value: str | None) -> list[str]:
+    return [v.strip() for v in value.split(",") if v.strip()] if value else []
+
+
+def _parse_ks(value: str) -> list[int]:
+    try:
+        ks = sorted({int(v) for v in _split_list(value)})
+    except ValueError:
+        raise ConfigError(f"--k {value!r} is not a comma-separated list of integers") from None
+    if not ks or ks[0] < 1:
+        raise ConfigError(f"--k {value!r}: cutoffs must be positive integers")
+    return ks
+
+
+# --- data ----------------------------------------------------------------------------------
+@data_app.command("prepare")
+def data_prepare(
+    events: Annotated[list[Path], typer.Option("--events", help="Event file(s); repeat to merge.")],
+    out_dir: Annotated[Path, typer.Option("--out", help="Folder for the prepared dataset.")],
+    users: Annotated[Path | None, typer.Option(help="User attribute table.")] = None,
+    items: Annotated[Path | None, typer.Option(help="Item attribute table.")] = None,
+    user_col: Annotated[str | None, typer.Option(help="Column with user ids.")] = None,
+    item_col: Annotated[str | None, typer.Option(help="Column with item ids.")] = None,
+    event_col: Annotated[str | None, typer.Option(help="Column with the behaviour type.")] = None,
+    time_col: Annotated[str | None, typer.Option(help="Column with the timestamp.")] = None,
+    value_col: Annotated[str | None, typer.Option(help="Column with a value (rating).")] = None,
+    users_id_col: Annotated[str | None, typer.Option(help="Id column of --users.")] = None,
+    items_id_col: Annotated[str | None, typer.Option(help="Id column of --items.")] = None,
+    delimiter: Annotated[str | None, typer.Option(help="Field delimiter (sniffed if unset).")
+                         ] = None,
+    encoding: Annotated[str, typer.Option(help="Text encoding of the files.")] = "utf-8",
+    no_header: Annotated[bool, typer.Option("--no-header", help="Event files have no header.")
+                         ] = False,
+    columns: Annotated[str | None, typer.Option(help="Column names, comma-separated.")] = None,
+    default_event: Annotated[str, typer.Option(help="Behaviour type without --event-col.")
+                             ] = C.DEFAULT_EVENT,
+    min_rating: Annotated[float | None, typer.Option(help="Drop events with value below.")
+                          ] = None,
+    core: Annotated[int | None, typer.Option(help="k-core filter on users and items.")] = None,
+    user_core: Annotated[int | None, typer.Option(help="Minimum events per user.")] = None,
+    item_core: Annotated[int | None, typer.Option(help="Minimum events per item.")] = None,
+    dedupe: Annotated[str, typer.Option(help="none | exact | user-item | user-item-event")
+                      ] = "exact",
+    keep: Annotated[str, typer.Option(help="Duplicate kept: first | last | max-value")] = "last",
+    weights: Annotated[str | None, typer.Option(help="Behaviour weights, e.g. view=1,cart=3")
+                       ] = None,
+    item_role: Annotated[list[str] | None, typer.Option(help="COLUMN=ROLE for items.")] = None,
+    user_role: Annotated[list[str] | None, typer.Option(help="COLUMN=ROLE for users.")] = None,
+    multi_sep: Annotated[str, typer.Option(help="Separator of multi-valued cells.")] = "|",
+    max_user_events: Annotated[int | None, typer.Option(help="Drop users above (bots).")
+                               ] = None,
+    burst_max: Annotated[int | None, typer.Option(help="Max events of a user per window.")
+                         ] = None,
+    burst_window: Annotated[float, typer.Option(help="Burst window in seconds.")] = 1.0,
+    time_min: Annotated[int | None, typer.Option(help="Drop events before (Unix s).")] = None,
+    time_max: Annotated[int | None, typer.Option(help="Drop events after (Unix s).")] = None,
+    on_bad_rows: Annotated[str, typer.Option(help="fail | skip (skipped rows are counted)")
+                           ] = "fail",
+    name: Annotated[str | None, typer.Option(help="Dataset name.")] = None,
+) -> None:
+    """Validate, clean, filter and index events (+ user/item tables) into a dataset folder."""
+    from lmrec.collect.events import ColumnMapping, to_events
+    from lmrec.collect.guess import guess_mapping
+    from lmrec.collect.readers import read_table
+    from lmrec.prepare import PrepareConfig, prepare
+    from lmrec.prepare.pipeline import role_overrides, weights_from_pairs
+
+    cfg_kwargs: dict[str, Any] = {
+        "dedupe": dedupe, "dedupe_keep": keep, "default_event": default_event,
+        "min_rating": min_rating, "core": core, "user_core": user_core, "item_core": item_core,
+        "multi_separator": multi_sep, "max_user_events": max_user_events,
+        "burst_max": burst_max, "burst_window_s": burst_window,
+        "time_min": time_min, "time_max": time_max,
+        "item_roles": role_overrides(item_role or []),
+        "user_roles": role_overrides(user_role or []),
+    }
+    if weights:
+        from lmrec.prepare.config import DEFAULT_BEHAVIOUR_WEIGHTS
+
+        cfg_kwargs["behaviour_weights"] = {**DEFAULT_BEHAVIOUR_WEIGHTS,
+                                           **weights_from_pairs(_split_list(weights))}
+    config = PrepareConfig(**cfg_kwargs)
+    names = _split_list(columns) or None
+    t0 = time.perf_counter()
+    with steps("preparing") as step:
+        tables = []
+        mapping: ColumnMapping | None = None
+        for path in events:
+            step(f"reading {path}")
+            t = read_table(path, delimiter=delimiter, encoding=encoding, header=not no_header,
+                           column_names=names, on_bad_rows=on_bad_rows)
+            if mapping is None:
+                mapping = guess_mapping(t.frame.columns, str(path), user=user_col, item=item_col,
+                                        event=event_col, time=time_col, value=value_col)
+                mapping = ColumnMapping(mapping.user, mapping.item, mapping.event, mapping.time,
+                                        mapping.value, default_event=default_event)
+            tables.append(to_events(t, mapping, on_bad_rows=on_bad_rows))
+        assert mapping is not None
+        read = {"delimiter": delimiter, "encoding": encoding, "on_bad_rows": on_bad_rows}
+        user_t = read_table(users, **read) if users else None
+        item_t = read_table(items, **read) if items else None
+        result = prepare(tables, user_t, item_t, mapping=mapping, user_id_col=users_id_col,
+                         item_id_col=items_id_col, config=config, on_bad_rows=on_bad_rows,
+                         name=name or out_dir.name, on_step=step)
+        step("writing")
+        result.save(out_dir)
+    _print_summary(result.dataset, result.report, time.perf_counter() - t0, out_dir)
+
+
+def _print_summary(dataset: Any, report: Any, seconds: float | None, folder: Path | None) -> None:
+    s = report.summary
+    rows = [("users", s.get("users")), ("items", s.get("items")), ("events", s.get("events")),
+            ("event rows read", report.rows_read), ("event rows dropped", report.rows_dropped)]
+    for reason, n in report.dropped_by_reason().items():
+        rows.append((f"  dropped: {reason}", n))
+    err.print(table(f"Dataset {dataset.name!r}", ["", "count"], rows))
+    for flag in report.flags:
+        err.print(f"[yellow]flag:[/] {flag}")
+    if folder is not None:
+        where = f" in {seconds:.2f} s" if seconds is not None else ""
+        err.print(f"Prepared{where}: {folder} (quality report: {folder / 'quality_report.md'})")
+
+
+@data_app.command("inspect")
+def data_inspect(
+    paths: Annotated[list[Path], typer.Argument(help="A prepared dataset folder, or files.")],
+    user_col: Annotated[str | None, typer.Option(help="Column with user ids.")] = None,
+    item_col: Annotated[str | None, typer.Option(help="Column with item ids.")] = None,
+    event_col: Annotated[str | None, typer.Option()] = None,
+    time_col: Annotated[str | None, typer.Option()] = None,
+    value_col: Annotated[str | None, typer.Option()] = None,
+    delimiter: Annotated[str | None, typer.Option()] = None,
+    encoding: Annotated[str, typer.Option()] = "utf-8",
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Print users, items, events and the quality report of a dataset folder or raw files."""
+    from lmrec.collect.events import to_events
+    from lmrec.collect.guess import guess_mapping
+    from lmrec.collect.readers import BadRowPolicy, read_table
+    from lmrec.data import Dataset
+    from lmrec.prepare import QualityReport, prepare
+
+    if len(paths) == 1 and paths[0].is_dir():
+        ds = Dataset.load(paths[0])
+        report_path = paths[0] / "quality_report.json"
+        report = QualityReport.load(paths[0]) if report_path.exists() else None
+        info = {"name": ds.name, "users": ds.n_users, "items": ds.n_items, "events": ds.n_events,
+                "behaviours": dict(ds.events[C.EVENT].value_counts().iter_rows()),
+                "user_features": {k: str(v.role) for k, v in ds.user_schema.items()},
+                "item_features": {k: str(v.role) for k, v in ds.item_schema.items()}}
+        if as_json:
+            out.print_json(json.dumps({**info, "quality_report": report.to_dict()
+                                       if report else None}, default=str))
+            return
+        out.print(table(f"Dataset {ds.name!r}", ["", "value"],
+                        [(k, v) for k, v in info.items()]))
+        if report is not None:
+            out.print(Markdown(report.to_markdown()))
+        return
+    with steps("inspecting") as step:
+        tables = []
+        for p in paths:
+            step(f"reading {p}")
+            t = read_table(p, delimiter=delimiter, encoding=encoding,
+                           on_bad_rows=BadRowPolicy.SKIP)
+            mapping = guess_mapping(t.frame.columns, str(p), user=user_col, item=item_col,
+                                    event=event_col, time=time_col, value=value_col)
+            tables.append(to_events(t, mapping, on_bad_rows=BadRowPolicy.SKIP))
+        result = prepare(tables, on_bad_rows=BadRowPolicy.SKIP, name=paths[0].stem,
+                         on_step=step)
+    if as_json:
+        out.print_json(json.dumps(result.report.to_dict(), default=str))
+        return
+    out.print(Markdown(result.report.to_markdown()))
+
+
+# --- datasets --------------------------------------------------------------------------------
+@datasets_app.command("list")
+def datasets_list() -> None:
+    """List the public datasets lmrec can load."""
+    from lmrec.datasets import list_datasets
+
+    out.print(table("Datasets", ["name", "description", "local folder"],
+                    [(s.name, s.description, ", ".join(s.folders) or "-") for s in list_datasets()]))
+
+
+@datasets_app.command("get")
+def datasets_get(
+    name: Annotated[str, typer.Argument(help="Dataset name (see `lmrec datasets list`).")],
+    out_dir: Annotated[Path, typer.Option("--out", help="Folder for the prepared dataset.")],
+    source: Annotated[Path | None, typer.Option("--from", help="A local copy (folder or file).")
+                      ] = None,
+    cache_dir: Annotated[Path | None, typer.Option(help="Download cache folder.")] = None,
+    no_download: Annotated[bool, typer.Option("--no-download", help="Never download.")
+                           ] = False,
+    min_rating: Annotated[float | None, typer.Option()] = None,
+    core: Annotated[int | None, typer.Option()] = None,
+) -> None:
+    """Load a public dataset (local copy, cache or official download) into a dataset folder."""
+    from lmrec.datasets import load_dataset
+    from lmrec.prepare import PrepareConfig
+
+    # only the options given are set, so the dataset's own defaults (e.g. dedupe) stay
+    given = {k: v for k, v in {"min_rating": min_rating, "core": core}.items() if v is not None}
+    t0 = time.perf_counter()
+    with steps(f"getting {name}"):
+        result = load_dataset(name, source, cache_dir=cache_dir, download=not no_download,
+                              config=PrepareConfig(**given) if given else None)
+        result.save(out_dir)
+    _print_summary(result.dataset, result.report, time.perf_counter() - t0, out_dir)
+
+
+# --- models --------------------------------------------------------------------------------
+@app.command("train")
+def train(
+    data: Annotated[Path, typer.Option("--data", help="A prepared dataset folder.")],
+    model: Annotated[str, typer.Option("--model", help="Model name.")],
+    out_dir: Annotated[Path, typer.Option("--out", help="Folder for the trained model.")],
+    param: Annotated[list[str] | None, typer.Option("--param", help="KEY=VALUE, repeatable.")
+                     ] = None,
+    config: Annotated[Path | None, typer.Option(help="TOML file with model parameters.")
+                      ] = None,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+) -> None:
+    """Train a model on a dataset folder and save it (config + arrays + item metadata)."""
+    from lmrec.data import Dataset
+    from lmrec.models import create_model
+
+    rec = create_model(model, parse_params(param, config))
+    ds = Dataset.load(data)
+    t0 = time.perf_counter()
+    with steps(f"training {model} on {ds.name}"):
+        rec.fit(ds, rng=seed)
+    seconds = time.perf_counter() - t0
+    rec.save(out_dir)
+    ds.item_table.write_parquet(out_dir / "items.parquet")
+    err.print(f"Trained {rec!r} on {ds.n_users} users, {ds.n_items} items, {ds.n_events} "
+              f"events in {seconds:.2f} s; saved to {out_dir}")
+
+
+@app.command("recommend")
+def recommend(
+    model_dir: Annotated[Path, typer.Argument(help="A folder written by `lmrec train`.")],
+    user: Annotated[list[str], typer.Option("--user", help="User id; repeatable.")],
+    k: Annotated[int, typer.Option("--k", help="How many items.")] = 10,
+    as_json: Annotated[bool, typer.Option("--json", help="JSON output.")] = False,
+    strict: Annotated[bool, typer.Option(help="Unknown users are an error.")] = False,
+    include_seen: Annotated[bool, typer.Option(help="Allow items the user already has.")
+                            ] = False,
+) -> None:
+    """Top-k recommendations for users of a trained model."""
+    from lmrec.models import Recommender
+
+    rec = Recommender.load(model_dir)
+    result = rec.recommend(user, k, exclude_seen=not include_seen, strict=strict)
+    records = result.to_records()
+    if as_json:
+        for r in records:
+            print(json.dumps(r, default=str))
+        return
+    titles = _item_titles(model_dir)
+    for r in records:
+        if "note" in r:
+            err.print(f"[yellow]note:[/] user {r['user']}: {r['note']}")
+        rows = [(i, it["item"], titles.get(it["item"], ""), it["score"])
+                for i, it in enumerate(r["items"], start=1)]
+        out.print(table(f"Top {k} for user {r['user']} ({rec.name})",
+                        ["rank", "item", "title", "score"], rows))
+
+
+def _item_titles(model_dir: Path) -> dict[Any, str]:
+    """A readable label per item from the bundle's item table (first text-like column)."""
+    path = model_dir / "items.parquet"
+    if not path.exists():
+        return {}
+    items = pl.read_parquet(path)
+    labels = [c for c in ("title", "name") if c in items.columns]
+    if not labels:
+        labels = [c for c in items.columns if c != C.ITEM and items[c].dtype == pl.String][:1]
+    if not labels:
+        return {}
+    extra = [c for c in ("category", "brand", "genres") if c in items.columns]
+    rows = items.select(C.ITEM, *labels[:1], *extra).iter_rows()
+    out_map: dict[Any, str] = {}
+    for row in rows:
+        parts = [str(row[1])]
+        for v in row[2:]:
+            if v is not None and v != "":
+                parts.append("|".join(v) if isinstance(v, list) else str(v))
+        out_map[row[0]] = " · ".join(parts)
+    return out_map
+
+
+# --- evaluation -----------------------------------------------------------------------------
+def _splits(ds: Any, split: str, ratios: str, test_share: float, folds: int, seed: int) -> list:
+    from lmrec.evaluate import make_splits
+
+    try:
+        r = tuple(float(x) for x in _split_list(ratios))
+    except ValueError:
+        raise ConfigError(f"--ratios {ratios!r} is not a list of numbers") from None
+    return make_splits(ds, split, ratios=r, test_share=test_share, folds=folds, seed=seed)
+
+
+@app.command("evaluate")
+def evaluate_cmd(
+    data: Annotated[Path, typer.Option("--data", help="A prepared dataset folder.")],
+    model: Annotated[str, typer.Option("--model", help="Model name.")],
+    param: Annotated[list[str] | None, typer.Option("--param", help="KEY=VALUE, repeatable.")
+                     ] = None,
+    config: Annotated[Path | None, typer.Option(help="TOML file with model parameters.")
+                      ] = None,
+    split: Annotated[str, typer.Option(help="random | loo | temporal | kfold")] = "random",
+    ratios: Annotated[str, typer.Option(help="train,valid,test shares for --split random")
+                      ] = "0.8,0.1,0.1",
+    test_share: Annotated[float, typer.Option(help="Test share for --split temporal")] = 0.2,
+    folds: Annotated[int, typer.Option(help="Folds for --split kfold")] = 5,
+    k: Annotated[str, typer.Option("--k", help="Cutoffs, e.g. 10,20")] = "10",
+    seed: Annotated[int, typer.Option(help="Random seed (split and model).")] = 0,
+    part: Annotated[str, typer.Option(help="test | valid")] = "test",
+    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON object of metrics.")
+                       ] = False,
+) -> None:
+    """Fit a model on a split's training part and print full-ranking metrics."""
+    from lmrec.data import Dataset
+    from lmrec.evaluate import cross_validate, fit_and_evaluate
+    from lmrec.models import create_model
+
+    params = parse_params(param, config)
+    create_model(model, params)  # refuse unknown models and parameters before any work
+    ks = _parse_ks(k)
+    ds = Dataset.load(data)
+    if ks[-1] > ds.n_items:
+        raise ConfigError(f"--k {ks[-1]} is larger than the catalogue ({ds.n_items} items)")
+    if part not in ("test", "valid"):
+        raise ConfigError(f"--part {part!r}: expected test or valid")
+    with steps(f"evaluating {model}") as step:
+        step("splitting")
+        splits = _splits(ds, split, ratios, test_share, folds, seed)
+        if len(splits) > 1:
+            step(f"{len(splits)} folds")
+            summary = cross_validate(lambda: create_model(model, params), splits, ks)
+            metrics = {key: v["mean"] for key, v in summary.items()}
+            extra = {f"{key}_std": v["std"] for key, v in summary.items()}
+        else:
+            step("fitting and scoring")
+            res = fit_and_evaluate(create_model(model, params), splits[0], ks, rng=seed,
+                                   part=part)
+            metrics, extra = dict(res.metrics), {}
+    if as_json:
+        print(json.dumps({**metrics, **extra}))
+        return
+    rows = [(key, v) for key, v in metrics.items()]
+    out.print(table(f"{model} on {ds.name} ({split} split, {part})", ["metric", "value"], rows))
+
+
+@app.command("compare")
+def compare_cmd(
+    data: Annotated[Path, typer.Option("--data", help="A prepared dataset folder.")],
+    models: Annotated[str, typer.Option("--models", help="Comma-separated model names.")],
+    report: Annotated[Path, typer.Option("--report", help="Folder for the report.")],
+    split: Annotated[str, typer.Option(help="random | loo | temporal")] = "random",
+    ratios: Annotated[str, typer.Option()] = "0.8,0.1,0.1",
+    test_share: Annotated[float, typer.Option()] = 0.2,
+    k: Annotated[str, typer.Option("--k", help="Cutoffs, e.g. 5,10,20")] = "5,10,20",
+    seed: Annotated[int, typer.Option()] = 0,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Run several models on one split; write a Markdown/HTML report with plots."""
+    from lmrec.data import Dataset
+    from lmrec.evaluate import fit_and_evaluate, metrics_table, write_report
+    from lmrec.models import create_model
+
+    names = _split_list(models)
+    if not names:
+        raise ConfigError("--models is empty")
+    recs = {n: create_model(n) for n in names}
+    ks = _parse_ks(k)
+    ds = Dataset.load(data)
+    if ks[-1] > ds.n_items:
+        raise ConfigError(f"--k {ks[-1]} is larger than the catalogue ({ds.n_items} items)")
+    splits = _splits(ds, split, ratios, test_share, 2, seed)
+    if len(splits) != 1:
+        raise ConfigError("compare takes a single split: random, loo or temporal")
+    results = {}
+    with steps("comparing") as step:
+        for n, rec in recs.items():
+            step(n)
+            results[n] = fit_and_evaluate(rec, splits[0], ks, rng=seed)
+        step("writing the report")
+        paths = write_report(results, report, title=f"lmrec compare on {ds.name}",
+                             split_info=splits[0].sizes())
+    if as_json:
+        print(json.dumps({n: r.to_dict()["metrics"] for n, r in results.items()}))
+        return
+    out.print(metrics_table(results, ks))
+    err.print(f"Report: {paths.get('html')} (also {paths.get('markdown')}, "
+              f"{paths.get('json')})")
+
+
+# --- demo ------------------------------------------------------------------------------------
+@app.command("demo")
+def demo(
+    out_dir: Annotated[Path, typer.Option("--out", help="Where the demo writes its files.")
+                       ] = Path("demo-output"),
+    users: Annotated[int, typer.Option(help="Shop users.")] = 1000,
+    items: Annotated[int, typer.Option(help="Shop items.")] = 1000,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+) -> None:
+    """The whole flow on the built-in shop data: data, training, evaluation, recommendations."""
+    from lmrec.demo import run_demo
+
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    run_demo(out_dir, n_users=users, n_items=items, seed=seed)
+
+
+if __name__ == "__main__":
+    main()

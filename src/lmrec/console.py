@@ -1,0 +1,68 @@
+"""Terminal output shared by the CLI and the demo: progress, tables, errors (all on Rich)."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+# Human output goes to stderr when stdout must stay machine-readable (--json).
+out = Console()
+err = Console(stderr=True)
+
+
+@contextmanager
+def steps(title: str, console: Console | None = None) -> Iterator[Any]:
+    """A spinner with elapsed time; call the yielded function with each step's description."""
+    console = console or err
+    progress = Progress(SpinnerColumn(), TextColumn("[bold]{task.description}"),
+                        TimeElapsedColumn(), console=console, transient=True,
+                        disable=not console.is_terminal)
+    with progress:
+        task = progress.add_task(title, total=None)
+
+        def update(message: str) -> None:
+            progress.update(task, description=f"{title}: {message}")
+
+        yield update
+
+
+@contextmanager
+def bar(title: str, total: int, console: Console | None = None) -> Iterator[Any]:
+    """A progress bar; call the yielded function with the number of units done."""
+    console = console or err
+    progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(),
+                        TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn(),
+                        console=console, transient=True, disable=not console.is_terminal)
+    with progress:
+        task = progress.add_task(title, total=total)
+
+        def advance(n: int = 1) -> None:
+            progress.advance(task, n)
+
+        yield advance
+
+
+def table(title: str | None, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> Table:
+    t = Table(title=title, title_justify="left", header_style="bold")
+    for c in columns:
+        t.add_column(c, justify="right" if c in ("score", "rank", "events") else "left")
+    for r in rows:
+        t.add_row(*[_fmt(v) for v in r])
+    return t
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.4f}"
+    return str(v)
+
+
+def fail(message: str, code: int = 2) -> None:
+    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    sys.exit(code)

@@ -1,0 +1,69 @@
+"""IdVocabulary round trips, unknown ids, id types."""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from lmrec.data import IdVocabulary
+from lmrec.errors import InputError
+
+
+@settings(max_examples=100, deadline=None)
+@given(ids=st.lists(st.integers(-(2**62), 2**62), unique=True, min_size=1, max_size=30))
+def test_int_round_trip(ids: list[int]) -> None:
+    v = IdVocabulary(ids)
+    assert v.dtype == pl.Int64 and len(v) == len(ids)
+    idx = np.arange(len(ids))
+    assert v.index(v.id_of(idx)).tolist() == idx.tolist()
+    assert v.index(ids).tolist() == idx.tolist()
+    assert [v.to_python(i) for i in idx] == ids
+    assert all(type(v.to_python(i)) is int for i in idx)
+    unknown = max(ids) + 1 if max(ids) < 2**62 else min(ids) - 1
+    assert v.index([unknown]).tolist() == [-1]
+
+
+@settings(max_examples=100, deadline=None)
+@given(ids=st.lists(st.text(min_size=1, max_size=6), unique=True, min_size=1, max_size=30),
+       extra=st.text(min_size=1, max_size=6))
+def test_string_round_trip(ids: list[str], extra: str) -> None:
+    v = IdVocabulary(pl.Series(ids, dtype=pl.String))
+    assert v.dtype == pl.String
+    idx = np.arange(len(ids))
+    assert v.index(v.id_of(idx)).tolist() == idx.tolist()
+    assert v.id_of(idx).tolist() == ids
+    assert v.index([extra]).tolist() == ([ids.index(extra)] if extra in ids else [-1])
+
+
+def test_from_values_sorted_distinct_and_lookup_types() -> None:
+    v = IdVocabulary.from_values(pl.Series([5, 3, 5, 9]))
+    assert v.ids.to_list() == [3, 5, 9]
+    assert v.index([9, 3, 4]).tolist() == [2, 0, -1]
+    assert v.index(["9", " 5 ", "x", None]).tolist() == [2, 1, -1, -1]
+    s = IdVocabulary(["007", "7"])
+    assert s.index(["007", "7", 7]).tolist() == [0, 1, 1]
+    assert s.to_python(0) == "007"
+
+
+def test_id_of_refuses_out_of_range() -> None:
+    v = IdVocabulary([10, 20])
+    with pytest.raises(IndexError):
+        v.id_of([-1])  # the "unknown" index must not wrap around to the last id
+    with pytest.raises(IndexError):
+        v.id_of([2])
+    assert v.id_of([]).tolist() == []
+
+
+def test_refuses_nulls_and_duplicates_and_compares_by_value() -> None:
+    with pytest.raises(InputError, match="null"):
+        IdVocabulary(pl.Series([1, None]))
+    with pytest.raises(InputError, match="twice"):
+        IdVocabulary(["a", "a"])
+    assert IdVocabulary([1, 2]) == IdVocabulary(pl.Series([1, 2], dtype=pl.Int32))
+    assert IdVocabulary([1, 2]) != IdVocabulary(["1", "2"])
+    assert IdVocabulary([1, 2]) != IdVocabulary([2, 1])
+    with pytest.raises(TypeError):
+        hash(IdVocabulary([1]))
