@@ -7,6 +7,7 @@ Row problems found here (wrong number of fields) follow the bad-row policy.
 
 from __future__ import annotations
 
+import codecs
 import csv
 import io
 import json
@@ -278,6 +279,23 @@ def _read_jsonl(path: Path, name: str, encoding: str) -> Table:
     return Table(frame=frame, source=name, kind="jsonl", _path=path, _encoding=encoding)
 
 
+def _check_utf8(data: bytes, name: str) -> None:
+    """Raise on the first invalid UTF-8 byte, without building the decoded text."""
+    if data.isascii():  # the common case, and far cheaper than decoding
+        return
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    step = 1 << 24
+    view = memoryview(data)
+    for start in range(0, len(data), step):
+        try:
+            decoder.decode(view[start : start + step], final=start + step >= len(data))
+        except UnicodeDecodeError:
+            break
+    else:
+        return
+    _decode(data, name, "utf-8")  # raises with the line of the bad byte
+
+
 def _decode(data: bytes, name: str, encoding: str) -> str:
     try:
         return data.decode(encoding)
@@ -315,7 +333,7 @@ def _read_delimited(
         data = data[3:]
     enc = encoding.lower().replace("_", "-")
     if enc in ("utf-8", "utf8"):
-        _decode(data, name, "utf-8")  # a clear error with the line of the first bad byte
+        _check_utf8(data, name)  # a clear error with the line of the first bad byte
     else:
         data = _decode(data, name, encoding).encode("utf-8")
     if not data.strip():
@@ -363,7 +381,7 @@ def _read_delimited(
     def parse(threads: bool) -> pa.Table:
         bad.clear()
         return pacsv.read_csv(
-            io.BytesIO(data),
+            pa.BufferReader(pa.py_buffer(data)),  # zero-copy view of the bytes
             read_options=pacsv.ReadOptions(
                 use_threads=threads,
                 column_names=names,

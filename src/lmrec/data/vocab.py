@@ -17,7 +17,7 @@ class IdVocabulary:
     Lookups are vectorised; `index` answers -1 for ids that are not in the vocabulary.
     """
 
-    __slots__ = ("_ids", "_np")
+    __slots__ = ("_ids", "_is_sorted", "_np")
 
     def __init__(self, ids: pl.Series | Iterable[Any]) -> None:
         s = ids if isinstance(ids, pl.Series) else pl.Series(list(ids))
@@ -31,6 +31,8 @@ class IdVocabulary:
             raise InputError("an id vocabulary cannot hold the same id twice")
         self._ids = s.alias("id")
         self._np = self._ids.to_numpy()
+        n = self._ids.len()
+        self._is_sorted = bool(n < 2 or (self._ids.slice(1) > self._ids.slice(0, n - 1)).all())
 
     @classmethod
     def from_values(cls, values: pl.Series) -> IdVocabulary:
@@ -66,9 +68,18 @@ class IdVocabulary:
     def index(self, values: Iterable[Any] | pl.Series) -> np.ndarray:
         """Internal indices (int64) of external ids; -1 where the id is unknown."""
         s = self.coerce(values)
+        if len(self) == 0:
+            return np.full(s.len(), -1, dtype=np.int64)
+        if self._is_sorted:
+            # binary search: O(n log m) with no hash table, which matters for 20M events
+            pos = self._ids.search_sorted(s, side="left").to_numpy().astype(np.int64)
+            pos = np.minimum(pos, len(self) - 1)
+            hit = (self._ids.gather(pos) == s).fill_null(False).to_numpy()
+            return np.where(hit, pos, -1)
         idx = s.replace_strict(self._ids, np.arange(len(self), dtype=np.int64), default=-1,
                                return_dtype=pl.Int64)
         return idx.to_numpy()
+
 
     def id_of(self, idx: np.ndarray | Iterable[int]) -> np.ndarray:
         """External ids of internal indices (an int64 or object array)."""

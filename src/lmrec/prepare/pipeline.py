@@ -89,7 +89,7 @@ def prepare(
     ev = _missing(ev, config, report)
     ev = _time_range(ev, config, report, time.time() if now is None else now)
     ev = _dedupe(ev, config, report)
-    ev = _noise(ev, config, report)
+    ev, bots = _noise(ev, config, report)
     ev = _min_rating(ev, config, report)
 
     # --- attribute tables (read before k-core so that id types can be unified) --------
@@ -109,6 +109,14 @@ def prepare(
             separator=config.multi_separator, on_bad_rows=policy, kind="item")
         report.sources.append(SourceRecord(_label(items), "items", item_rec.rows_in,
                                            item_rec.rows_out))
+    if user_frame is not None and bots is not None:
+        # a bot's attribute row must not bring it back as a user without events
+        n_before = user_frame.height
+        user_frame = user_frame.filter(~pl.col(C.USER).cast(pl.String).is_in(
+            bots.cast(pl.String).implode()))
+        if user_rec is not None and user_frame.height < n_before:
+            user_rec.dropped["user removed as a bot"] = n_before - user_frame.height
+            user_rec.rows_out = user_frame.height
     ev, user_frame = _unify(ev, user_frame, C.USER)
     ev, item_frame = _unify(ev, item_frame, C.ITEM)
 
@@ -126,14 +134,17 @@ def prepare(
         item_ids = pl.concat([item_ids, item_frame[C.ITEM]])
     user_vocab = IdVocabulary.from_values(user_ids)
     item_vocab = IdVocabulary.from_values(item_ids)
+    del user_ids, item_ids
     if len(user_vocab) == 0 or len(item_vocab) == 0:
         raise InputError("no events left after cleaning and filtering; see the quality report "
                          "(try a smaller --core or --min-rating)")
-    ev = ev.with_columns(
-        pl.Series(C.USER_IDX, user_vocab.index(ev[C.USER]), dtype=pl.Int32),
-        pl.Series(C.ITEM_IDX, item_vocab.index(ev[C.ITEM]), dtype=pl.Int32),
-    ).sort([C.USER_IDX, C.TIME, _POS], nulls_last=False)
-    events_out = ev.select(C.USER_IDX, C.ITEM_IDX, C.EVENT, C.TIME, C.VALUE, C.WEIGHT)
+    # external ids are dropped before the sort so that it copies as few columns as possible
+    user_idx = pl.Series(C.USER_IDX, user_vocab.index(ev[C.USER]), dtype=pl.Int32)
+    item_idx = pl.Series(C.ITEM_IDX, item_vocab.index(ev[C.ITEM]), dtype=pl.Int32)
+    ev = ev.select(user_idx, item_idx, C.EVENT, C.TIME, C.VALUE, C.WEIGHT, _POS)
+    del user_idx, item_idx
+    events_out = ev.sort([C.USER_IDX, C.TIME, _POS], nulls_last=False).drop(_POS)
+    del ev
 
     user_table, user_schema = align_and_encode(user_frame, user_roles or {}, user_vocab.ids,
                                                C.USER, user_rec)
@@ -152,18 +163,18 @@ def prepare(
         "users": len(user_vocab),
         "items": len(item_vocab),
         "events": kept,
-        "users_without_events": len(user_vocab) - ev[C.USER_IDX].n_unique(),
-        "items_without_events": len(item_vocab) - ev[C.ITEM_IDX].n_unique(),
-        "density": round(
-            ev.select(C.USER_IDX, C.ITEM_IDX).n_unique() / (len(user_vocab) * len(item_vocab)), 6),
+        "users_without_events": len(user_vocab) - events_out[C.USER_IDX].n_unique(),
+        "items_without_events": len(item_vocab) - events_out[C.ITEM_IDX].n_unique(),
+        "density": round(_distinct_pairs(events_out, len(item_vocab))
+                         / (len(user_vocab) * len(item_vocab)), 6),
         "behaviours": dict(sorted(
-            (str(k), int(v)) for k, v in ev[C.EVENT].value_counts().iter_rows())),
+            (str(k), int(v)) for k, v in events_out[C.EVENT].value_counts().iter_rows())),
     }
     dataset = Dataset(
         users=user_vocab, items=item_vocab, events=events_out,
         user_table=user_table, item_table=item_table,
         user_schema=user_schema, item_schema=item_schema,
-        behaviour_weights=_used_weights(ev, config), name=name,
+        behaviour_weights=_used_weights(events_out, config), name=name,
         metadata={"prepare_config": config.model_dump(mode="json"),
                   "sources": [s.source for s in report.sources]},
     )
@@ -171,6 +182,12 @@ def prepare(
 
 
 # --- helpers ------------------------------------------------------------------------------
+def _distinct_pairs(events: pl.DataFrame, n_items: int) -> int:
+    """Distinct (user, item) pairs, hashed as one int64 key rather than a two-column struct."""
+    key = events[C.USER_IDX].cast(pl.Int64) * n_items + events[C.ITEM_IDX].cast(pl.Int64)
+    return key.n_unique()
+
+
 def _label(src: Any) -> str:
     if isinstance(src, Table | EventTable):
         return src.source
@@ -200,12 +217,13 @@ def _stage(report: QualityReport, name: str, rows_in: int) -> Stage:
 
 def _drop(ev: pl.DataFrame, mask: pl.Series | pl.Expr, st: Stage, reason: str) -> pl.DataFrame:
     """Drop rows where `mask` is true, counting them under `reason`."""
-    keep = ev.filter(~mask)
-    n = ev.height - keep.height
-    if n:
-        st.dropped[reason] = st.dropped.get(reason, 0) + n
-    st.rows_out = keep.height
-    return keep
+    m = ev.select(mask).to_series() if isinstance(mask, pl.Expr) else mask
+    n = int(m.fill_null(False).sum())
+    st.rows_out = ev.height - n
+    if n == 0:  # no copy of a frame that may hold tens of millions of rows
+        return ev
+    st.dropped[reason] = st.dropped.get(reason, 0) + n
+    return ev.filter(~m.fill_null(False))
 
 
 def _missing(ev: pl.DataFrame, cfg: PrepareConfig, report: QualityReport) -> pl.DataFrame:
@@ -253,10 +271,14 @@ def _dedupe(ev: pl.DataFrame, cfg: PrepareConfig, report: QualityReport) -> pl.D
     st = _stage(report, "deduplicate", ev.height)
     if cfg.dedupe is Dedupe.NONE:
         return ev
-    n = ev.height
-    ev = ev.unique(subset=list(C.EVENT_COLUMNS), keep="first", maintain_order=True)
-    if n - ev.height:
-        st.dropped["exact duplicate"] = n - ev.height
+    # Hash rows first and compare in full only rows whose hash repeats: far less memory
+    # than a multi-column unique over every row. The first copy in file order is kept.
+    row_hash = ev.select(C.EVENT_COLUMNS).hash_rows()
+    candidates = ev.filter(row_hash.is_duplicated())
+    if candidates.height:
+        first = candidates.select(pl.struct(C.EVENT_COLUMNS).is_first_distinct()).to_series()
+        dup_pos = candidates.filter(~first)[_POS]
+        ev = _drop(ev, pl.col(_POS).is_in(dup_pos.implode()), st, "exact duplicate")
     key = {Dedupe.USER_ITEM: [C.USER, C.ITEM],
            Dedupe.USER_ITEM_EVENT: [C.USER, C.ITEM, C.EVENT]}.get(cfg.dedupe)
     if key is not None:
@@ -274,7 +296,9 @@ def _dedupe(ev: pl.DataFrame, cfg: PrepareConfig, report: QualityReport) -> pl.D
     return ev
 
 
-def _noise(ev: pl.DataFrame, cfg: PrepareConfig, report: QualityReport) -> pl.DataFrame:
+def _noise(ev: pl.DataFrame, cfg: PrepareConfig,
+           report: QualityReport) -> tuple[pl.DataFrame, pl.Series | None]:
+    """Drop bursts and bots; returns the events and the ids of the users removed as bots."""
     st = _stage(report, "noise", ev.height)
     if cfg.burst_max is not None:
         # an event is part of a burst when the event burst_max places earlier (same user)
@@ -287,6 +311,7 @@ def _noise(ev: pl.DataFrame, cfg: PrepareConfig, report: QualityReport) -> pl.Da
                    f"burst (> {cfg.burst_max} events in {cfg.burst_window_s:g} s)")
         ev = ev.drop("__burst").sort(_POS)
     counts = ev.group_by(C.USER).len()
+    bots: pl.Series | None = None
     if cfg.max_user_events is not None:
         bots = counts.filter(pl.col("len") > cfg.max_user_events)[C.USER]
         if bots.len():
@@ -305,7 +330,7 @@ def _noise(ev: pl.DataFrame, cfg: PrepareConfig, report: QualityReport) -> pl.Da
                 f"the busiest has {int(heavy['len'].max() or 0)}. Possible bots: set "
                 "max_user_events (--max-user-events) to drop them")
     st.rows_out = ev.height
-    return ev
+    return ev, bots
 
 
 def _min_rating(ev: pl.DataFrame, cfg: PrepareConfig, report: QualityReport) -> pl.DataFrame:
