@@ -1,0 +1,73 @@
+"""Evaluation: leak-free splits, vectorised top-k metrics, the full-ranking protocol, reports.
+
+Typical use::
+
+    from lmrec.evaluate import split_random, fit_and_evaluate, write_report
+    split = split_random(dataset, seed=0)
+    result = fit_and_evaluate(model, split, ks=(5, 10, 20))
+    write_report({"model": result}, "out/", title="...", split_info=split.sizes())
+"""
+
+from lmrec.evaluate.metrics import (
+    ACCURACY_METRICS,
+    ALL_METRICS,
+    BEYOND_METRICS,
+    accuracy_from_hits,
+    cooccurrence_features,
+    cosine_gram,
+    coverage,
+    exposure,
+    gini,
+    hit_matrix,
+    intra_list_diversity,
+    intra_list_diversity_at,
+    mean_metrics,
+    mean_popularity,
+    novelty,
+    ranking_metrics,
+)
+from lmrec.evaluate.protocol import EvalResult, cross_validate, evaluate, fit_and_evaluate
+from lmrec.evaluate.report import metrics_table, write_report
+from lmrec.evaluate.splits import (
+    SPLIT_KINDS,
+    Split,
+    make_splits,
+    recbole_split_counts,
+    split_kfold,
+    split_loo,
+    split_random,
+    split_temporal,
+)
+
+__all__ = [
+    "ACCURACY_METRICS",
+    "ALL_METRICS",
+    "BEYOND_METRICS",
+    "SPLIT_KINDS",
+    "EvalResult",
+    "Split",
+    "accuracy_from_hits",
+    "cooccurrence_features",
+    "cosine_gram",
+    "coverage",
+    "cross_validate",
+    "evaluate",
+    "exposure",
+    "fit_and_evaluate",
+    "gini",
+    "hit_matrix",
+    "intra_list_diversity",
+    "intra_list_diversity_at",
+    "make_splits",
+    "mean_metrics",
+    "mean_popularity",
+    "metrics_table",
+    "novelty",
+    "ranking_metrics",
+    "recbole_split_counts",
+    "split_kfold",
+    "split_loo",
+    "split_random",
+    "split_temporal",
+    "write_report",
+]

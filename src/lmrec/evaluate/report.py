@@ -1,0 +1,311 @@
+"""Evaluation reports: results.json, report.md, a self-contained report.html and PNG plots."""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import math
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from lmrec import __version__
+from lmrec.evaluate.metrics import ALL_METRICS
+from lmrec.evaluate.protocol import POPULARITY_BINS, EvalResult
+
+_BAR_METRICS = ("ndcg", "recall", "precision", "hit", "mrr", "map")
+
+
+def metrics_table(results: Mapping[str, EvalResult], ks: Iterable[int] | None = None
+                  ) -> pl.DataFrame:
+    """One row per model: "model", then every metric at every k (those present), "users",
+    "fit_s" and "eval_s"."""
+    rows = []
+    for name, r in results.items():
+        use_ks = sorted(set(ks)) if ks is not None else list(r.ks)
+        row: dict[str, Any] = {"model": name}
+        for k in use_ks:
+            for m in ALL_METRICS:
+                key = f"{m}@{k}"
+                if key in r.metrics:
+                    row[key] = _num(r.metrics[key])
+        row["users"] = r.n_users
+        row["fit_s"] = _num(r.seconds.get("fit", math.nan))
+        row["eval_s"] = _num(r.eval_seconds)
+        rows.append(row)
+    if not rows:
+        return pl.DataFrame({"model": []}, schema={"model": pl.String})
+    columns: list[str] = []
+    for row in rows:
+        columns += [c for c in row if c not in columns]
+    return pl.DataFrame([{c: row.get(c) for c in columns} for row in rows],
+                        schema={c: (pl.String if c == "model" else
+                                    pl.Int64 if c == "users" else pl.Float64)
+                                for c in columns})
+
+
+def write_report(
+    results: Mapping[str, EvalResult],
+    out_dir: str | Path,
+    *,
+    title: str = "lmrec evaluation",
+    split_info: Mapping[str, Any] | None = None,
+) -> dict[str, Path]:
+    """Write results.json, report.md, report.html and the PNG plots to `out_dir`.
+
+    `results` maps a model label to its EvalResult (all on the same split and ks).
+    `split_info` describes the split (e.g. {"name": ..., **split.sizes()}).
+    Returns {"json", "markdown", "html", "plot_metrics", "plot_recall", "plot_popularity",
+    "plot_slices"} -> path (plots only when there is something to draw).
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    info = dict(split_info or {})
+    paths: dict[str, Path] = {}
+    payload = {
+        "title": title,
+        "lmrec_version": __version__,
+        "split": {k: _jsonable(v) for k, v in info.items()},
+        "results": {name: r.to_dict() for name, r in results.items()},
+    }
+    paths["json"] = out / "results.json"
+    paths["json"].write_text(json.dumps(payload, indent=2))
+    paths.update(_plots(results, out))
+
+    all_ks = sorted({k for r in results.values() for k in r.ks})
+    main_k = 10 if 10 in all_ks else (all_ks[0] if all_ks else 10)
+    table = metrics_table(results, [main_k])
+    full = metrics_table(results, all_ks)
+    curve = full.select(["model"] + [f"{m}@{k}" for m in ("recall", "ndcg") for k in all_ks
+                                     if f"{m}@{k}" in full.columns])
+    slices = _slice_table(results, main_k)
+    timing = pl.DataFrame(
+        [{"model": n, "users": r.n_users, "cold users": r.n_cold_users,
+          **{f"{k} s": round(v, 4) for k, v in r.seconds.items()}} for n, r in results.items()]
+    ) if results else pl.DataFrame()
+    plots = [(key, paths[key]) for key in ("plot_metrics", "plot_recall", "plot_popularity",
+                                           "plot_slices") if key in paths]
+    sections = [
+        ("Split", _info_frame(info)),
+        (f"Metrics at k={main_k}", table),
+        ("Recall and NDCG at every k", curve),
+        (f"Slices (ndcg@{main_k} / recall@{main_k}; users per slice)", slices),
+        ("Timing (seconds)", timing),
+    ]
+    notes = _notes(main_k)
+    paths["markdown"] = out / "report.md"
+    paths["markdown"].write_text(_markdown(title, sections, plots, notes))
+    paths["html"] = out / "report.html"
+    paths["html"].write_text(_html(title, sections, plots, notes))
+    return paths
+
+
+# --- plots ---------------------------------------------------------------------------------
+def _plots(results: Mapping[str, EvalResult], out: Path) -> dict[str, Path]:
+    if not results:
+        return {}
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    names = list(results)
+    all_ks = sorted({k for r in results.values() for k in r.ks})
+    main_k = 10 if 10 in all_ks else all_ks[0]
+    paths: dict[str, Path] = {}
+    width = 0.8 / len(names)
+
+    fig, ax = plt.subplots(figsize=(8, 4))
+    x = np.arange(len(_BAR_METRICS))
+    for j, n in enumerate(names):
+        vals = [results[n].metrics.get(f"{m}@{main_k}", np.nan) for m in _BAR_METRICS]
+        ax.bar(x + j * width - 0.4 + width / 2, vals, width, label=n)
+    ax.set_xticks(x, [f"{m}@{main_k}" for m in _BAR_METRICS])
+    ax.set_ylabel("mean over test users")
+    ax.set_title("Accuracy per model")
+    ax.legend(fontsize=8)
+    paths["plot_metrics"] = _save(fig, out / "metrics.png")
+
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
+    for n in names:
+        r = results[n]
+        ks = list(r.ks)
+        for ax, m in zip(axes, ("recall", "ndcg"), strict=True):
+            ax.plot(ks, [r.metrics.get(f"{m}@{k}", np.nan) for k in ks], marker="o", label=n)
+    for ax, m in zip(axes, ("recall", "ndcg"), strict=True):
+        ax.set_xlabel("k")
+        ax.set_ylabel(f"{m}@k")
+        ax.set_title(f"{m} vs k")
+    axes[0].legend(fontsize=8)
+    paths["plot_recall"] = _save(fig, out / "recall_at_k.png")
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    axes[0].bar(names, [results[n].metrics.get(f"popularity@{main_k}", np.nan) for n in names])
+    axes[0].set_ylabel("training users per item")
+    axes[0].set_title(f"Mean popularity of recommended items (@{main_k})")
+    axes[0].tick_params(axis="x", labelrotation=30)
+    deciles = np.arange(1, POPULARITY_BINS + 1)
+    for n in names:
+        axes[1].plot(deciles, results[n].popularity_profile(), marker="o", label=n)
+    axes[1].axhline(1.0 / POPULARITY_BINS, color="grey", linestyle=":", label="uniform")
+    axes[1].set_xlabel("item popularity decile (1 = most popular)")
+    axes[1].set_ylabel("share of recommendations")
+    axes[1].set_title(f"Exposure by item popularity (@{max(all_ks)})")
+    axes[1].legend(fontsize=8)
+    paths["plot_popularity"] = _save(fig, out / "popularity.png")
+
+    labels = [s for s in ("history 1-5", "history 6-20", "history 21-100", "history >100",
+                          "cold users")
+              if any(f"ndcg@{main_k}" in r.slices.get(s, {}) for r in results.values())]
+    if labels:
+        fig, ax = plt.subplots(figsize=(8, 3.5))
+        x = np.arange(len(labels))
+        for j, n in enumerate(names):
+            vals = [results[n].slices.get(s, {}).get(f"ndcg@{main_k}", np.nan) for s in labels]
+            ax.bar(x + j * width - 0.4 + width / 2, vals, width, label=n)
+        ax.set_xticks(x, labels)
+        ax.set_ylabel(f"ndcg@{main_k}")
+        ax.set_title("Accuracy by training-history length")
+        ax.legend(fontsize=8)
+        paths["plot_slices"] = _save(fig, out / "slices.png")
+    return paths
+
+
+def _save(fig: Any, path: Path) -> Path:
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+# --- tables and documents ------------------------------------------------------------------
+def _slice_table(results: Mapping[str, EvalResult], k: int) -> pl.DataFrame:
+    names = []
+    for r in results.values():
+        names += [s for s in r.slices if s not in names]
+    rows = []
+    for n, r in results.items():
+        row: dict[str, Any] = {"model": n}
+        for s in names:
+            d = r.slices.get(s, {})
+            metric = d.get(f"ndcg@{k}", d.get(f"recall@{k}"))
+            kind = "ndcg" if f"ndcg@{k}" in d else "recall"
+            val = "-" if metric is None or _isnan(metric) else f"{kind} {metric:.4f}"
+            row[s] = f"{val} ({int(d.get('users', 0))})"
+        rows.append(row)
+    return pl.DataFrame(rows) if rows else pl.DataFrame()
+
+
+def _info_frame(info: Mapping[str, Any]) -> pl.DataFrame:
+    return pl.DataFrame({"field": [str(k) for k in info],
+                         "value": [_text(v) for v in info.values()]},
+                        schema={"field": pl.String, "value": pl.String})
+
+
+def _notes(k: int) -> list[str]:
+    return [
+        "Full ranking over all items; the user's training items (and, when testing, "
+        "validation items) are excluded, as in RecBole's general protocol.",
+        "Accuracy metrics use RecBole's definitions (binary relevance; NDCG and MAP normalised "
+        "over min(|test items|, k)); averages are over users with test items and training "
+        "history. Users without training history are reported only in the 'cold users' slice.",
+        f"Beyond accuracy (@{k}): coverage = share of items recommended at least once; "
+        "novelty = mean -log2(share of training users who know the item); diversity = mean "
+        "pairwise 1 - cosine (item co-occurrence unless item features were given); gini = Gini "
+        "index of item exposure.",
+        "Long-tail items: recall restricted to test items outside the 20% most popular "
+        "training items.",
+    ]
+
+
+def _markdown(title: str, sections: list[tuple[str, pl.DataFrame]],
+              plots: list[tuple[str, Path]], notes: list[str]) -> str:
+    lines = [f"# {title}", ""]
+    for head, frame in sections:
+        if frame.height == 0:
+            continue
+        lines += [f"## {head}", "", _md_table(frame), ""]
+    if plots:
+        lines += ["## Plots", ""]
+        lines += [f"![{key}]({p.name})" for key, p in plots]
+        lines.append("")
+    lines += ["## Notes", ""] + [f"- {n}" for n in notes] + [""]
+    return "\n".join(lines)
+
+
+def _md_table(frame: pl.DataFrame) -> str:
+    head = "| " + " | ".join(frame.columns) + " |"
+    sep = "|" + "|".join("---" for _ in frame.columns) + "|"
+    body = ["| " + " | ".join(_text(v) for v in row) + " |" for row in frame.iter_rows()]
+    return "\n".join([head, sep, *body])
+
+
+def _html(title: str, sections: list[tuple[str, pl.DataFrame]],
+          plots: list[tuple[str, Path]], notes: list[str]) -> str:
+    esc = html.escape
+    parts = [
+        "<!DOCTYPE html>", "<html><head><meta charset='utf-8'>", f"<title>{esc(title)}</title>",
+        "<style>body{font-family:sans-serif;margin:2em;max-width:1100px}"
+        "table{border-collapse:collapse;margin-bottom:1.5em;font-size:13px}"
+        "th,td{border:1px solid #ccc;padding:3px 8px;text-align:right}"
+        "th:first-child,td:first-child{text-align:left}th{background:#f0f0f0}"
+        "img{max-width:100%;margin:0.5em 0}</style></head><body>",
+        f"<h1>{esc(title)}</h1>",
+    ]
+    for head, frame in sections:
+        if frame.height == 0:
+            continue
+        parts.append(f"<h2>{esc(head)}</h2><table><tr>"
+                     + "".join(f"<th>{esc(c)}</th>" for c in frame.columns) + "</tr>")
+        for row in frame.iter_rows():
+            parts.append("<tr>" + "".join(f"<td>{esc(_text(v))}</td>" for v in row) + "</tr>")
+        parts.append("</table>")
+    if plots:
+        parts.append("<h2>Plots</h2>")
+        for key, p in plots:
+            data = base64.b64encode(p.read_bytes()).decode("ascii")
+            parts.append(f"<div><img alt='{esc(key)}' src='data:image/png;base64,{data}'></div>")
+    parts.append("<h2>Notes</h2><ul>" + "".join(f"<li>{esc(n)}</li>" for n in notes)
+                 + "</ul></body></html>")
+    return "\n".join(parts)
+
+
+def _text(v: Any) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        if _isnan(v):
+            return "-"
+        return f"{v:.4f}" if abs(v) < 1000 else f"{v:.0f}"
+    if isinstance(v, list | tuple):
+        return ", ".join(_text(x) for x in v)
+    return str(v)
+
+
+def _num(v: float) -> float | None:
+    return None if _isnan(v) else float(v)
+
+
+def _isnan(v: Any) -> bool:
+    return isinstance(v, float) and (math.isnan(v) or math.isinf(v))
+
+
+def _jsonable(v: Any) -> Any:
+    if isinstance(v, np.generic):
+        return v.item()
+    if isinstance(v, float) and _isnan(v):
+        return None
+    if isinstance(v, list | tuple):
+        return [_jsonable(x) for x in v]
+    if isinstance(v, Mapping):
+        return {str(k): _jsonable(x) for k, x in v.items()}
+    if isinstance(v, str | int | float | bool) or v is None:
+        return v
+    return str(v)
+
