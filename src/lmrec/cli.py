@@ -16,7 +16,7 @@ from rich.markdown import Markdown
 
 from lmrec import __version__
 from lmrec import columns as C
-from lmrec.console import err, fail, out, steps, table
+from lmrec.console import err, fail, metrics_summary, out, steps, table
 from lmrec.errors import ConfigError, InputError, LmrecError
 
 app = typer.Typer(help="lmrec: recommendations from your event log and catalogue.",
@@ -470,7 +470,7 @@ def compare_cmd(
     if as_json:
         print(json.dumps({n: r.to_dict()["metrics"] for n, r in results.items()}))
         return
-    out.print(metrics_table(results, ks))
+    out.print(metrics_summary(metrics_table(results, ks), 10 if 10 in ks else ks[0]))
     err.print(f"Report: {paths.get('html')} (also {paths.get('markdown')}, "
               f"{paths.get('json')})")
 

@@ -12,8 +12,9 @@ from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeEl
 from rich.table import Table
 
 # Human output goes to stderr when stdout must stay machine-readable (--json).
-out = Console()
-err = Console(stderr=True)
+# Rich assumes 80 columns when output is not a terminal (logs, CI); metric tables need more.
+out = Console(width=None if sys.stdout.isatty() else 140)
+err = Console(stderr=True, width=None if sys.stderr.isatty() else 140)
 
 
 @contextmanager
@@ -51,18 +52,30 @@ def bar(title: str, total: int, console: Console | None = None) -> Iterator[Any]
 def table(title: str | None, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> Table:
     t = Table(title=title, title_justify="left", header_style="bold")
     for c in columns:
-        t.add_column(c, justify="right" if c in ("score", "rank", "events") else "left")
+        t.add_column(c, justify="right" if c in ("score", "rank", "events", "price") else "left")
     for r in rows:
-        t.add_row(*[_fmt(v) for v in r])
+        t.add_row(*[_fmt(v, c) for v, c in zip(r, columns, strict=False)])
     return t
 
 
-def _fmt(v: Any) -> str:
+def _fmt(v: Any, column: str = "") -> str:
     if isinstance(v, float):
-        return f"{v:.4f}"
+        return f"{v:.2f}" if column in ("price", "value") else f"{v:.4f}"
     return str(v)
 
 
 def fail(message: str, code: int = 2) -> None:
     err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
     sys.exit(code)
+
+
+COMPACT_METRICS = ("ndcg", "recall", "precision", "hit", "mrr", "coverage", "novelty", "gini")
+
+
+def metrics_summary(frame: Any, k: int) -> Table:
+    """A compact Rich table of a `metrics_table` frame: one row per model, metrics at one k."""
+    cols = [f"{m}@{k}" for m in COMPACT_METRICS if f"{m}@{k}" in frame.columns]
+    extra = [c for c in ("fit_s",) if c in frame.columns]
+    rows = [(r["model"], *[float(r[c]) for c in cols], *[float(r[c]) for c in extra])
+            for r in frame.iter_rows(named=True)]
+    return table(None, ["model", *cols, *["fit (s)" for _ in extra]], rows)

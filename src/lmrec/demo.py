@@ -10,7 +10,7 @@ import polars as pl
 
 from lmrec import columns as C
 from lmrec.collect import ColumnMapping, read_table, to_events
-from lmrec.console import out, steps, table
+from lmrec.console import metrics_summary, out, steps, table
 from lmrec.data import Dataset
 from lmrec.models import MODELS, Recommender, create_model
 from lmrec.prepare import PrepareConfig, prepare
@@ -68,7 +68,7 @@ def run_demo(out_dir: Path, *, n_users: int = 1000, n_items: int = 1000, seed: i
         paths = write_report(results, out_dir / "report", title="lmrec demo: shop data",
                              split_info=split.sizes())
     out.print("3. Evaluation (full ranking over all items, test part of a random 8:1:1 split):")
-    out.print(metrics_table(results, ks))
+    out.print(metrics_summary(metrics_table(results, ks), 10))
     out.print(f"   HTML report with plots: {paths['html']}")
 
     # 4. train: the model with the best validation NDCG@10, refitted on all the data

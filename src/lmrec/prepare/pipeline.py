@@ -298,18 +298,8 @@ def _dedupe(ev: pl.DataFrame, cfg: PrepareConfig, report: QualityReport) -> pl.D
 
 def _noise(ev: pl.DataFrame, cfg: PrepareConfig,
            report: QualityReport) -> tuple[pl.DataFrame, pl.Series | None]:
-    """Drop bursts and bots; returns the events and the ids of the users removed as bots."""
+    """Drop bots, then bursts; returns the events and the ids of the users removed as bots."""
     st = _stage(report, "noise", ev.height)
-    if cfg.burst_max is not None:
-        # an event is part of a burst when the event burst_max places earlier (same user)
-        # is less than burst_window_s old: more than burst_max events in the window
-        ordered = ev.sort([C.USER, C.TIME, _POS], nulls_last=False)
-        prev = pl.col(C.TIME).shift(cfg.burst_max).over(C.USER)
-        ordered = ordered.with_columns(
-            ((pl.col(C.TIME) - prev) < cfg.burst_window_s).fill_null(False).alias("__burst"))
-        ev = _drop(ordered, pl.col("__burst"), st,
-                   f"burst (> {cfg.burst_max} events in {cfg.burst_window_s:g} s)")
-        ev = ev.drop("__burst").sort(_POS)
     counts = ev.group_by(C.USER).len()
     bots: pl.Series | None = None
     if cfg.max_user_events is not None:
@@ -329,6 +319,17 @@ def _noise(ev: pl.DataFrame, cfg: PrepareConfig,
                 f"{heavy.height} users have more than {limit:.0f} events (median {med:.0f}); "
                 f"the busiest has {int(heavy['len'].max() or 0)}. Possible bots: set "
                 "max_user_events (--max-user-events) to drop them")
+    # bursts after bots, so that a bot is recognised by its whole activity
+    if cfg.burst_max is not None:
+        # an event is part of a burst when the event burst_max places earlier (same user)
+        # is less than burst_window_s old: more than burst_max events in the window
+        ordered = ev.sort([C.USER, C.TIME, _POS], nulls_last=False)
+        prev = pl.col(C.TIME).shift(cfg.burst_max).over(C.USER)
+        ordered = ordered.with_columns(
+            ((pl.col(C.TIME) - prev) < cfg.burst_window_s).fill_null(False).alias("__burst"))
+        ev = _drop(ordered, pl.col("__burst"), st,
+                   f"burst (> {cfg.burst_max} events in {cfg.burst_window_s:g} s)")
+        ev = ev.drop("__burst").sort(_POS)
     st.rows_out = ev.height
     return ev, bots
 
