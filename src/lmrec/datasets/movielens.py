@@ -188,8 +188,14 @@ def _ml100k_items(raw: pl.DataFrame) -> pl.DataFrame:
 
 # --- MovieLens 1M --------------------------------------------------------------------------
 def load_movielens_1m(folder: str | Path, config: PrepareConfig | None = None) -> Prepared:
-    """ml-1m: ratings.dat, users.dat, movies.dat, all `::`-separated (movies.dat is latin-1)."""
+    """ml-1m: ratings.dat, users.dat, movies.dat, all `::`-separated (movies.dat is latin-1).
+
+    `folder` may instead be (or hold) a plain ratings table, e.g. `ratings.csv` with columns
+    user, item, rating and no timestamps: then there are no attribute tables.
+    """
     folder = Path(folder)
+    if folder.is_file() or not (folder / "ratings.dat").is_file():
+        return _movielens_1m_table(folder, config)
     ratings_path = require_file(folder, "ratings.dat", "movielens-1m")
     users_path = require_file(folder, "users.dat", "movielens-1m")
     movies_path = require_file(folder, "movies.dat", "movielens-1m")
@@ -225,6 +231,27 @@ def load_movielens_1m(folder: str | Path, config: PrepareConfig | None = None) -
     )
     return prepare(events, users, movies, mapping=_RATING_MAPPING, config=cfg,
                    name="movielens-1m")
+
+
+def _movielens_1m_table(source: Path, config: PrepareConfig | None) -> Prepared:
+    """A ratings table (user, item, rating[, timestamp]) in any format lmrec reads."""
+    from lmrec.collect.guess import guess_mapping
+
+    path = source
+    if source.is_dir():
+        found = [source / n for n in ("ratings.csv", "ratings_user_itemindex_rating.csv")
+                 if (source / n).is_file()]
+        path = found[0] if found else require_file(source, "ratings.dat", "movielens-1m")
+    table = read_table(path)
+    guessed = guess_mapping(table.frame.columns, str(path), item=_first_present(
+        table.frame.columns, ("item", "item_id", "item_index", "movie_id", "movieId")))
+    mapping = ColumnMapping(user=guessed.user, item=guessed.item, time=guessed.time,
+                            value=guessed.value, default_event=RATING_EVENT)
+    return prepare(table, mapping=mapping, config=_rating_config(config), name="movielens-1m")
+
+
+def _first_present(columns: Sequence[str], names: Sequence[str]) -> str | None:
+    return next((n for n in names if n in columns), None)
 
 
 # --- MovieLens latest-small ----------------------------------------------------------------

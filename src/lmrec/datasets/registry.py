@@ -87,11 +87,14 @@ DATASETS: dict[str, DatasetSpec] = {
                         "movies, with demographics, titles and genres",
             loader=load_movielens_1m,
             folders=("ml-1m",),
-            files=(("ratings.dat",), ("users.dat",), ("movies.dat",)),
+            # the release's ratings.dat (users.dat and movies.dat are used when present), or
+            # a plain ratings table with columns user, item, rating and no timestamps
+            files=(("ratings.dat", "ratings.csv", "ratings_user_itemindex_rating.csv"),),
             urls=(_GROUPLENS + "ml-1m.zip",),
             md5="c4d9eecfca2ab87c1945afe126590906",
             homepage="https://grouplens.org/datasets/movielens/1m/",
             licence=_GROUPLENS_TERMS + "; no redistribution",
+            accepts_file=True,
         ),
         DatasetSpec(
             name="movielens-latest-small",
