@@ -258,7 +258,8 @@ def datasets_list() -> None:
     from lmrec.datasets import list_datasets
 
     out.print(table("Datasets", ["name", "description", "local folder"],
-                    [(s.name, s.description, ", ".join(s.folders) or "-") for s in list_datasets()]))
+                    [(s.name, s.description, ", ".join(s.folders) or "-")
+                     for s in list_datasets()]))
 
 
 @datasets_app.command("get")

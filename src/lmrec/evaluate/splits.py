@@ -397,3 +397,38 @@ def _cold(target: Dataset, train: Dataset, col: str, n: int) -> np.ndarray:
     in_target = np.bincount(target.events[col].to_numpy(), minlength=n) > 0
     in_train = np.bincount(train.events[col].to_numpy(), minlength=n) > 0
     return np.flatnonzero(in_target & ~in_train).astype(np.int64)
+
+
+def split_from_pairs(dataset: Dataset, parts: dict[str, pl.DataFrame], *,
+                     name: str = "given") -> Split:
+    """A Split from externally given (user, item) pairs, e.g. RecBole's dumped split.
+
+    `parts` maps "train", "valid" (optional) and "test" to frames with external `user` and
+    `item` columns. Every event of a listed pair goes to that part; pairs that are not in the
+    dataset, or events of unlisted pairs, are an error, so both sides score the same data.
+    """
+    codes = {"train": TRAIN, "valid": VALID, "test": TEST}
+    unknown = set(parts) - set(codes)
+    if unknown or "train" not in parts or "test" not in parts:
+        raise InputError(f"split parts must be train, test and optionally valid; got "
+                         f"{sorted(parts)}")
+    frames = []
+    for part, frame in parts.items():
+        u = dataset.users.index(frame[C.USER])
+        i = dataset.items.index(frame[C.ITEM])
+        if (u < 0).any() or (i < 0).any():
+            bad = int(np.flatnonzero((u < 0) | (i < 0))[0])
+            raise InputError(f"the {part} part lists a pair not in the dataset: "
+                             f"({frame[C.USER][bad]!r}, {frame[C.ITEM][bad]!r})")
+        frames.append(pl.DataFrame({C.USER_IDX: u.astype(np.int32), C.ITEM_IDX: i.astype(np.int32),
+                                    _PART: np.full(u.size, codes[part], dtype=np.int8)}))
+    assign = pl.concat(frames)
+    if assign.select(C.USER_IDX, C.ITEM_IDX).is_duplicated().any():
+        raise InputError("a (user, item) pair is listed in more than one part")
+    ev = (dataset.events.with_row_index(_ROW)
+          .join(assign, on=[C.USER_IDX, C.ITEM_IDX], how="left").sort(_ROW))
+    missing = ev[_PART].null_count()
+    if missing:
+        raise InputError(f"{missing} events belong to pairs that no part lists")
+    return _build_events(dataset, ev.drop(_PART), ev[_PART].to_numpy(), name, "given",
+                         has_valid="valid" in parts, empty_hint="the test part is empty")

@@ -139,6 +139,7 @@ class Recommender(ABC):
         if dataset.n_events == 0:
             raise InputError("cannot fit on a dataset without events")
         rng = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
+        self._fitted = False  # a failed refit must not leave old and new state mixed
         self.users_ = dataset.users
         self.items_ = dataset.items
         self.seen_ = dataset.matrix("binary").tocsr().astype(np.float32)

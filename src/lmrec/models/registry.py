@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from lmrec.errors import ConfigError
+from lmrec.models.als import ALS
 from lmrec.models.base import Recommender
+from lmrec.models.bpr import BPR
+from lmrec.models.content import Content
+from lmrec.models.ease import EASE
+from lmrec.models.itemknn import ItemKNN
 from lmrec.models.popularity import Popularity
+from lmrec.models.userknn import UserKNN
 
 MODELS: dict[str, type[Recommender]] = {
-    Popularity.name: Popularity,
+    klass.name: klass
+    for klass in (Popularity, Content, ItemKNN, UserKNN, ALS, BPR, EASE)
 }
 
 
@@ -19,6 +28,6 @@ def model_class(name: str) -> type[Recommender]:
             f"unknown model {name!r}; available: {', '.join(sorted(MODELS))}") from None
 
 
-def create_model(name: str, params: dict | None = None) -> Recommender:
+def create_model(name: str, params: dict[str, Any] | None = None) -> Recommender:
     klass = model_class(name)
     return klass(klass.Config.from_params(params or {}))

@@ -1,0 +1,114 @@
+"""Item-based k-nearest-neighbours: cosine similarity with shrinkage, top-k per item.
+
+    sim(i, j) = <x_i, x_j> / (|x_i| |x_j| + shrink)      (x_i: column i of the user-item matrix)
+    S[:, j]   = the k largest sim(., j), i != j; the rest 0
+    score(u)  = X[u] @ S
+
+Each target item j keeps its k most similar items (as RecBole's and Sarwar et al.'s ItemKNN).
+The similarity is computed in dense column blocks of the sparse product X^T X, so memory is
+O(n_items * block) and there is no Python loop over single items.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Literal
+
+import numpy as np
+import scipy.sparse as sp
+from pydantic import Field
+
+from lmrec.data.dataset import Dataset
+from lmrec.models.base import ModelConfig, Recommender
+from lmrec.models.ease import pack_csr, unpack_csr
+
+# Entries of the dense similarity block held at once (16M float32: 64 MB per temporary).
+_BLOCK_ELEMENTS = 1 << 24
+
+
+class ItemKNNConfig(ModelConfig):
+    # Defaults chosen once on the ML100K validation part (ratings >= 3, 10-core, random
+    # per-user 8:1:1 split, fit on train, valid NDCG@10), grid k x shrink x normalize:
+    # k 20/50/100/200 with shrink 10: .2014 .2076 .2175 .2204; k 200 shrink 0/10/50: .2187
+    # .2204 .2154; normalize=True lost .05-.13 everywhere -> k 200, shrink 10, no normalize.
+    k: int = Field(200, ge=1, description="neighbours kept per item")
+    shrink: float = Field(10.0, ge=0, description="shrinkage added to the cosine denominator")
+    weighting: Literal["binary", "weight"] = Field(
+        "binary", description="interaction matrix: 1 per (user, item), or summed event weights")
+    normalize: bool = Field(
+        False, description="L1-normalise each item's kept neighbour weights (sum to 1)")
+
+
+class ItemKNN(Recommender):
+    """Item-item neighbourhood model. State: the sparse (n_items, n_items) similarity S."""
+
+    name = "itemknn"
+    Config = ItemKNNConfig
+    config: ItemKNNConfig
+
+    def _fit(self, dataset: Dataset, rng: np.random.Generator) -> None:
+        cfg = self.config
+        x = dataset.matrix(cfg.weighting).tocsr().astype(np.float32)
+        self.S_ = cosine_topk(x.T.tocsr(), cfg.k, cfg.shrink, cfg.normalize).T.tocsr()
+        self.X_ = x if cfg.weighting != "binary" else None
+
+    def _score(self, user_idx: np.ndarray) -> np.ndarray:
+        x = self.seen_ if self.X_ is None else self.X_
+        # (B, n_items) sparse @ (n_items, n_items) sparse -> dense (B, n_items)
+        return (x[user_idx] @ self.S_).toarray().astype(np.float32, copy=False)
+
+    def _arrays(self) -> dict[str, np.ndarray]:
+        out = pack_csr(self.S_, "S")
+        if self.X_ is not None:
+            out.update(pack_csr(self.X_, "X"))
+        return out
+
+    def _load_arrays(self, arrays: Mapping[str, np.ndarray]) -> None:
+        self.S_ = unpack_csr(arrays, "S")
+        self.X_ = unpack_csr(arrays, "X") if "X.data" in arrays else None
+
+
+def cosine_topk(rows: sp.csr_matrix, k: int, shrink: float, normalize: bool = False
+                ) -> sp.csr_matrix:
+    """Row-row cosine similarity with shrinkage, keeping the k largest per row.
+
+    rows: (n, d) sparse, one object per row. Returns a (n, n) float32 CSR whose row r holds the
+    (at most k) most similar other rows of r with a positive similarity; the diagonal is 0.
+    The result does not depend on the block size (each row is computed independently).
+    """
+    rows = rows.tocsr().astype(np.float32)
+    n = rows.shape[0]
+    norms = np.sqrt(np.asarray(rows.multiply(rows).sum(axis=1), dtype=np.float32).ravel())
+    cols_t = rows.T.tocsc()
+    k = min(k, max(n - 1, 1))
+    block = max(1, min(n, _BLOCK_ELEMENTS // max(n, 1)))
+    out_rows: list[np.ndarray] = []
+    out_cols: list[np.ndarray] = []
+    out_vals: list[np.ndarray] = []
+    for start in range(0, n, block):
+        stop = min(n, start + block)
+        # (b, n) dense block of dot products between rows start..stop and every row
+        dots = (rows[start:stop] @ cols_t).toarray()
+        sims = dots / (norms[start:stop, None] * norms[None, :] + np.float32(shrink + 1e-12))
+        local = np.arange(stop - start)
+        sims[local, start + local] = 0.0  # no self-similarity
+        if k < n:
+            part = np.argpartition(-sims, k - 1, axis=1)[:, :k]
+        else:
+            part = np.tile(np.arange(n), (stop - start, 1))
+        vals = np.take_along_axis(sims, part, axis=1)
+        keep = vals > 0
+        r = np.broadcast_to(local[:, None] + start, part.shape)[keep]
+        out_rows.append(r)
+        out_cols.append(part[keep])
+        out_vals.append(vals[keep].astype(np.float32))
+    s = sp.csr_matrix(
+        (np.concatenate(out_vals), (np.concatenate(out_rows), np.concatenate(out_cols))),
+        shape=(n, n), dtype=np.float32)
+    s.sort_indices()
+    if normalize:
+        total = np.asarray(s.sum(axis=1)).ravel()
+        s = sp.diags(np.where(total > 0, 1.0 / np.maximum(total, 1e-12), 0.0).astype(
+            np.float32)) @ s
+        s = s.tocsr().astype(np.float32)
+    return s
