@@ -172,6 +172,7 @@ def data_prepare(
                 mapping = ColumnMapping(mapping.user, mapping.item, mapping.event, mapping.time,
                                         mapping.value, default_event=default_event)
             tables.append(to_events(t, mapping, on_bad_rows=on_bad_rows))
+            del t  # the raw text columns are the largest thing held: free them before the next
         assert mapping is not None
         read = {"delimiter": delimiter, "encoding": encoding, "on_bad_rows": on_bad_rows}
         user_t = read_table(users, **read) if users else None
