@@ -14,6 +14,7 @@ from lmrec.evaluate import (
     Split,
     make_splits,
     recbole_split_counts,
+    split_from_pairs,
     split_kfold,
     split_loo,
     split_random,
@@ -218,3 +219,36 @@ def test_check_leakage_refuses_overlaps(synthetic: Dataset) -> None:
     temporal = Split(train=good.train, valid=None, test=good.test, name="t", kind="temporal")
     with pytest.raises(InputError, match="precedes"):
         temporal.check_leakage()
+
+
+def _external_pairs(ds: Dataset) -> pl.DataFrame:
+    pairs = ds.events.select(C.USER_IDX, C.ITEM_IDX).unique(maintain_order=True)
+    return pl.DataFrame({C.USER: ds.users.id_of(pairs[C.USER_IDX].to_numpy()),
+                         C.ITEM: ds.items.id_of(pairs[C.ITEM_IDX].to_numpy())})
+
+
+def test_split_from_pairs_reproduces_a_given_split(synthetic: Dataset) -> None:
+    """A split handed in as external (user, item) pairs (e.g. RecBole's dump) is rebuilt."""
+    original = split_random(synthetic, seed=3)
+    assert original.valid is not None
+    given = split_from_pairs(synthetic, {"train": _external_pairs(original.train),
+                                         "valid": _external_pairs(original.valid),
+                                         "test": _external_pairs(original.test)})
+    assert given.valid is not None
+    for a, b in ((given.train, original.train), (given.valid, original.valid),
+                 (given.test, original.test)):
+        assert pair_set(a) == pair_set(b)
+    assert_partition(given, synthetic)
+
+
+def test_split_from_pairs_refuses_bad_parts(synthetic: Dataset) -> None:
+    original = split_random(synthetic, (0.8, 0.2), seed=0)
+    train, test = _external_pairs(original.train), _external_pairs(original.test)
+    with pytest.raises(InputError, match="no part lists"):
+        split_from_pairs(synthetic, {"train": train.slice(1), "test": test})
+    with pytest.raises(InputError, match="more than one part"):
+        split_from_pairs(synthetic, {"train": train, "test": pl.concat([test, train.head(1)])})
+    stranger = pl.DataFrame({C.USER: [10_000], C.ITEM: [train[C.ITEM][0]]},
+                            schema={C.USER: train[C.USER].dtype, C.ITEM: train[C.ITEM].dtype})
+    with pytest.raises(InputError, match="not in the dataset"):
+        split_from_pairs(synthetic, {"train": pl.concat([train, stranger]), "test": test})
