@@ -96,6 +96,14 @@ def data_prepare(
     out_dir: Annotated[Path, typer.Option("--out", help="Folder for the prepared dataset.")],
     users: Annotated[Path | None, typer.Option(help="User attribute table.")] = None,
     items: Annotated[Path | None, typer.Option(help="Item attribute table.")] = None,
+    users_columns: Annotated[str | None, typer.Option(
+        help="Column names of a --users file without a header.")] = None,
+    items_columns: Annotated[str | None, typer.Option(
+        help="Column names of an --items file without a header.")] = None,
+    users_delimiter: Annotated[str | None, typer.Option(help="Delimiter of --users.")] = None,
+    items_delimiter: Annotated[str | None, typer.Option(help="Delimiter of --items.")] = None,
+    users_encoding: Annotated[str | None, typer.Option(help="Encoding of --users.")] = None,
+    items_encoding: Annotated[str | None, typer.Option(help="Encoding of --items.")] = None,
     user_col: Annotated[str | None, typer.Option(help="Column with user ids.")] = None,
     item_col: Annotated[str | None, typer.Option(help="Column with item ids.")] = None,
     event_col: Annotated[str | None, typer.Option(help="Column with the behaviour type.")] = None,
@@ -174,15 +182,31 @@ def data_prepare(
             tables.append(to_events(t, mapping, on_bad_rows=on_bad_rows))
             del t  # the raw text columns are the largest thing held: free them before the next
         assert mapping is not None
-        read = {"delimiter": delimiter, "encoding": encoding, "on_bad_rows": on_bad_rows}
-        user_t = read_table(users, **read) if users else None
-        item_t = read_table(items, **read) if items else None
+        user_t = item_t = None
+        if users:
+            step(f"reading {users}")
+            user_t = _read_attributes(users, users_columns, users_delimiter or delimiter,
+                                      users_encoding or encoding, on_bad_rows)
+        if items:
+            step(f"reading {items}")
+            item_t = _read_attributes(items, items_columns, items_delimiter or delimiter,
+                                      items_encoding or encoding, on_bad_rows)
         result = prepare(tables, user_t, item_t, mapping=mapping, user_id_col=users_id_col,
                          item_id_col=items_id_col, config=config, on_bad_rows=on_bad_rows,
                          name=name or out_dir.name, on_step=step)
         step("writing")
         result.save(out_dir)
     _print_summary(result.dataset, result.report, time.perf_counter() - t0, out_dir)
+
+
+def _read_attributes(path: Path, columns: str | None, delimiter: str | None, encoding: str,
+                     on_bad_rows: str) -> Any:
+    """A user or item table; given column names mean the file has no header."""
+    from lmrec.collect.readers import read_table
+
+    names = _split_list(columns) or None
+    return read_table(path, delimiter=delimiter, encoding=encoding, header=names is None,
+                      column_names=names, on_bad_rows=on_bad_rows)
 
 
 def _print_summary(dataset: Any, report: Any, seconds: float | None, folder: Path | None) -> None:
