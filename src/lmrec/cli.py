@@ -402,7 +402,10 @@ def _splits(ds: Any, split: str, ratios: str, test_share: float, folds: int, see
         r = tuple(float(x) for x in _split_list(ratios))
     except ValueError:
         raise ConfigError(f"--ratios {ratios!r} is not a list of numbers") from None
-    return make_splits(ds, split, ratios=r, test_share=test_share, folds=folds, seed=seed)
+    splits = make_splits(ds, split, ratios=r, test_share=test_share, folds=folds, seed=seed)
+    for note in dict.fromkeys(n for s in splits for n in s.notes):
+        err.print(f"[yellow]note:[/] {note}")
+    return splits
 
 
 @app.command("evaluate")

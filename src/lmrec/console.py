@@ -60,7 +60,7 @@ def table(title: str | None, columns: Sequence[str], rows: Sequence[Sequence[Any
 
 def _fmt(v: Any, column: str = "") -> str:
     if isinstance(v, float):
-        return f"{v:.2f}" if column in ("price", "value") else f"{v:.4f}"
+        return f"{v:.2f}" if column == "price" else f"{v:.4f}"
     return str(v)
 
 

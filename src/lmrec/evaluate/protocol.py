@@ -1,8 +1,10 @@
 """Full-ranking evaluation of a fitted model on a Split (RecBole's general protocol).
 
 For every user with test items the model ranks all items; the user's training items are
-removed (`exclude_seen`), and when testing also the validation items, as RecBole does. The
-top max(ks) items are compared with the test items. Users with test items but no training
+removed (`exclude_seen`), and when testing also the validation items, as RecBole does. Models
+that score from histories (`scores_from_history`) rank from each user's time-ordered training
+history, plus the validation items when testing. The top max(ks) items are compared with the
+test items. Users with test items but no training
 events (cold users) are scored separately, in the "cold users" slice, and are not part of the
 main averages. Scoring, masking and top-k happen in batches of `batch_size` users; every
 metric is vectorised over the batch.
@@ -18,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import polars as pl
 import scipy.sparse as sp
 
 from lmrec import columns as C
@@ -25,7 +28,7 @@ from lmrec.data.dataset import Dataset
 from lmrec.errors import ConfigError, InputError
 from lmrec.evaluate import metrics as M
 from lmrec.evaluate.splits import Split
-from lmrec.models.base import Recommender
+from lmrec.models.base import Recommender, take_histories
 
 HISTORY_BUCKETS: tuple[tuple[str, int, float], ...] = (
     ("history 1-5", 1, 5), ("history 6-20", 6, 20), ("history 21-100", 21, 100),
@@ -158,6 +161,13 @@ def evaluate(
     exclude = None
     if part == "test" and split.valid is not None and split.valid.n_events:
         exclude = split.valid.matrix("binary").tocsr()
+    # sequential models score from the user's history as of the evaluated part: train, plus
+    # valid when testing (RecBole's leave-one-out protocol); the model was fitted on train only
+    histories = None
+    if model.scores_from_history:
+        hist_ds = train if exclude is None else train.with_events(
+            pl.concat([train.events, split.valid.events]))  # type: ignore[union-attr]
+        histories = hist_ds.sequences()
     if item_features is not None:
         features = item_features
         gram = M.cosine_gram(features)  # None for catalogues too large for a dense matrix
@@ -179,8 +189,9 @@ def evaluate(
     for s in range(0, users.size, batch_size):
         batch = users[s : s + batch_size]
         t0 = time.perf_counter()
-        items, _ = model.recommend_idx(batch, kmax, exclude_seen=True, exclude=exclude,
-                                       batch_size=batch_size)
+        items, _ = model.recommend_idx(
+            batch, kmax, exclude_seen=True, exclude=exclude, batch_size=batch_size,
+            histories=None if histories is None else take_histories(histories, batch))
         t1 = time.perf_counter()
         t_score += t1 - t0
         rows = truth[batch]

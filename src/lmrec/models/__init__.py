@@ -5,9 +5,15 @@ from lmrec.models.base import ModelConfig, Recommendations, Recommender, top_k
 from lmrec.models.bpr import BPR, BPRConfig
 from lmrec.models.content import Content, ContentConfig
 from lmrec.models.ease import EASE, EASEConfig
+from lmrec.models.gru4rec import GRU4Rec, GRU4RecConfig
 from lmrec.models.itemknn import ItemKNN, ItemKNNConfig
+from lmrec.models.neumf import NeuMF, NeuMFConfig
+from lmrec.models.neural import NeuralConfig, NeuralRecommender
 from lmrec.models.popularity import Popularity, PopularityConfig
 from lmrec.models.registry import MODELS, create_model, model_class
+from lmrec.models.sasrec import SASRec, SASRecConfig
+from lmrec.models.sequential import SequentialConfig, SequentialRecommender
+from lmrec.models.two_tower import TwoTower, TwoTowerConfig
 from lmrec.models.userknn import UserKNN, UserKNNConfig
 
 __all__ = [
@@ -20,13 +26,25 @@ __all__ = [
     "Content",
     "ContentConfig",
     "EASEConfig",
+    "GRU4Rec",
+    "GRU4RecConfig",
     "ItemKNN",
     "ItemKNNConfig",
     "ModelConfig",
+    "NeuMF",
+    "NeuMFConfig",
+    "NeuralConfig",
+    "NeuralRecommender",
     "Popularity",
     "PopularityConfig",
     "Recommendations",
     "Recommender",
+    "SASRec",
+    "SASRecConfig",
+    "SequentialConfig",
+    "SequentialRecommender",
+    "TwoTower",
+    "TwoTowerConfig",
     "UserKNN",
     "UserKNNConfig",
     "create_model",

@@ -7,6 +7,11 @@ batches, removes seen items and returns external ids. A model implements only:
     _score(user_idx)              (B,) int64 -> (B, n_items) float32 scores
     _arrays() / _load_arrays()    the learned state as named numpy arrays
 
+Models that score a user from that user's time-ordered history (sequential models) also set
+`scores_from_history = True` and implement `_score_histories(histories)`; callers then score
+any history, not only the one seen in training, through `score_histories` (evaluation on a
+leave-one-out split feeds train + valid histories this way; serving can feed a fresh one).
+
 Hyperparameters live in one typed pydantic config per model (unknown keys are refused);
 artifacts are config JSON plus an .npz of arrays, never pickle.
 """
@@ -26,7 +31,7 @@ import scipy.sparse as sp
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from lmrec import __version__
-from lmrec.data.dataset import Dataset
+from lmrec.data.dataset import Dataset, Sequences
 from lmrec.data.vocab import IdVocabulary
 from lmrec.errors import ConfigError, InputError, Location, UnknownUserError
 
@@ -120,6 +125,8 @@ class Recommender(ABC):
 
     name: ClassVar[str]
     Config: ClassVar[type[ModelConfig]]
+    # True when the model scores a user from a time-ordered item history (`score_histories`)
+    scores_from_history: ClassVar[bool] = False
 
     def __init__(self, config: ModelConfig | Mapping[str, Any] | None = None, **params: Any):
         if isinstance(config, ModelConfig):
@@ -155,6 +162,10 @@ class Recommender(ABC):
     def _score(self, user_idx: np.ndarray) -> np.ndarray:
         """(B,) int64 internal user indices -> (B, n_items) float32 scores."""
 
+    def _score_histories(self, histories: Sequences) -> np.ndarray:
+        """(B,) histories -> (B, n_items) scores; only where `scores_from_history`."""
+        raise NotImplementedError
+
     def _arrays(self) -> dict[str, np.ndarray]:
         """Learned state to save (besides vocabularies and seen items)."""
         return {}
@@ -174,6 +185,21 @@ class Recommender(ABC):
         user_idx = np.asarray(user_idx, dtype=np.int64)
         return np.asarray(self._score(user_idx), dtype=np.float32)
 
+    def score_histories(self, histories: Sequences | Sequence[np.ndarray]) -> np.ndarray:
+        """Scores of every item for B given histories, (B, n_items) float32.
+
+        A history is a user's internal item indices, oldest first: a `Sequences` (with
+        behaviour types and timestamps, which models may use) or a list of int arrays. Only
+        for models with `scores_from_history`; others raise InputError.
+        """
+        self._check_fitted()
+        if not self.scores_from_history:
+            raise InputError(f"{type(self).__name__} does not score from item histories")
+        seqs = as_sequences(histories)
+        if seqs.items.size and (seqs.items.min() < 0 or seqs.items.max() >= self.n_items):
+            raise InputError(f"history items must be internal indices in [0, {self.n_items})")
+        return np.asarray(self._score_histories(seqs), dtype=np.float32)
+
     def recommend_idx(
         self,
         user_idx: np.ndarray,
@@ -183,11 +209,14 @@ class Recommender(ABC):
         exclude: sp.csr_matrix | None = None,
         candidates: np.ndarray | None = None,
         batch_size: int = _BATCH,
+        histories: Sequences | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Top-k internal item indices and scores for internal users, in batches.
 
         `exclude` is an extra (n_users, n_items) mask of items to remove; `candidates` an
-        optional array of allowed item indices.
+        optional array of allowed item indices. `histories` (one row per entry of `user_idx`)
+        scores the users from these histories instead of the training ones (models with
+        `scores_from_history` only); `exclude_seen` still masks the training items.
         """
         self._check_fitted()
         user_idx = np.asarray(user_idx, dtype=np.int64)
@@ -199,7 +228,11 @@ class Recommender(ABC):
         out_s = np.full(out_i.shape, -np.inf, dtype=np.float32)
         for start in range(0, user_idx.size, batch_size):
             batch = user_idx[start : start + batch_size]
-            s = self.score(batch).copy()
+            if histories is not None:
+                s = self.score_histories(
+                    take_histories(histories, np.arange(start, start + batch.size)))
+            else:
+                s = self.score(batch).copy()
             if exclude_seen:
                 _mask_rows(s, self.seen_, batch)
             if exclude is not None:
@@ -331,6 +364,32 @@ def read_artifact_meta(folder: Path) -> dict[str, Any]:
             f"{meta.get('lmrec_version')}; this lmrec ({__version__}) reads version "
             f"{ARTIFACT_VERSION}: train the model again", location=Location(str(cfg)))
     return meta
+
+
+def as_sequences(histories: Sequences | Sequence[np.ndarray]) -> Sequences:
+    """A list of item-index arrays (oldest first) as `Sequences` (no types or times)."""
+    if isinstance(histories, Sequences):
+        return histories
+    arrays = [np.asarray(h, dtype=np.int64).ravel() for h in histories]
+    lengths = np.array([a.size for a in arrays], dtype=np.int64)
+    indptr = np.zeros(lengths.size + 1, dtype=np.int64)
+    np.cumsum(lengths, out=indptr[1:])
+    items = np.concatenate(arrays).astype(np.int32) if arrays else np.zeros(0, np.int32)
+    return Sequences(indptr, items, np.zeros(items.size, np.int32),
+                     np.full(items.size, -1, np.int64), ())
+
+
+def take_histories(seqs: Sequences, rows: np.ndarray) -> Sequences:
+    """The rows `rows` (B,) of `seqs`, in that order, as a new `Sequences` (vectorised)."""
+    rows = np.asarray(rows, dtype=np.int64)
+    starts = seqs.indptr[rows]
+    lengths = seqs.indptr[rows + 1] - starts
+    indptr = np.zeros(rows.size + 1, dtype=np.int64)
+    np.cumsum(lengths, out=indptr[1:])
+    # source position of every output event: its row's start plus its offset inside the row
+    src = np.repeat(starts - indptr[:-1], lengths) + np.arange(indptr[-1])
+    return Sequences(indptr, seqs.items[src], seqs.events[src], seqs.timestamps[src],
+                     seqs.event_types)
 
 
 def _mask_rows(scores: np.ndarray, mask: sp.csr_matrix, rows: np.ndarray) -> None:

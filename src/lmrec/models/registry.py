@@ -10,13 +10,18 @@ from lmrec.models.base import Recommender
 from lmrec.models.bpr import BPR
 from lmrec.models.content import Content
 from lmrec.models.ease import EASE
+from lmrec.models.gru4rec import GRU4Rec
 from lmrec.models.itemknn import ItemKNN
+from lmrec.models.neumf import NeuMF
 from lmrec.models.popularity import Popularity
+from lmrec.models.sasrec import SASRec
+from lmrec.models.two_tower import TwoTower
 from lmrec.models.userknn import UserKNN
 
 MODELS: dict[str, type[Recommender]] = {
     klass.name: klass
-    for klass in (Popularity, Content, ItemKNN, UserKNN, ALS, BPR, EASE)
+    for klass in (Popularity, Content, ItemKNN, UserKNN, ALS, BPR, EASE, NeuMF, TwoTower,
+                  GRU4Rec, SASRec)
 }
 
 
