@@ -424,6 +424,9 @@ def evaluate_cmd(
     k: Annotated[str, typer.Option("--k", help="Cutoffs, e.g. 10,20")] = "10",
     seed: Annotated[int, typer.Option(help="Random seed (split and model).")] = 0,
     part: Annotated[str, typer.Option(help="test | valid")] = "test",
+    tune: Annotated[bool, typer.Option(
+        "--tune", help="Search hyperparameters on the validation part first.")] = False,
+    trials: Annotated[int, typer.Option(help="Trials for --tune.")] = 20,
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON object of metrics.")
                        ] = False,
 ) -> None:
@@ -443,6 +446,11 @@ def evaluate_cmd(
     with steps(f"evaluating {model}") as step:
         step("splitting")
         splits = _splits(ds, split, ratios, test_share, folds, seed)
+        if tune:
+            if len(splits) > 1:
+                raise ConfigError("--tune takes a single split (random with a validation "
+                                  "part, or loo), not kfold")
+            params = _tune(model, params, splits[0], ks, trials, seed, step)
         if len(splits) > 1:
             step(f"{len(splits)} folds")
             summary = cross_validate(lambda: create_model(model, params), splits, ks)
@@ -458,6 +466,29 @@ def evaluate_cmd(
         return
     rows = [(key, v) for key, v in metrics.items()]
     out.print(table(f"{model} on {ds.name} ({split} split, {part})", ["metric", "value"], rows))
+
+
+def _tune(model: str, params: dict[str, Any], split: Any, ks: list[int], trials: int,
+          seed: int, step: Any) -> dict[str, Any]:
+    """Best parameters on the validation part (`--param` values stay fixed)."""
+    from lmrec.evaluate import tune
+    from lmrec.models import create_model, model_class
+
+    metric = f"ndcg@{10 if 10 in ks else ks[0]}"
+    best = {"value": float("-inf")}
+
+    def on_trial(i: int, trial_params: dict[str, Any], value: float) -> None:
+        best["value"] = max(best["value"], value)
+        step(f"tuning: trial {i}/{trials}, best valid {metric} {best['value']:.4f}")
+
+    result = tune(lambda p: create_model(model, p), model_class(model).Config.search_space,
+                  split, metric=metric, trials=trials, seed=seed, fixed=params,
+                  on_trial=on_trial)
+    shown = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                      for k, v in result.best_params.items())
+    err.print(f"tuned on the validation part ({trials} trials, {result.seconds:.1f} s): "
+              f"valid {metric} {result.best_value:.4f} with {shown}")
+    return result.best_params
 
 
 @app.command("compare")

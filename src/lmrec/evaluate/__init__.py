@@ -39,6 +39,7 @@ from lmrec.evaluate.splits import (
     split_random,
     split_temporal,
 )
+from lmrec.evaluate.tuning import TuneResult, tune
 
 __all__ = [
     "ACCURACY_METRICS",
@@ -47,6 +48,7 @@ __all__ = [
     "SPLIT_KINDS",
     "EvalResult",
     "Split",
+    "TuneResult",
     "accuracy_from_hits",
     "cooccurrence_features",
     "cosine_gram",
@@ -71,5 +73,6 @@ __all__ = [
     "split_loo",
     "split_random",
     "split_temporal",
+    "tune",
     "write_report",
 ]

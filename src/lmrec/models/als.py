@@ -9,14 +9,14 @@ CPU option measured here; only its factor matrices are kept: score(u) = U[u] @ V
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Literal
+from typing import ClassVar, Literal
 
 import numpy as np
 from pydantic import Field
 from threadpoolctl import threadpool_limits
 
 from lmrec.data.dataset import Dataset
-from lmrec.models.base import ModelConfig, Recommender
+from lmrec.models.base import FloatRange, IntRange, ModelConfig, Recommender, SearchSpace
 
 
 class ALSConfig(ModelConfig):
@@ -33,6 +33,10 @@ class ALSConfig(ModelConfig):
     cg_steps: int = Field(3, ge=1, description="conjugate-gradient steps per least-squares solve")
     num_threads: int = Field(
         0, ge=0, description="solver threads; 0 = all cores (results do not depend on it)")
+
+    search_space: ClassVar[SearchSpace] = {
+        "factors": IntRange(16, 256, log=True), "reg": FloatRange(1.0, 200.0, log=True),
+        "alpha": FloatRange(0.5, 30.0, log=True)}
 
 
 class ALS(Recommender):

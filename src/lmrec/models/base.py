@@ -40,10 +40,42 @@ ARTIFACT_VERSION = 1
 _BATCH = 1024  # users scored at once; (B, n_items) float32 must fit comfortably in memory
 
 
+@dataclass(frozen=True)
+class IntRange:
+    """An integer hyperparameter range for tuning (both ends included)."""
+
+    low: int
+    high: int
+    log: bool = False
+
+
+@dataclass(frozen=True)
+class FloatRange:
+    """A real hyperparameter range for tuning."""
+
+    low: float
+    high: float
+    log: bool = False
+
+
+@dataclass(frozen=True)
+class Choice:
+    """A hyperparameter taking one of a few values."""
+
+    values: tuple[Any, ...]
+
+
+SearchSpace = dict[str, IntRange | FloatRange | Choice]
+
+
 class ModelConfig(BaseModel):
-    """Base of every model's hyperparameter config: typed, frozen, unknown keys refused."""
+    """Base of every model's hyperparameter config: typed, frozen, unknown keys refused.
+
+    `search_space` names the hyperparameters worth tuning and their ranges (`--tune`).
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+    search_space: ClassVar[SearchSpace] = {}
 
     @classmethod
     def from_params(cls, params: Mapping[str, Any] | None) -> Self:

@@ -14,13 +14,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from typing import ClassVar
 
 import numpy as np
 import torch
 from pydantic import Field
 
 from lmrec.data.dataset import Dataset
-from lmrec.models.base import ModelConfig, Recommender
+from lmrec.models.base import FloatRange, IntRange, ModelConfig, Recommender, SearchSpace
 
 
 class BPRConfig(ModelConfig):
@@ -39,6 +40,10 @@ class BPRConfig(ModelConfig):
     threads: int = Field(
         1, ge=0, description="torch threads while training (0: torch's setting); the batches "
                              "are too small to gain from more, and results do not depend on it")
+
+    search_space: ClassVar[SearchSpace] = {
+        "epochs": IntRange(10, 80), "lr": FloatRange(1e-3, 2e-2, log=True),
+        "reg": FloatRange(1e-4, 1e-1, log=True)}
 
 
 class BPR(Recommender):

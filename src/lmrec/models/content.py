@@ -16,7 +16,7 @@ interacted with, and the score of an item is the cosine between the user and ite
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Literal
+from typing import ClassVar, Literal
 
 import numpy as np
 import polars as pl
@@ -26,7 +26,7 @@ from pydantic import Field
 from lmrec.columns import Role
 from lmrec.data.dataset import Dataset
 from lmrec.errors import ConfigError
-from lmrec.models.base import ModelConfig, Recommender
+from lmrec.models.base import Choice, IntRange, ModelConfig, Recommender, SearchSpace
 from lmrec.models.ease import pack_csr, unpack_csr
 
 _WORD = r"[\p{L}\p{N}]+"
@@ -45,6 +45,10 @@ class ContentConfig(ModelConfig):
     min_df: int = Field(2, ge=1, description="drop words found in fewer items than this")
     weighting: Literal["binary", "weight"] = Field(
         "binary", description="user profile: plain sum of item profiles, or weighted by events")
+
+    search_space: ClassVar[SearchSpace] = {
+        "min_df": IntRange(1, 5), "idf": Choice((True, False)),
+        "weighting": Choice(("binary", "weight"))}
 
 
 class Content(Recommender):

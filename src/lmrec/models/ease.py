@@ -9,7 +9,7 @@ Steck, "Embarrassingly Shallow Autoencoders for Sparse Data", WWW 2019.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Literal
+from typing import ClassVar, Literal
 
 import numpy as np
 import scipy.linalg
@@ -18,7 +18,7 @@ from pydantic import Field
 
 from lmrec.data.dataset import Dataset
 from lmrec.errors import ConfigError
-from lmrec.models.base import ModelConfig, Recommender
+from lmrec.models.base import FloatRange, ModelConfig, Recommender, SearchSpace
 
 # Refuse item-item matrices above this size: G and its inverse are dense (n_items^2 floats).
 MAX_ITEMS = 60_000
@@ -33,6 +33,8 @@ class EASEConfig(ModelConfig):
         "binary", description="interaction matrix: 1 per (user, item), or summed event weights")
     dtype: Literal["float32", "float64"] = Field(
         "float64", description="precision of the inversion; B is stored as float32")
+
+    search_space: ClassVar[SearchSpace] = {"l2": FloatRange(10.0, 5000.0, log=True)}
 
 
 class EASE(Recommender):

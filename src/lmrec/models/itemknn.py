@@ -12,14 +12,14 @@ O(n_items * block) and there is no Python loop over single items.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Literal
+from typing import ClassVar, Literal
 
 import numpy as np
 import scipy.sparse as sp
 from pydantic import Field
 
 from lmrec.data.dataset import Dataset
-from lmrec.models.base import ModelConfig, Recommender
+from lmrec.models.base import FloatRange, IntRange, ModelConfig, Recommender, SearchSpace
 from lmrec.models.ease import pack_csr, unpack_csr
 
 # Entries of the dense similarity block held at once (16M float32: 64 MB per temporary).
@@ -37,6 +37,9 @@ class ItemKNNConfig(ModelConfig):
         "binary", description="interaction matrix: 1 per (user, item), or summed event weights")
     normalize: bool = Field(
         False, description="L1-normalise each item's kept neighbour weights (sum to 1)")
+
+    search_space: ClassVar[SearchSpace] = {
+        "k": IntRange(10, 500, log=True), "shrink": FloatRange(0.0, 100.0)}
 
 
 class ItemKNN(Recommender):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Literal
+from typing import ClassVar, Literal
 
 import numpy as np
 import polars as pl
@@ -11,7 +11,7 @@ from pydantic import Field
 
 from lmrec import columns as C
 from lmrec.data.dataset import Dataset
-from lmrec.models.base import ModelConfig, Recommender
+from lmrec.models.base import Choice, ModelConfig, Recommender, SearchSpace
 
 
 class PopularityConfig(ModelConfig):
@@ -19,6 +19,9 @@ class PopularityConfig(ModelConfig):
         "users", description="what makes an item popular: distinct users, events or weights")
     half_life_days: float | None = Field(
         None, gt=0, description="exponential recency decay of each event; None: no decay")
+
+    search_space: ClassVar[SearchSpace] = {
+        "count": Choice(("users", "events", "weight"))}
 
 
 class Popularity(Recommender):

@@ -10,13 +10,13 @@ The similarity is computed in dense row blocks (see `itemknn.cosine_topk`).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Literal
+from typing import ClassVar, Literal
 
 import numpy as np
 from pydantic import Field
 
 from lmrec.data.dataset import Dataset
-from lmrec.models.base import ModelConfig, Recommender
+from lmrec.models.base import FloatRange, IntRange, ModelConfig, Recommender, SearchSpace
 from lmrec.models.ease import pack_csr, unpack_csr
 from lmrec.models.itemknn import cosine_topk
 
@@ -32,6 +32,9 @@ class UserKNNConfig(ModelConfig):
         "binary", description="interaction matrix: 1 per (user, item), or summed event weights")
     normalize: bool = Field(
         False, description="L1-normalise each user's neighbour weights (sum to 1)")
+
+    search_space: ClassVar[SearchSpace] = {
+        "k": IntRange(10, 500, log=True), "shrink": FloatRange(0.0, 100.0)}
 
 
 class UserKNN(Recommender):
