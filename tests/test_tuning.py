@@ -6,8 +6,8 @@ import json
 from pathlib import Path
 
 import pytest
-from helpers_cli import run
 
+from helpers_cli import run
 from lmrec.errors import ConfigError
 from lmrec.evaluate import protocol, split_random, tune
 from lmrec.models import create_model, model_class
