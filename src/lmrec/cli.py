@@ -16,7 +16,7 @@ from rich.markdown import Markdown
 
 from lmrec import __version__
 from lmrec import columns as C
-from lmrec.console import err, fail, metrics_summary, out, steps, table
+from lmrec.console import download_bar, err, fail, metrics_summary, out, steps, table
 from lmrec.errors import ConfigError, InputError, LmrecError
 
 app = typer.Typer(help="lmrec: recommendations from your event log and catalogue.",
@@ -306,9 +306,12 @@ def datasets_get(
     # only the options given are set, so the dataset's own defaults (e.g. dedupe) stay
     given = {k: v for k, v in {"min_rating": min_rating, "core": core}.items() if v is not None}
     t0 = time.perf_counter()
-    with steps(f"getting {name}"):
+    # the byte bar shows only when a download happens; preparing shows a spinner
+    with download_bar(f"downloading {name}") as progress:
         result = load_dataset(name, source, cache_dir=cache_dir, download=not no_download,
-                              config=PrepareConfig(**given) if given else None)
+                              config=PrepareConfig(**given) if given else None,
+                              progress=progress)
+    with steps(f"writing {name}"):
         result.save(out_dir)
     _print_summary(result.dataset, result.report, time.perf_counter() - t0, out_dir)
 

@@ -8,7 +8,15 @@ from contextlib import contextmanager
 from typing import Any
 
 from rich.console import Console
-from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TransferSpeedColumn,
+)
 from rich.table import Table
 
 # Human output goes to stderr when stdout must stay machine-readable (--json).
@@ -47,6 +55,22 @@ def bar(title: str, total: int, console: Console | None = None) -> Iterator[Any]
             progress.advance(task, n)
 
         yield advance
+
+
+@contextmanager
+def download_bar(title: str, console: Console | None = None) -> Iterator[Any]:
+    """A byte-progress bar; the yielded function takes (bytes done, total bytes or None)."""
+    console = console or err
+    progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(),
+                        DownloadColumn(), TransferSpeedColumn(), TimeElapsedColumn(),
+                        console=console, transient=True, disable=not console.is_terminal)
+    with progress:
+        task = progress.add_task(title, total=None)
+
+        def update(done: int, total: int | None) -> None:
+            progress.update(task, completed=done, total=total)
+
+        yield update
 
 
 def table(title: str | None, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> Table:
