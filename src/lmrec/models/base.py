@@ -424,6 +424,20 @@ def take_histories(seqs: Sequences, rows: np.ndarray) -> Sequences:
                      seqs.event_types)
 
 
+def pack_csr(m: sp.csr_matrix, prefix: str) -> dict[str, np.ndarray]:
+    """A CSR matrix as named arrays for an .npz artifact (shape kept exactly)."""
+    m = m.tocsr()
+    return {f"{prefix}.data": m.data, f"{prefix}.indices": m.indices,
+            f"{prefix}.indptr": m.indptr, f"{prefix}.shape": np.asarray(m.shape, np.int64)}
+
+
+def unpack_csr(arrays: Mapping[str, np.ndarray], prefix: str) -> sp.csr_matrix:
+    """The inverse of `pack_csr`."""
+    shape = tuple(int(v) for v in arrays[f"{prefix}.shape"])
+    return sp.csr_matrix((arrays[f"{prefix}.data"], arrays[f"{prefix}.indices"],
+                          arrays[f"{prefix}.indptr"]), shape=shape)
+
+
 def _mask_rows(scores: np.ndarray, mask: sp.csr_matrix, rows: np.ndarray) -> None:
     sub = mask[rows].tocoo()
     scores[sub.row, sub.col] = -np.inf

@@ -26,8 +26,15 @@ from pydantic import Field
 from lmrec.columns import Role
 from lmrec.data.dataset import Dataset
 from lmrec.errors import ConfigError
-from lmrec.models.base import Choice, IntRange, ModelConfig, Recommender, SearchSpace
-from lmrec.models.ease import pack_csr, unpack_csr
+from lmrec.models.base import (
+    Choice,
+    IntRange,
+    ModelConfig,
+    Recommender,
+    SearchSpace,
+    pack_csr,
+    unpack_csr,
+)
 
 _WORD = r"[\p{L}\p{N}]+"
 

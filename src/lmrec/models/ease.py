@@ -18,7 +18,14 @@ from pydantic import Field
 
 from lmrec.data.dataset import Dataset
 from lmrec.errors import ConfigError
-from lmrec.models.base import FloatRange, ModelConfig, Recommender, SearchSpace
+from lmrec.models.base import (
+    FloatRange,
+    ModelConfig,
+    Recommender,
+    SearchSpace,
+    pack_csr,
+    unpack_csr,
+)
 
 # Refuse item-item matrices above this size: G and its inverse are dense (n_items^2 floats).
 MAX_ITEMS = 60_000
@@ -93,17 +100,3 @@ def _spd_inverse(a: np.ndarray) -> np.ndarray:
         return np.linalg.inv(a)
     # potri fills only the lower triangle
     return np.tril(inv) + np.tril(inv, -1).T
-
-
-def pack_csr(m: sp.csr_matrix, prefix: str) -> dict[str, np.ndarray]:
-    """A CSR matrix as named arrays for an .npz artifact (shape kept exactly)."""
-    m = m.tocsr()
-    return {f"{prefix}.data": m.data, f"{prefix}.indices": m.indices,
-            f"{prefix}.indptr": m.indptr, f"{prefix}.shape": np.asarray(m.shape, np.int64)}
-
-
-def unpack_csr(arrays: Mapping[str, np.ndarray], prefix: str) -> sp.csr_matrix:
-    """The inverse of `pack_csr`."""
-    shape = tuple(int(v) for v in arrays[f"{prefix}.shape"])
-    return sp.csr_matrix((arrays[f"{prefix}.data"], arrays[f"{prefix}.indices"],
-                          arrays[f"{prefix}.indptr"]), shape=shape)

@@ -19,8 +19,15 @@ import scipy.sparse as sp
 from pydantic import Field
 
 from lmrec.data.dataset import Dataset
-from lmrec.models.base import FloatRange, IntRange, ModelConfig, Recommender, SearchSpace
-from lmrec.models.ease import pack_csr, unpack_csr
+from lmrec.models.base import (
+    FloatRange,
+    IntRange,
+    ModelConfig,
+    Recommender,
+    SearchSpace,
+    pack_csr,
+    unpack_csr,
+)
 
 # Entries of the dense similarity block held at once (16M float32: 64 MB per temporary).
 _BLOCK_ELEMENTS = 1 << 24

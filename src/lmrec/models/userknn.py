@@ -16,8 +16,15 @@ import numpy as np
 from pydantic import Field
 
 from lmrec.data.dataset import Dataset
-from lmrec.models.base import FloatRange, IntRange, ModelConfig, Recommender, SearchSpace
-from lmrec.models.ease import pack_csr, unpack_csr
+from lmrec.models.base import (
+    FloatRange,
+    IntRange,
+    ModelConfig,
+    Recommender,
+    SearchSpace,
+    pack_csr,
+    unpack_csr,
+)
 from lmrec.models.itemknn import cosine_topk
 
 
