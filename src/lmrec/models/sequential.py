@@ -1,0 +1,377 @@
+"""Shared pieces of the sequential (next-item) models: windows, batches, losses, scoring.
+
+A user's history is a time-ordered item sequence (`Dataset.sequences()`, CSR layout). The
+networks read fixed-length, right-aligned windows: the last `max_len` items, oldest first,
+left-padded with 0, so the most recent item is always in the last column. Items are shifted
+by one (item i -> token i + 1) so that token 0 is padding.
+
+Training (as RecBole's augmentation, "every prefix predicts its next item", but without
+copying prefixes): each training sequence is cut from its end into chunks of `max_len`
+targets; a chunk's input is the items one step earlier, so every target position t of the
+window predicts item t + 1 from the items up to t (a causal network sees exactly that
+prefix). Every training target appears in exactly one chunk per epoch.
+
+Optional per-position side inputs, added to the item embedding by the networks:
+behaviour type (`Sequences.events`, token 0 = padding/unknown) and the time gap since the
+previous event, bucketed on a log2 scale (token 0 = padding/unknown/first event).
+"""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Literal, Self
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from pydantic import Field
+from torch import Tensor, nn
+
+from lmrec.data.dataset import Dataset, Sequences
+from lmrec.errors import InputError
+from lmrec.models.base import ModelConfig, Recommender, take_histories
+from lmrec.train import TRAIN_FIELDS, TrainConfig, train
+
+PAD = 0  # token of padding positions (items, behaviour types and time gaps alike)
+GAP_BUCKETS = 24  # log2 buckets of the time gap in seconds (2^22 s is about 7 weeks) + pad
+
+
+def time_gap_tokens(seqs: Sequences, n_buckets: int = GAP_BUCKETS) -> np.ndarray:
+    """(n_events,) int64 token of the gap to the previous event of the same user.
+
+    0 for a user's first event or an unknown timestamp; else 1 + floor(log2(1 + seconds)),
+    capped at n_buckets - 1, so that minutes, hours, days and weeks fall in different buckets.
+    """
+    ts = seqs.timestamps.astype(np.int64)
+    tok = np.zeros(ts.size, dtype=np.int64)
+    if ts.size < 2:
+        return tok
+    gap = np.diff(ts)  # (n - 1,) gap of event j + 1 to event j
+    first = np.zeros(ts.size, dtype=bool)
+    first[seqs.indptr[:-1][seqs.indptr[:-1] < ts.size]] = True
+    ok = ~first[1:] & (ts[1:] >= 0) & (ts[:-1] >= 0)
+    buckets = 1 + np.floor(np.log2(1.0 + np.maximum(gap, 0))).astype(np.int64)
+    tok[1:] = np.where(ok, np.minimum(buckets, n_buckets - 1), 0)
+    return tok
+
+
+def gather_windows(values: np.ndarray, starts: np.ndarray, ends: np.ndarray, max_len: int,
+                   offset: int = 0) -> np.ndarray:
+    """(B, max_len) int64 right-aligned windows of `values`, padded with PAD on the left.
+
+    Row b holds values[max(starts[b], ends[b] - max_len) : ends[b]] + offset in its last
+    columns. `starts`/`ends` (B,) are absolute positions into the flat `values` array.
+    """
+    starts = np.asarray(starts, dtype=np.int64)
+    ends = np.asarray(ends, dtype=np.int64)
+    idx = ends[:, None] - max_len + np.arange(max_len)[None, :]  # (B, L) source positions
+    valid = idx >= starts[:, None]
+    out = np.full(idx.shape, PAD, dtype=np.int64)
+    out[valid] = values[idx[valid]].astype(np.int64) + offset
+    return out
+
+
+Batch = dict[str, Tensor]
+"""Model inputs of B windows of L positions, int64 (B, L) tensors, token 0 = padding:
+"items" (item index + 1), "events" (behaviour), "gaps" (time gap) and, for training,
+"targets" (next-item tokens to predict, 0 = no target) and, for gBCE, "negatives"
+(B, K) sampled item tokens, shared by the positions of a window."""
+
+
+@dataclass
+class SeqData:
+    """A set of sequences made ready for the networks: flat tokens and CSR row bounds."""
+
+    indptr: np.ndarray  # (n_rows + 1,) int64
+    items: np.ndarray  # (n_events,) int64 item indices (not shifted)
+    events: np.ndarray  # (n_events,) int64 behaviour tokens (1.. or 0 unknown)
+    gaps: np.ndarray  # (n_events,) int64 time-gap tokens
+
+    @classmethod
+    def from_sequences(cls, seqs: Sequences, event_types: tuple[str, ...]) -> SeqData:
+        """Map the behaviour names of `seqs` onto `event_types` (the model's; unknown -> 0)."""
+        lookup = np.array([event_types.index(t) + 1 if t in event_types else PAD
+                           for t in seqs.event_types] or [PAD], dtype=np.int64)
+        events = lookup[seqs.events] if seqs.items.size else np.zeros(0, np.int64)
+        return cls(np.asarray(seqs.indptr, dtype=np.int64), seqs.items.astype(np.int64),
+                   events, time_gap_tokens(seqs))
+
+    def take(self, rows: np.ndarray) -> SeqData:
+        """The rows `rows` (B,), in that order (vectorised gather)."""
+        starts = self.indptr[rows]
+        lengths = self.indptr[rows + 1] - starts
+        indptr = np.zeros(rows.size + 1, dtype=np.int64)
+        np.cumsum(lengths, out=indptr[1:])
+        src = np.repeat(starts - indptr[:-1], lengths) + np.arange(indptr[-1])
+        return SeqData(indptr, self.items[src], self.events[src], self.gaps[src])
+
+    def last_windows(self, max_len: int) -> Batch:
+        """The last `max_len` events of every row: the input for scoring what comes next."""
+        s, e = self.indptr[:-1], self.indptr[1:]
+        return {name: torch.from_numpy(gather_windows(v, s, e, max_len, off))
+                for name, v, off in self._inputs()}
+
+    def _inputs(self) -> tuple[tuple[str, np.ndarray, int], ...]:
+        return (("items", self.items, 1), ("events", self.events, 0), ("gaps", self.gaps, 0))
+
+    def training_chunks(self, max_len: int) -> tuple[np.ndarray, np.ndarray]:
+        """(rows, ends) of every training chunk: rows (C,), ends (C,) exclusive target end.
+
+        Row u with n events has n - 1 targets (positions 1..n-1), cut from the end into
+        ceil((n - 1) / max_len) chunks; chunk k ends at indptr[u + 1] - k * max_len.
+        """
+        n_targets = np.maximum(np.diff(self.indptr) - 1, 0)
+        n_chunks = -(-n_targets // max_len)  # ceil
+        rows = np.repeat(np.arange(n_targets.size, dtype=np.int64), n_chunks)
+        first = np.repeat(np.cumsum(n_chunks) - n_chunks, n_chunks)
+        k = np.arange(rows.size, dtype=np.int64) - first  # chunk number from the end
+        return rows, self.indptr[rows + 1] - k * max_len
+
+    def chunk_batch(self, rows: np.ndarray, ends: np.ndarray, max_len: int) -> Batch:
+        """Inputs (events up to ends - 1) and next-item targets of the chunks (rows, ends)."""
+        s = self.indptr[rows]
+        # inputs are the window ending one step before the targets' end; a target exists
+        # where its input does (input position >= row start), so both share one padding
+        batch = {name: torch.from_numpy(gather_windows(v, s, ends - 1, max_len, off))
+                 for name, v, off in self._inputs()}
+        batch["targets"] = torch.from_numpy(gather_windows(self.items, s + 1, ends, max_len, 1))
+        return batch
+
+    def epoch_batches(self, max_len: int, batch_size: int, rng: np.random.Generator, *,
+                      n_items: int = 0, n_negatives: int = 0) -> Iterator[Batch]:
+        """One epoch of training chunks in a random order, `batch_size` chunks per batch.
+
+        With `n_negatives` > 0, each batch also gets "negatives" (B, K) item tokens drawn
+        uniformly from the `n_items` items, shared by the L positions of a window: K
+        negatives per position at the memory of one (B, K, d) gather instead of (B, L, K, d).
+        A draw of the positive itself is rare and kept, as gSASRec does.
+        """
+        rows, ends = self.training_chunks(max_len)
+        order = rng.permutation(rows.size)
+        for start in range(0, rows.size, batch_size):
+            sel = order[start : start + batch_size]
+            batch = self.chunk_batch(rows[sel], ends[sel], max_len)
+            if n_negatives > 0:
+                batch["negatives"] = torch.from_numpy(rng.integers(
+                    1, n_items + 1, (sel.size, n_negatives), dtype=np.int64))
+            yield batch
+
+
+# --- losses ---------------------------------------------------------------------------------
+def gbce_beta(n_negatives: int, n_items: int, t: float) -> float:
+    """gSASRec's positive-term exponent beta = alpha (t (1 - 1/alpha) + 1/alpha).
+
+    alpha = n_negatives / (n_items - 1) is the negative sampling rate; t in [0, 1] the
+    calibration (t = 0: plain BCE, beta = 1; t = 1: beta = alpha, fully calibrated).
+    """
+    alpha = min(n_negatives / max(n_items - 1, 1), 1.0)
+    return alpha * (t * (1.0 - 1.0 / alpha) + 1.0 / alpha)
+
+
+def next_item_loss(hidden: Tensor, batch: Batch, item_emb: Tensor, *, loss: str,
+                   gbce_t: float = 0.75) -> Tensor:
+    """Mean next-item loss over the target positions.
+
+    hidden (B, L, d) network outputs; batch["targets"] (B, L) item tokens, 0 = no target;
+    item_emb (n_items + 1, d) the (tied) output embeddings, row 0 = padding.
+    loss "ce": softmax cross-entropy over the whole catalogue (RecBole's CE).
+    loss "gbce": gSASRec's generalised BCE (Petrov & Macdonald, RecSys 2023) against
+        the K sampled items of batch["negatives"] per position: -beta log sigma(s+) -
+        sum_k log(1 - sigma(s-_k)); beta < 1 undoes the overconfidence that sampling
+        negatives teaches, so sampled training approaches full-softmax quality at a cost
+        independent of the catalogue size.
+    """
+    targets = batch["targets"]
+    keep = targets > 0  # (B, L)
+    n_items = item_emb.shape[0] - 1
+    if loss == "ce":
+        logits = hidden[keep] @ item_emb[1:].T  # (N, n_items), N positions with a target
+        return F.cross_entropy(logits, targets[keep] - 1)
+    neg = batch["negatives"]  # (B, K) item tokens
+    pos_logit = (hidden * item_emb[targets]).sum(-1)[keep]  # (N,)
+    neg_logit = torch.einsum("bld,bkd->blk", hidden, item_emb[neg])[keep]  # (N, K)
+    beta = gbce_beta(neg.shape[1], n_items, gbce_t)
+    # -log sigma(x) = softplus(-x); -log(1 - sigma(x)) = softplus(x)
+    per_pos = beta * F.softplus(-pos_logit) + F.softplus(neg_logit).sum(-1)
+    return per_pos.mean()
+
+
+# --- configs and the shared Recommender -----------------------------------------------------
+class SequentialConfig(TrainConfig, ModelConfig):
+    """Fields shared by the sequential models; the training loop's knobs (TrainConfig) are
+    embedded flat, with defaults for next-item training here."""
+
+    max_len: int = Field(50, ge=1, description="history length: the most recent items read")
+    loss: Literal["ce", "gbce"] = Field(
+        "ce", description="ce: full softmax over the catalogue (small catalogues); gbce: "
+                          "gSASRec's calibrated BCE against `negatives` sampled items")
+    negatives: int = Field(256, ge=1, description="gbce: sampled negatives per position")
+    gbce_t: float = Field(0.75, ge=0, le=1, description="gbce calibration t (0: plain BCE)")
+    use_event_types: bool = Field(False, description="add a behaviour-type embedding")
+    use_time_gaps: bool = Field(False, description="add a log2 time-gap embedding")
+    dropout: float = Field(0.2, ge=0, lt=1, description="dropout of embeddings and layers")
+    # the loop's knobs, re-defaulted (see TrainConfig for the others)
+    epochs: int = Field(200, ge=1, description="maximum passes over the training targets")
+    batch_size: int = Field(128, ge=1, description="training windows per step")
+    grad_clip: float | None = Field(5.0, gt=0, description="clip the global gradient norm")
+    patience: int | None = Field(
+        5, ge=1, description="early stopping after this many validations without a better "
+                             "NDCG@10 (only when fit gets `valid`)")
+
+    def train_config(self) -> TrainConfig:
+        return TrainConfig(**{k: getattr(self, k) for k in TRAIN_FIELDS})
+
+
+class SequenceNet(nn.Module):
+    """What the shared code needs of a network: tied item embeddings and hidden states."""
+
+    item_emb: nn.Embedding  # (n_items + 1, d), row 0 = padding
+
+    def forward(self, batch: Batch) -> Tensor:  # (B, L, d) hidden state per position
+        raise NotImplementedError
+
+
+class SequentialRecommender(Recommender):
+    """Base of next-item models: scores a user from the last `max_len` items of a history.
+
+    State: the network's weights and the training sequences (for `score(user_idx)`); any
+    other history is scored through `score_histories`. `fit(dataset, valid=...)` early-stops
+    on NDCG@10 of the `valid` Dataset's items given the training histories.
+    """
+
+    scores_from_history = True
+    config: SequentialConfig
+    _valid: Dataset | None = None  # only during fit
+
+    def fit(self, dataset: Dataset, *, rng: np.random.Generator | int | None = None,
+            valid: Dataset | None = None) -> Self:
+        """As Recommender.fit; `valid` (e.g. split.valid: the same vocabularies) is the
+        holdout whose NDCG@10, ranked from the training histories with the training items
+        masked, drives early stopping (`patience`) and picks the restored epoch."""
+        if valid is not None and (valid.n_items, valid.n_users) != (dataset.n_items,
+                                                                     dataset.n_users):
+            raise InputError("valid must share the training data's user and item vocabularies "
+                             "(use the parts of one Split)")
+        self._valid = valid
+        try:
+            return super().fit(dataset, rng=rng)
+        finally:
+            self._valid = None
+
+    @abstractmethod
+    def _build_net(self, n_items: int, n_event_types: int) -> SequenceNet: ...
+
+    def _fit(self, dataset: Dataset, rng: np.random.Generator) -> None:
+        seqs = dataset.sequences()
+        self.history_ = seqs
+        self.event_types_ = seqs.event_types
+        data = SeqData.from_sequences(seqs, self.event_types_)
+        task = _NextItemTask(self, data, self._valid)
+        result = train(task, self.config.train_config(), rng, title=self.name)
+        self.net_ = result.module.cpu().eval()
+        self.train_result_ = result
+
+    def _new_net(self) -> SequenceNet:
+        return self._build_net(len(self.items_), len(self.event_types_))
+
+    def _hidden_last(self, data: SeqData) -> Tensor:
+        """(B, d) hidden state after each row's last item."""
+        out = []
+        net = self.net_
+        device = next(net.parameters()).device
+        with torch.no_grad():
+            for start in range(0, data.indptr.size - 1, _SCORE_BATCH):
+                rows = np.arange(start, min(start + _SCORE_BATCH, data.indptr.size - 1))
+                batch = data.take(rows).last_windows(self.config.max_len)
+                out.append(net({k: v.to(device) for k, v in batch.items()})[:, -1])
+        return torch.cat(out) if out else torch.zeros(0, net.item_emb.weight.shape[1])
+
+    def _score_histories(self, histories: Sequences) -> np.ndarray:
+        data = SeqData.from_sequences(histories, self.event_types_)
+        h = self._hidden_last(data)  # (B, d)
+        with torch.no_grad():
+            return (h @ self.net_.item_emb.weight[1:].T).cpu().numpy()  # (B, n_items)
+
+    def _score(self, user_idx: np.ndarray) -> np.ndarray:
+        return self._score_histories(take_histories(self.history_, user_idx))
+
+    def _arrays(self) -> dict[str, np.ndarray]:
+        out = {f"net.{k}": v.detach().cpu().numpy() for k, v in self.net_.state_dict().items()}
+        h = self.history_
+        out.update({"history.indptr": np.asarray(h.indptr), "history.items": np.asarray(h.items),
+                    "history.events": np.asarray(h.events),
+                    "history.timestamps": np.asarray(h.timestamps),
+                    "event_types": np.asarray(self.event_types_, dtype=np.str_)})
+        return out
+
+    def _load_arrays(self, arrays: Mapping[str, np.ndarray]) -> None:
+        self.event_types_ = tuple(str(t) for t in arrays["event_types"])
+        self.history_ = Sequences(arrays["history.indptr"], arrays["history.items"],
+                                  arrays["history.events"], arrays["history.timestamps"],
+                                  self.event_types_)
+        net = self._new_net()
+        net.load_state_dict({k[4:]: torch.from_numpy(np.array(v))
+                             for k, v in arrays.items() if k.startswith("net.")})
+        self.net_ = net.eval()
+
+
+_SCORE_BATCH = 1024  # histories per forward pass when scoring
+
+
+class _NextItemTask:
+    """The lmrec.train task of a sequential model: windows in, next-item loss out."""
+
+    def __init__(self, model: SequentialRecommender, data: SeqData, valid: Dataset | None):
+        self.model = model
+        self.cfg = model.config
+        self.data = data
+        self.n_items = len(model.items_)
+        self.valid_users = np.zeros(0, np.int64)
+        if valid is not None and valid.n_events:
+            truth = valid.matrix("binary").tocsr()
+            self.valid_users = np.flatnonzero(np.diff(truth.indptr) > 0)
+            self.truth = truth[self.valid_users]  # (V, n_items) CSR, densified per batch
+            self.seen = model.seen_[self.valid_users]  # (V, n_items) CSR training items
+
+    def build_module(self) -> nn.Module:
+        return self.model._new_net()
+
+    def batches(self, epoch: int, rng: np.random.Generator) -> Iterator[Batch]:
+        neg = self.cfg.negatives if self.cfg.loss == "gbce" else 0
+        return self.data.epoch_batches(self.cfg.max_len, self.cfg.batch_size, rng,
+                                       n_items=self.n_items, n_negatives=neg)
+
+    def loss(self, model: nn.Module, batch: Batch) -> Tensor:
+        hidden = model(batch)  # (B, L, d)
+        net = getattr(model, "module", model)  # the bare network under DistributedDataParallel
+        return next_item_loss(hidden, batch, net.item_emb.weight, loss=self.cfg.loss,
+                              gbce_t=self.cfg.gbce_t)
+
+    def validate(self, module: nn.Module) -> float | None:
+        """NDCG@10 of the validation items, full ranking with training items masked."""
+        if self.valid_users.size == 0:
+            return None
+        device = next(module.parameters()).device
+        ndcg = []
+        for start in range(0, self.valid_users.size, _SCORE_BATCH):
+            sel = slice(start, start + _SCORE_BATCH)
+            batch = self.data.take(self.valid_users[sel]).last_windows(self.cfg.max_len)
+            h = module({k: v.to(device) for k, v in batch.items()})[:, -1]  # (V, d)
+            scores = (h @ module.item_emb.weight[1:].T).cpu()  # (V, n_items)
+            seen = torch.from_numpy(self.seen[sel].toarray() > 0)
+            scores = scores.masked_fill(seen, float("-inf"))
+            ndcg.append(ndcg_at(scores, torch.from_numpy(self.truth[sel].toarray() > 0), 10))
+        return float(torch.cat(ndcg).mean())
+
+
+def ndcg_at(scores: Tensor, truth: Tensor, k: int) -> Tensor:
+    """(V,) NDCG@k of score rows (V, n) against boolean relevance rows (V, n)."""
+    top = scores.topk(min(k, scores.shape[1]), dim=1).indices  # (V, k)
+    hits = truth.gather(1, top).float()  # (V, k)
+    disc = 1.0 / torch.log2(torch.arange(top.shape[1], dtype=torch.float32) + 2.0)  # (k,)
+    dcg = (hits * disc).sum(1)
+    n_rel = truth.sum(1).clamp(max=top.shape[1])
+    idcg = torch.cumsum(disc, 0)[(n_rel - 1).clamp(min=0)]
+    return torch.where(n_rel > 0, dcg / idcg, torch.zeros_like(dcg))

@@ -1,0 +1,70 @@
+"""Two-tower: history encoders, features, cold users served from a history, embeddings."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lmrec import testing as T
+from lmrec.datasets import shop_dataset
+from lmrec.evaluate import fit_and_evaluate, split_random
+from lmrec.models import Popularity, Recommender, TwoTower
+
+TINY = {"epochs": 20, "batch_size": 32, "lr": 0.01, "dim": 16, "id_dim": 16,
+        "feature_dim": 4, "layers": (32,), "temperature": 0.5, "progress": False}
+
+
+@pytest.mark.parametrize(("history", "share"), [("gru", 1.0), ("transformer", 0.85)])
+def test_history_encoders_learn_and_save_load(history: str, share: float,
+                                              tmp_path: Path) -> None:
+    # the transformer is noisier on six-event histories: most users, not all, must be right
+    ds = T.planted_dataset()
+    params = {**TINY, "history": history, "history_len": 8,
+              "similarity": "dot" if share < 1 else "cosine"}
+    T.check_learns_planted_groups(lambda: TwoTower(**params), ds, min_share=share)
+    T.check_save_load(lambda: TwoTower(**params), tmp_path, ds)
+
+
+def test_full_softmax_and_extra_negatives_train() -> None:
+    ds = T.planted_dataset()
+    for params in ({"loss": "full"}, {"uniform_negatives": 8, "similarity": "dot"}):
+        model = TwoTower(**{**TINY, **params}).fit(ds, rng=0)
+        assert np.isfinite(model.score(np.arange(ds.n_users))).all()
+        assert model.history_[-1]["loss"] < model.history_[0]["loss"]
+
+
+def test_unseen_user_served_from_history() -> None:
+    ds = T.planted_dataset()
+    model = TwoTower(**TINY).fit(ds, rng=0)
+    emb = model.item_embeddings()
+    assert emb.shape == (ds.n_items, 16) and emb.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, rtol=1e-5)  # cosine
+    for group in "AB":
+        history = [f"{group}{i}" for i in range(3)]  # a new user with three events
+        recs = model.recommend_from_history(history, 5)
+        got = [item for item, _ in recs]
+        assert len(got) == 5 and not set(got) & set(history)
+        assert all(item.startswith(group) for item in got), (group, got)
+    idx = ds.items.index(["A0", "A1"])
+    u = model.user_embedding_from_history(idx)
+    assert u.shape == (16,) and u.dtype == np.float32
+    # an unknown user id through `recommend` still gets the popularity fallback
+    assert "nobody" in model.recommend(["nobody"], 3).notes
+
+
+def test_features_of_shop_data_beat_popularity() -> None:
+    ds = shop_dataset(200, 150, seed=1).dataset
+    split = split_random(ds, (0.8, 0.1, 0.1), seed=0)
+    model = TwoTower(epochs=8, batch_size=256, lr=0.005, dim=32, id_dim=32, layers=(64,),
+                     progress=False)
+    tt = fit_and_evaluate(model, split, [10], rng=0).metrics["ndcg@10"]
+    pop = fit_and_evaluate(Popularity(), split, [10], rng=0).metrics["ndcg@10"]
+    assert model.module_.user_cat_codes.shape[1] >= 1  # user attributes were used
+    assert model.module_.item_num.shape[1] >= 1 and model.module_.n_multi >= 0
+    assert tt > pop, (tt, pop)
+    saved = Recommender.load(model.save(Path("/tmp") / "lmrec-tt-shop-test"))
+    u = model.user_embedding_from_history(np.array([0, 1]), {"region": "north"})
+    assert np.array_equal(u, saved.user_embedding_from_history(np.array([0, 1]),
+                                                               {"region": "north"}))
