@@ -338,6 +338,10 @@ def train(
     with steps(f"training {model} on {ds.name}"):
         rec.fit(ds, rng=seed)
     seconds = time.perf_counter() - t0
+    from lmrec.train.distributed import dist_env
+
+    if not dist_env().is_main:  # under torchrun every rank trains; rank 0 alone writes
+        return
     rec.save(out_dir)
     ds.item_table.write_parquet(out_dir / "items.parquet")
     err.print(f"Trained {rec!r} on {ds.n_users} users, {ds.n_items} items, {ds.n_events} "

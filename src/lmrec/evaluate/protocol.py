@@ -269,9 +269,16 @@ def fit_and_evaluate(
     batch_size: int = 1024,
     item_features: np.ndarray | sp.spmatrix | None = None,
 ) -> EvalResult:
-    """Fit `model` on `split.train` (timed as seconds["fit"]) and `evaluate` it."""
+    """Fit `model` on `split.train` (timed as seconds["fit"]) and `evaluate` it.
+
+    When testing, models that early-stop on a validation set get `split.valid` for it.
+    """
     t0 = time.perf_counter()
-    model.fit(split.train, rng=rng)
+    if (part == "test" and model.early_stops_on_valid and split.valid is not None
+            and split.valid.n_events):
+        model.fit(split.train, rng=rng, valid=split.valid)  # type: ignore[call-arg]
+    else:
+        model.fit(split.train, rng=rng)
     fit_s = time.perf_counter() - t0
     result = evaluate(model, split, ks, part=part, batch_size=batch_size,
                       item_features=item_features)

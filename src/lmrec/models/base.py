@@ -157,6 +157,9 @@ class Recommender(ABC):
 
     name: ClassVar[str]
     Config: ClassVar[type[ModelConfig]]
+    # True when `fit(train, valid=...)` early-stops on a validation Dataset; the evaluation
+    # protocol then hands it the split's validation part (never the test part)
+    early_stops_on_valid: ClassVar[bool] = False
     # True when the model scores a user from a time-ordered item history (`score_histories`)
     scores_from_history: ClassVar[bool] = False
 

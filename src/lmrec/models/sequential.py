@@ -242,6 +242,7 @@ class SequentialRecommender(Recommender):
     """
 
     scores_from_history = True
+    early_stops_on_valid = True
     config: SequentialConfig
     _valid: Dataset | None = None  # only during fit
 
