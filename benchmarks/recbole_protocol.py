@@ -21,7 +21,7 @@ from pathlib import Path
 import polars as pl
 
 from lmrec.datasets import load_dataset
-from lmrec.evaluate import fit_and_evaluate, split_from_pairs, split_random
+from lmrec.evaluate import evaluate, fit_and_evaluate, split_from_pairs, split_random
 from lmrec.models import create_model
 from lmrec.prepare import PrepareConfig
 
@@ -64,9 +64,9 @@ def main() -> None:
         print(f"{name}: {ds.n_users} users, {ds.n_items} items, {ds.n_events} interactions "
               f"(prepared in {load_s:.2f} s); split {split.name} {split.sizes()}", flush=True)
         for model in args.models.split(","):
-            valid = fit_and_evaluate(create_model(model), split, [10], rng=args.seed,
-                                     part="valid")
-            test = fit_and_evaluate(create_model(model), split, [10], rng=args.seed)
+            rec = create_model(model)
+            test = fit_and_evaluate(rec, split, [10], rng=args.seed)
+            valid = evaluate(rec, split, [10], part="valid")  # the same fit, its valid part
             row = {"dataset": name, "split": split.name, "model": model,
                    **{k: round(test.metrics[k], 4) for k in KEYS},
                    "valid_ndcg@10": round(valid.metrics["ndcg@10"], 4),
