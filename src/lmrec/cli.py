@@ -330,9 +330,13 @@ def train(
 ) -> None:
     """Train a model on a dataset folder and save it (config + arrays + item metadata)."""
     from lmrec.data import Dataset
-    from lmrec.models import create_model
+    from lmrec.models import create_model, model_class
 
-    rec = create_model(model, parse_params(param, config))
+    params = parse_params(param, config)
+    if "checkpoint_dir" in model_class(model).Config.model_fields:
+        # neural models keep checkpoints, history.json and the training curve with the model
+        params.setdefault("checkpoint_dir", str(out_dir / "run"))
+    rec = create_model(model, params)
     ds = Dataset.load(data)
     t0 = time.perf_counter()
     with steps(f"training {model} on {ds.name}"):
