@@ -12,8 +12,7 @@ without touching torch's global seed.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from typing import ClassVar
 
 import numpy as np
@@ -22,6 +21,7 @@ from pydantic import Field
 
 from lmrec.data.dataset import Dataset
 from lmrec.models.base import FloatRange, IntRange, ModelConfig, Recommender, SearchSpace
+from lmrec.train.loop import torch_threads
 
 
 class BPRConfig(ModelConfig):
@@ -73,7 +73,7 @@ class BPR(Recommender):
         opt = torch.optim.Adam(params, lr=cfg.lr)
 
         n = users.size
-        with _torch_threads(cfg.threads):
+        with torch_threads(cfg.threads):
             for _ in range(cfg.epochs):
                 order = rng.permutation(n)
                 neg = _sample_negatives(users[order], keys, n_items, rng)
@@ -126,18 +126,6 @@ def _bpr_step(table: torch.Tensor, bias: torch.Tensor, u: torch.Tensor, i: torch
         gb.index_add_(0, i - n_users, -g[:, 0])
         gb.index_add_(0, j - n_users, g[:, 0])
         bias.grad = gb
-
-
-@contextmanager
-def _torch_threads(n: int) -> Iterator[None]:
-    """Run with `n` torch intra-op threads (0: leave as is), restoring the count afterwards."""
-    before = torch.get_num_threads()
-    if n > 0:
-        torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def _sample_negatives(users: np.ndarray, keys: np.ndarray, n_items: int,
