@@ -33,39 +33,40 @@ from lmrec.models.base import (
 _BLOCK_ELEMENTS = 1 << 24
 
 
-class ItemKNNConfig(ModelConfig):
+class KNNConfig(ModelConfig):
+    """Fields shared by the neighbourhood models; each sets its own k and shrink."""
+
+    weighting: Literal["binary", "weight"] = Field(
+        "binary", description="interaction matrix: 1 per (user, item), or summed event weights")
+    normalize: bool = Field(
+        False, description="L1-normalise each row's kept neighbour weights (sum to 1)")
+
+    search_space: ClassVar[SearchSpace] = {
+        "k": IntRange(10, 500, log=True), "shrink": FloatRange(0.0, 100.0)}
+
+
+class ItemKNNConfig(KNNConfig):
     # Defaults chosen once on the ML100K validation part (ratings >= 3, 10-core, random
     # per-user 8:1:1 split, fit on train, valid NDCG@10), grid k x shrink x normalize:
     # k 20/50/100/200 with shrink 10: .2014 .2076 .2175 .2204; k 200 shrink 0/10/50: .2187
     # .2204 .2154; normalize=True lost .05-.13 everywhere -> k 200, shrink 10, no normalize.
     k: int = Field(200, ge=1, description="neighbours kept per item")
     shrink: float = Field(10.0, ge=0, description="shrinkage added to the cosine denominator")
-    weighting: Literal["binary", "weight"] = Field(
-        "binary", description="interaction matrix: 1 per (user, item), or summed event weights")
-    normalize: bool = Field(
-        False, description="L1-normalise each item's kept neighbour weights (sum to 1)")
-
-    search_space: ClassVar[SearchSpace] = {
-        "k": IntRange(10, 500, log=True), "shrink": FloatRange(0.0, 100.0)}
 
 
-class ItemKNN(Recommender):
-    """Item-item neighbourhood model. State: the sparse (n_items, n_items) similarity S."""
+class NeighbourModel(Recommender):
+    """Shared state of the neighbourhood models: a sparse similarity S and, for weighted
+    input, the user-item matrix X (binary input scores from the seen-item matrix)."""
 
-    name = "itemknn"
-    Config = ItemKNNConfig
-    config: ItemKNNConfig
+    config: KNNConfig
 
-    def _fit(self, dataset: Dataset, rng: np.random.Generator) -> None:
-        cfg = self.config
-        x = dataset.matrix(cfg.weighting).tocsr().astype(np.float32)
-        self.S_ = cosine_topk(x.T.tocsr(), cfg.k, cfg.shrink, cfg.normalize).T.tocsr()
-        self.X_ = x if cfg.weighting != "binary" else None
+    def _matrix(self, dataset: Dataset) -> sp.csr_matrix:
+        x = dataset.matrix(self.config.weighting).tocsr().astype(np.float32)
+        self.X_ = x if self.config.weighting != "binary" else None
+        return x
 
-    def _score(self, user_idx: np.ndarray) -> np.ndarray:
-        x = self.seen_ if self.X_ is None else self.X_
-        # (B, n_items) sparse @ (n_items, n_items) sparse -> dense (B, n_items)
-        return (x[user_idx] @ self.S_).toarray().astype(np.float32, copy=False)
+    def _input(self) -> sp.csr_matrix:
+        return self.seen_ if self.X_ is None else self.X_
 
     def _arrays(self) -> dict[str, np.ndarray]:
         out = pack_csr(self.S_, "S")
@@ -76,6 +77,23 @@ class ItemKNN(Recommender):
     def _load_arrays(self, arrays: Mapping[str, np.ndarray]) -> None:
         self.S_ = unpack_csr(arrays, "S")
         self.X_ = unpack_csr(arrays, "X") if "X.data" in arrays else None
+
+
+class ItemKNN(NeighbourModel):
+    """Item-item neighbourhood model. State: the sparse (n_items, n_items) similarity S."""
+
+    name = "itemknn"
+    Config = ItemKNNConfig
+    config: ItemKNNConfig
+
+    def _fit(self, dataset: Dataset, rng: np.random.Generator) -> None:
+        cfg = self.config
+        x = self._matrix(dataset)
+        self.S_ = cosine_topk(x.T.tocsr(), cfg.k, cfg.shrink, cfg.normalize).T.tocsr()
+
+    def _score(self, user_idx: np.ndarray) -> np.ndarray:
+        # (B, n_items) sparse @ (n_items, n_items) sparse -> dense (B, n_items)
+        return (self._input()[user_idx] @ self.S_).toarray().astype(np.float32, copy=False)
 
 
 def cosine_topk(rows: sp.csr_matrix, k: int, shrink: float, normalize: bool = False
