@@ -425,10 +425,10 @@ def split_from_pairs(dataset: Dataset, parts: dict[str, pl.DataFrame], *,
     assign = pl.concat(frames)
     if assign.select(C.USER_IDX, C.ITEM_IDX).is_duplicated().any():
         raise InputError("a (user, item) pair is listed in more than one part")
-    ev = (dataset.events.with_row_index(_ROW)
-          .join(assign, on=[C.USER_IDX, C.ITEM_IDX], how="left").sort(_ROW))
-    missing = ev[_PART].null_count()
+    # every listed pair is in the dataset and listed once, so equal counts mean full cover
+    missing = _pairs(dataset).height - assign.height
     if missing:
-        raise InputError(f"{missing} events belong to pairs that no part lists")
-    return _build_events(dataset, ev.drop(_PART), ev[_PART].to_numpy(), name, "given",
-                         has_valid="valid" in parts, empty_hint="the test part is empty")
+        raise InputError(f"the dataset has {missing} (user, item) pairs that no part lists")
+    return _build(dataset, assign.select(C.USER_IDX, C.ITEM_IDX), assign[_PART].to_numpy(),
+                  name, "given", has_valid="valid" in parts,
+                  empty_hint="the test part is empty")
