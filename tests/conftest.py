@@ -27,6 +27,12 @@ def shared_datasets() -> Path:
     return path
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _embedding_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Text vectors go to a per-run folder, never into the user's ~/.cache."""
+    os.environ.setdefault("LMREC_CACHE_DIR", str(tmp_path_factory.mktemp("embeddings")))
+
+
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(20240601)

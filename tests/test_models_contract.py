@@ -28,6 +28,7 @@ TINY_PARAMS: dict[str, dict[str, Any]] = {
     "gru4rec": {"embedding": 4, "hidden": 8, "epochs": 20, "batch_size": 8, "lr": 0.01,
                 "dropout": 0.0, "loss": "gbce", "negatives": 8, "max_len": 8,
                 "progress": False},
+    "content-text": {"progress": False},
     "sasrec": {"hidden": 8, "heads": 1, "inner": 8, "layers": 1, "epochs": 20, "batch_size": 8,
                "lr": 0.01, "dropout": 0.0, "loss": "gbce", "negatives": 8, "max_len": 8,
                "progress": False},
@@ -46,7 +47,7 @@ def factory(name: str) -> T.ModelFactory:
 
 def test_registry_lists_every_model() -> None:
     assert set(MODELS) == {"popularity", "content", "itemknn", "userknn", "als", "bpr", "ease",
-                           "neumf", "two-tower", "gru4rec", "sasrec"}
+                           "neumf", "two-tower", "gru4rec", "sasrec", "content-text"}
     for name, klass in MODELS.items():
         assert klass.name == name
         assert issubclass(klass, Recommender)

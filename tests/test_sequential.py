@@ -14,7 +14,7 @@ import torch
 from lmrec.data.dataset import Dataset, Sequences
 from lmrec.errors import InputError
 from lmrec.evaluate import evaluate, split_loo
-from lmrec.models import EASE, GRU4Rec, Recommender, SASRec
+from lmrec.models import EASE, GRU4Rec, Popularity, Recommender, SASRec
 from lmrec.models.base import ModelConfig, as_sequences, take_histories
 from lmrec.models.gru4rec import GRU4RecConfig, GRU4RecNet
 from lmrec.models.sasrec import SASRecConfig, SASRecNet
@@ -157,8 +157,10 @@ def test_history_hook_changes_scores(cycles: Dataset) -> None:
     assert np.allclose(model.score_histories(own), model.score(np.array([7])), atol=1e-6)
     with pytest.raises(InputError, match="internal indices"):
         model.score_histories([np.array([cycles.n_items])])
+    # every registered model has the hook now; a model without it refuses clearly
+    no_hook = type("NoHook", (Popularity,), {"scores_from_history": False})
     with pytest.raises(InputError, match="does not score from item histories"):
-        EASE().fit(cycles).score_histories([np.array([0])])
+        no_hook().fit(cycles, rng=0).score_histories([np.array([0])])
 
 
 class _NextIndex(Recommender):
@@ -202,5 +204,5 @@ def test_evaluate_scores_test_from_train_plus_valid_history() -> None:
     # test: history = train + valid; with train alone the guess would be the (masked) valid item
     assert evaluate(model, split, [1], part="test").metrics["hit@1"] == 1.0
     assert evaluate(model, split, [1], part="test", batch_size=2).metrics["hit@1"] == 1.0
-    # a model without the hook keeps scoring through score(user_idx)
-    assert not EASE.scores_from_history
+    # classic models score histories (serving) but are evaluated through score(user_idx)
+    assert EASE.scores_from_history and not EASE.evaluates_from_history

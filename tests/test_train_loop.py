@@ -57,8 +57,9 @@ class ToyTask:
 
     def validate(self, module: nn.Module) -> float | None:
         self.snapshots.append({k: v.clone() for k, v in module.state_dict().items()})
-        if self.metrics is None:
-            return -float(self.loss(module, {"x": self.x, "y": self.y}))
+        if self.metrics is None:  # the loop hands over the module on its device (CUDA too)
+            dev = next(module.parameters()).device
+            return -float(self.loss(module, {"x": self.x.to(dev), "y": self.y.to(dev)}))
         return self.metrics[len(self.snapshots) - 1]
 
 

@@ -54,6 +54,21 @@ def test_unseen_user_served_from_history() -> None:
     assert "nobody" in model.recommend(["nobody"], 3).notes
 
 
+def test_known_user_history_keeps_the_trained_id() -> None:
+    """Serving scores a known user's updated history with their trained id and attributes:
+    on the training history itself that is exactly the trained user vector."""
+    ds = T.planted_dataset()
+    model = TwoTower(**TINY).fit(ds, rng=0)
+    users = np.arange(ds.n_users, dtype=np.int64)
+    seqs = ds.sequences()
+    with_id = model.history_embeddings(seqs, users)
+    np.testing.assert_allclose(with_id, model.user_embeddings(users), rtol=1e-4, atol=1e-5)
+    anonymous = model.history_embeddings(seqs)
+    assert not np.allclose(anonymous, with_id, atol=1e-3)  # the id embedding does matter
+    np.testing.assert_allclose(model.score_histories(seqs), anonymous @ model.item_embeddings().T,
+                               rtol=1e-4, atol=1e-4)
+
+
 def test_features_of_shop_data_beat_popularity() -> None:
     ds = shop_dataset(200, 150, seed=1).dataset
     split = split_random(ds, (0.8, 0.1, 0.1), seed=0)

@@ -327,10 +327,16 @@ def train(
     config: Annotated[Path | None, typer.Option(help="TOML file with model parameters.")
                       ] = None,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    rules: Annotated[Path | None, typer.Option(
+        help="Business rules (JSON or TOML) to ship in the bundle.")] = None,
+    ann_threshold: Annotated[int, typer.Option(
+        help="Catalogue size from which embedding models get an ANN index.")] = 100_000,
 ) -> None:
-    """Train a model on a dataset folder and save it (config + arrays + item metadata)."""
+    """Train a model on a dataset folder and save it as a servable bundle (model, items,
+    training histories, version; see `lmrec serve`)."""
     from lmrec.data import Dataset
     from lmrec.models import create_model, model_class
+    from lmrec.serve.bundle import write_bundle
 
     params = parse_params(param, config)
     if "checkpoint_dir" in model_class(model).Config.model_fields:
@@ -346,8 +352,7 @@ def train(
 
     if not dist_env().is_main:  # under torchrun every rank trains; rank 0 alone writes
         return
-    rec.save(out_dir)
-    ds.item_table.write_parquet(out_dir / "items.parquet")
+    write_bundle(rec, ds, out_dir, ann_threshold=ann_threshold, rules=rules)
     err.print(f"Trained {rec!r} on {ds.n_users} users, {ds.n_items} items, {ds.n_events} "
               f"events in {seconds:.2f} s; saved to {out_dir}")
 
@@ -355,17 +360,26 @@ def train(
 @app.command("recommend")
 def recommend(
     model_dir: Annotated[Path, typer.Argument(help="A folder written by `lmrec train`.")],
-    user: Annotated[list[str], typer.Option("--user", help="User id; repeatable.")],
+    user: Annotated[list[str] | None, typer.Option("--user", help="User id; repeatable.")
+                    ] = None,
+    text: Annotated[str | None, typer.Option(
+        "--text", help="Describe a taste in words instead of naming a user (zero-shot; "
+                       "text models such as content-text).")] = None,
     k: Annotated[int, typer.Option("--k", help="How many items.")] = 10,
     as_json: Annotated[bool, typer.Option("--json", help="JSON output.")] = False,
     strict: Annotated[bool, typer.Option(help="Unknown users are an error.")] = False,
     include_seen: Annotated[bool, typer.Option(help="Allow items the user already has.")
                             ] = False,
 ) -> None:
-    """Top-k recommendations for users of a trained model."""
+    """Top-k recommendations for users of a trained model, or for a text (--text)."""
     from lmrec.models import Recommender
 
+    if (text is None) == (not user):
+        raise ConfigError("give --user (one or more) or --text, not both")
     rec = Recommender.load(model_dir)
+    if text is not None:
+        _recommend_for_text(rec, model_dir, text, k, as_json)
+        return
     result = rec.recommend(user, k, exclude_seen=not include_seen, strict=strict)
     records = result.to_records()
     if as_json:
@@ -380,6 +394,27 @@ def recommend(
                 for i, it in enumerate(r["items"], start=1)]
         out.print(table(f"Top {k} for user {r['user']} ({rec.name})",
                         ["rank", "item", "title", "score"], rows))
+
+
+def _recommend_for_text(rec: Any, model_dir: Path, text: str, k: int, as_json: bool) -> None:
+    from lmrec.models import MODELS
+
+    if k < 1:
+        raise ConfigError(f"--k must be at least 1, got {k}")
+    if not hasattr(rec, "recommend_for_text"):
+        able = sorted(n for n, klass in MODELS.items() if hasattr(klass, "recommend_for_text"))
+        raise ConfigError(f"model {rec.name!r} cannot recommend from a text; models that can: "
+                          f"{', '.join(able)}")
+    with steps("encoding the text"):
+        ranked = rec.recommend_for_text(text, k)
+    if as_json:
+        print(json.dumps({"text": text, "items": [{"item": i, "score": round(s, 6)}
+                                                  for i, s in ranked]}, default=str))
+        return
+    titles = _item_titles(model_dir)
+    rows = [(r, i, titles.get(i, ""), s) for r, (i, s) in enumerate(ranked, start=1)]
+    out.print(table(f"Top {k} for {text!r} ({rec.name})", ["rank", "item", "title", "score"],
+                    rows))
 
 
 def _item_titles(model_dir: Path) -> dict[Any, str]:
@@ -405,15 +440,63 @@ def _item_titles(model_dir: Path) -> dict[Any, str]:
     return out_map
 
 
+# --- text embeddings ------------------------------------------------------------------------
+@app.command("embed")
+def embed(
+    data: Annotated[Path, typer.Option("--data", help="A prepared dataset folder.")],
+    encoder: Annotated[str | None, typer.Option(
+        help="'default' (all-MiniLM-L6-v2) or a local sentence-transformers model folder.")
+                       ] = None,
+    template: Annotated[str | None, typer.Option(
+        help="Item text: a format string such as '{title}. Genres: {genres}.' or columns "
+             "'title,genres'; default: title/genres/tags/... as available.")] = None,
+    cache_dir: Annotated[Path | None, typer.Option(
+        help="Embedding cache (default $LMREC_CACHE_DIR or ~/.cache/lmrec/embeddings).")
+                         ] = None,
+    device: Annotated[str, typer.Option(help="cpu | cuda | auto")] = "auto",
+    batch_size: Annotated[int, typer.Option(help="Texts encoded per batch.")] = 64,
+    show: Annotated[int, typer.Option(help="Print the texts of this many items.")] = 0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON object.")] = False,
+) -> None:
+    """Encode the item texts of a dataset into the embedding cache (new or changed texts only)."""
+    from lmrec.data import Dataset
+    from lmrec.features import EmbeddingCache, encode_cached, get_encoder, item_texts
+
+    if device not in ("cpu", "cuda", "auto"):
+        raise ConfigError(f"--device {device!r}: expected cpu, cuda or auto")
+    if batch_size < 1:
+        raise ConfigError(f"--batch-size must be at least 1, got {batch_size}")
+    ds = Dataset.load(data)
+    enc = get_encoder(encoder, device=device)  # type: ignore[arg-type]
+    texts = item_texts(ds, template)
+    res = encode_cached(texts, enc, cache_dir=cache_dir, batch_size=batch_size,
+                        progress=not as_json)
+    summary = {"dataset": ds.name, "items": ds.n_items, "encoder": res.encoder,
+               "dim": int(res.vectors.shape[1]), "newly_encoded": res.n_encoded,
+               "from_cache": res.n_cached, "empty_texts": sum(1 for t in texts if not t),
+               "seconds": round(res.seconds, 3),
+               "items_per_s": round(ds.n_items / res.seconds, 1) if res.seconds > 0 else None,
+               "cache": str(EmbeddingCache(res.encoder, cache_dir).folder)}
+    if as_json:
+        print(json.dumps(summary))
+        return
+    for i, t in enumerate(texts[:show]):
+        out.print(f"{ds.items.to_python(i)}: {t}", highlight=False)
+    out.print(table(f"Embedded {ds.name!r}", ["", "value"],
+                    [(key, f"{v:g}" if isinstance(v, float) else v) for key, v in summary.items()]))
+
+
 # --- evaluation -----------------------------------------------------------------------------
-def _splits(ds: Any, split: str, ratios: str, test_share: float, folds: int, seed: int) -> list:
+def _splits(ds: Any, split: str, ratios: str, test_share: float, folds: int, seed: int,
+            holdout_share: float = 0.2, max_train_events: int = 5) -> list:
     from lmrec.evaluate import make_splits
 
     try:
         r = tuple(float(x) for x in _split_list(ratios))
     except ValueError:
         raise ConfigError(f"--ratios {ratios!r} is not a list of numbers") from None
-    splits = make_splits(ds, split, ratios=r, test_share=test_share, folds=folds, seed=seed)
+    splits = make_splits(ds, split, ratios=r, test_share=test_share, folds=folds, seed=seed,
+                         holdout_share=holdout_share, max_train_events=max_train_events)
     for note in dict.fromkeys(n for s in splits for n in s.notes):
         err.print(f"[yellow]note:[/] {note}")
     return splits
@@ -427,10 +510,15 @@ def evaluate_cmd(
                      ] = None,
     config: Annotated[Path | None, typer.Option(help="TOML file with model parameters.")
                       ] = None,
-    split: Annotated[str, typer.Option(help="random | loo | temporal | kfold")] = "random",
+    split: Annotated[str, typer.Option(
+        help="random | loo | temporal | kfold | cold-items | cold-users")] = "random",
     ratios: Annotated[str, typer.Option(help="train,valid,test shares for --split random")
                       ] = "0.8,0.1,0.1",
     test_share: Annotated[float, typer.Option(help="Test share for --split temporal")] = 0.2,
+    holdout_share: Annotated[float, typer.Option(
+        help="Share of items (cold-items) or users (cold-users) held out for test")] = 0.2,
+    max_train_events: Annotated[int, typer.Option(
+        help="Items a test user keeps in training for --split cold-users")] = 5,
     folds: Annotated[int, typer.Option(help="Folds for --split kfold")] = 5,
     k: Annotated[str, typer.Option("--k", help="Cutoffs, e.g. 10,20")] = "10",
     seed: Annotated[int, typer.Option(help="Random seed (split and model).")] = 0,
@@ -456,7 +544,8 @@ def evaluate_cmd(
         raise ConfigError(f"--part {part!r}: expected test or valid")
     with steps(f"evaluating {model}") as step:
         step("splitting")
-        splits = _splits(ds, split, ratios, test_share, folds, seed)
+        splits = _splits(ds, split, ratios, test_share, folds, seed, holdout_share,
+                         max_train_events)
         if tune:
             if len(splits) > 1:
                 raise ConfigError("--tune takes a single split (random with a validation "
@@ -507,9 +596,14 @@ def compare_cmd(
     data: Annotated[Path, typer.Option("--data", help="A prepared dataset folder.")],
     models: Annotated[str, typer.Option("--models", help="Comma-separated model names.")],
     report: Annotated[Path, typer.Option("--report", help="Folder for the report.")],
-    split: Annotated[str, typer.Option(help="random | loo | temporal")] = "random",
+    split: Annotated[str, typer.Option(
+        help="random | loo | temporal | cold-items | cold-users")] = "random",
     ratios: Annotated[str, typer.Option()] = "0.8,0.1,0.1",
     test_share: Annotated[float, typer.Option()] = 0.2,
+    holdout_share: Annotated[float, typer.Option(
+        help="Share of items (cold-items) or users (cold-users) held out for test")] = 0.2,
+    max_train_events: Annotated[int, typer.Option(
+        help="Items a test user keeps in training for --split cold-users")] = 5,
     k: Annotated[str, typer.Option("--k", help="Cutoffs, e.g. 5,10,20")] = "5,10,20",
     seed: Annotated[int, typer.Option()] = 0,
     as_json: Annotated[bool, typer.Option("--json")] = False,
@@ -527,9 +621,10 @@ def compare_cmd(
     ds = Dataset.load(data)
     if ks[-1] > ds.n_items:
         raise ConfigError(f"--k {ks[-1]} is larger than the catalogue ({ds.n_items} items)")
-    splits = _splits(ds, split, ratios, test_share, 2, seed)
+    splits = _splits(ds, split, ratios, test_share, 2, seed, holdout_share, max_train_events)
     if len(splits) != 1:
-        raise ConfigError("compare takes a single split: random, loo or temporal")
+        raise ConfigError("compare takes a single split: random, loo, temporal, cold-items or "
+                          "cold-users")
     results = {}
     with steps("comparing") as step:
         for n, rec in recs.items():
@@ -544,6 +639,57 @@ def compare_cmd(
     out.print(metrics_summary(metrics_table(results, ks), 10 if 10 in ks else ks[0]))
     err.print(f"Report: {paths.get('html')} (also {paths.get('markdown')}, "
               f"{paths.get('json')})")
+
+
+# --- serving ---------------------------------------------------------------------------------
+@app.command("serve")
+def serve(
+    bundle: Annotated[Path, typer.Argument(help="A bundle folder written by `lmrec train`.")],
+    store: Annotated[str, typer.Option(
+        help="Event store: sqlite:///PATH (WAL) or postgresql://USER@HOST:PORT/DB.")
+                     ] = "sqlite:///lmrec-events.db",
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+    workers: Annotated[int, typer.Option(help="Worker processes.")] = 1,
+    rules: Annotated[Path | None, typer.Option(
+        help="Business rules (JSON or TOML), instead of the bundle's.")] = None,
+    keys_file: Annotated[Path | None, typer.Option(
+        help="API keys file (besides $LMREC_API_KEYS).")] = None,
+    cors_origin: Annotated[list[str] | None, typer.Option(
+        help="Allow browser calls from this origin; repeatable (CORS is off by default).")
+                           ] = None,
+    max_body_bytes: Annotated[int, typer.Option(help="Largest request body.")] = 1 << 20,
+    max_batch: Annotated[int, typer.Option(help="Most events per POST /v1/events.")] = 10_000,
+    log_level: Annotated[str, typer.Option(help="critical | error | warning | info | debug")
+                         ] = "info",
+    access_log: Annotated[bool, typer.Option(
+        help="Log every request line (they hold user ids: personal data).")] = False,
+) -> None:
+    """Serve real-time recommendations over HTTP (OpenAPI docs at /docs)."""
+    import os
+
+    # before torch is imported: idle OpenMP threads must sleep, not spin, next to the server
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    import uvicorn
+
+    from lmrec.serve.app import APP_ENV, ServeSettings, create_app
+    from lmrec.serve.bundle import read_bundle_meta
+
+    read_bundle_meta(bundle)  # a clear error before any worker starts
+    if workers < 1:
+        raise ConfigError(f"--workers must be at least 1, got {workers}")
+    settings = ServeSettings(rules=rules, keys_file=keys_file, max_body_bytes=max_body_bytes,
+                             max_batch=max_batch, cors_origins=tuple(cors_origin or ()),
+                             sync_workers=workers > 1, started_at=time.time())
+    options: dict[str, Any] = {"host": host, "port": port, "log_level": log_level,
+                               "server_header": False, "access_log": access_log}
+    if workers == 1:
+        uvicorn.run(create_app(bundle, store, settings), **options)
+        return
+    # each worker process builds its own app from these settings (uvicorn imports a factory)
+    os.environ[APP_ENV] = json.dumps({"bundle": str(bundle.resolve()), "store": store,
+                                      "settings": settings.model_dump(mode="json")})
+    uvicorn.run("lmrec.serve.app:app_from_env", factory=True, workers=workers, **options)
 
 
 # --- demo ------------------------------------------------------------------------------------

@@ -164,7 +164,7 @@ def evaluate(
     # sequential models score from the user's history as of the evaluated part: train, plus
     # valid when testing (RecBole's leave-one-out protocol); the model was fitted on train only
     histories = None
-    if model.scores_from_history:
+    if model.scores_from_history and model.evaluates_from_history:
         hist_ds = train if exclude is None else train.with_events(
             pl.concat([train.events, split.valid.events]))  # type: ignore[union-attr]
         histories = hist_ds.sequences()

@@ -10,6 +10,10 @@ Kinds:
     loo       per user, time-ordered leave-last-one-out (second last to validation)
     temporal  one global time cut: the latest share of events is the test part
     kfold     per user, the user's pairs dealt into k folds; fold j is the test part of split j
+    cold-items  a seeded share of the items with events leaves training with all its events;
+              the test part is those events (another share of items forms the validation part)
+    cold-users  a seeded share of users keeps only its earliest few items in training
+              (few-shot); the rest of their items are the test part (another share: valid)
 
 The parts are Datasets sharing the vocabularies of the source Dataset, so internal indices are
 the same in every part. A user with test events but no training events (a *cold* user) is kept
@@ -29,7 +33,9 @@ from lmrec import columns as C
 from lmrec.data.dataset import Dataset
 from lmrec.errors import ConfigError, InputError
 
-SPLIT_KINDS: tuple[str, ...] = ("random", "loo", "temporal", "kfold")
+SPLIT_KINDS: tuple[str, ...] = ("random", "loo", "temporal", "kfold", "cold-items",
+                                 "cold-users")
+COLD_VALID_SHARE = 0.1  # the validation share of the cold splits unless one is given
 
 _ROW = "__row"
 _PART = "__part"
@@ -258,6 +264,93 @@ def split_kfold(dataset: Dataset, *, folds: int = 5, seed: int = 0) -> list[Spli
     return out
 
 
+def split_cold_items(
+    dataset: Dataset,
+    holdout_share: float = 0.2,
+    *,
+    seed: int = 0,
+    valid_share: float = COLD_VALID_SHARE,
+) -> Split:
+    """Cold-start items: a seeded share of the items leaves training with ALL its events.
+
+    Among the items with events, `round(holdout_share * n)` drawn with
+    `numpy.random.default_rng(seed)` are the test items and the next `round(valid_share * n)`
+    of the same permutation the validation items; the test part is every event on a test
+    item, the validation part every event on a validation item, training the rest. So no
+    test or validation item has a training event: a model can know them only by their
+    attributes. Items stay in the vocabularies (the catalogue, with their attributes), so the
+    protocol ranks warm and cold items together. The test items do not depend on
+    `valid_share`. Users whose items were all held out have no training events (cold users,
+    counted in the notes, scored only in the protocol's "cold users" slice).
+    """
+    _check_shares(holdout_share, valid_share)
+    items_col = dataset.events[C.ITEM_IDX].to_numpy()
+    active = np.flatnonzero(np.bincount(items_col, minlength=dataset.n_items) > 0)
+    n_test, n_valid = _share_counts(active.size, holdout_share, valid_share, "items")
+    order = np.random.default_rng(seed).permutation(active)
+    role = np.full(dataset.n_items, TRAIN, dtype=np.int8)
+    role[order[:n_test]] = TEST
+    role[order[n_test : n_test + n_valid]] = VALID
+    pairs = _pair_table(dataset)
+    part = role[pairs[C.ITEM_IDX].to_numpy()]
+    share_txt = f"{holdout_share:g}" + (f" valid {valid_share:g}" if n_valid else "")
+    notes = [f"{n_test} of {active.size} items with events held out for test"
+             + (f" and {n_valid} for validation" if n_valid else "")
+             + f", with all their events; ranking covers all {dataset.n_items} items"]
+    return _build(dataset, pairs, part, f"cold-items {share_txt} seed {seed}", "cold-items",
+                  has_valid=n_valid > 0, notes=notes,
+                  empty_hint="the held-out items have no events")
+
+
+def split_cold_users(
+    dataset: Dataset,
+    max_train_events: int = 5,
+    *,
+    holdout_share: float = 0.2,
+    seed: int = 0,
+    valid_share: float = COLD_VALID_SHARE,
+) -> Split:
+    """Few-shot users: test users keep only their earliest `max_train_events` items in training.
+
+    Eligible are users with more than `max_train_events` distinct items. Of them,
+    `round(holdout_share * n)` drawn with `numpy.random.default_rng(seed)` are test users and
+    the next `round(valid_share * n)` validation users. Such a user's distinct items, ordered
+    by their first event (time, ties in file order), go to training up to `max_train_events`
+    and the rest to the test (validation) part; every other user is fully in training. With
+    `max_train_events=0` the test users are entirely cold (scored in the "cold users" slice).
+    """
+    if max_train_events < 0:
+        raise ConfigError(f"max_train_events must be >= 0, got {max_train_events}")
+    _check_shares(holdout_share, valid_share)
+    ev = dataset.events.select(C.USER_IDX, C.ITEM_IDX, C.TIME).with_row_index(_ROW)
+    if ev.height == 0:
+        raise InputError("cannot split a dataset without events")
+    pairs = (ev.group_by(C.USER_IDX, C.ITEM_IDX)
+             .agg(pl.col(C.TIME).min().alias("first_time"), pl.col(_ROW).min().alias("first_row"))
+             .sort([C.USER_IDX, "first_time", "first_row"], nulls_last=False))
+    users = pairs[C.USER_IDX].to_numpy().astype(np.int64)
+    n_pairs = np.bincount(users, minlength=dataset.n_users)
+    eligible = np.flatnonzero(n_pairs > max_train_events)
+    n_test, n_valid = _share_counts(eligible.size, holdout_share, valid_share,
+                                    f"users with more than {max_train_events} items")
+    order = np.random.default_rng(seed).permutation(eligible)
+    role = np.full(dataset.n_users, TRAIN, dtype=np.int8)
+    role[order[:n_test]] = TEST
+    role[order[n_test : n_test + n_valid]] = VALID
+    early = _rank_in_group(users) < max_train_events  # pairs sorted by user, then time
+    part = np.where(early, TRAIN, role[users]).astype(np.int8)
+    notes = [f"{n_test} of {eligible.size} users with more than {max_train_events} items "
+             f"keep their first {max_train_events} in training, the rest is test"
+             + (f" ({n_valid} more users likewise for validation)" if n_valid else "")]
+    if dataset.events[C.TIME].null_count() == dataset.n_events:
+        notes.append("no timestamps: the file order of events was used as time order")
+    share_txt = f"{holdout_share:g}" + (f" valid {valid_share:g}" if n_valid else "")
+    return _build(dataset, pairs.select(C.USER_IDX, C.ITEM_IDX), part,
+                  f"cold-users {max_train_events} shots {share_txt} seed {seed}", "cold-users",
+                  has_valid=n_valid > 0, notes=notes,
+                  empty_hint="the test users have no items beyond their training ones")
+
+
 def make_splits(
     dataset: Dataset,
     kind: str,
@@ -266,21 +359,31 @@ def make_splits(
     test_share: float = 0.2,
     folds: int = 5,
     seed: int = 0,
-    valid_share: float = 0.0,
+    valid_share: float | None = None,
+    holdout_share: float = 0.2,
+    max_train_events: int = 5,
 ) -> list[Split]:
-    """The splits of one kind ("random", "loo", "temporal", "kfold") as a list.
+    """The splits of one kind (see SPLIT_KINDS) as a list.
 
     random uses `ratios` and `seed`; loo has a validation part when `ratios` has three
-    entries; temporal uses `test_share` (and `valid_share`); kfold gives `folds` splits.
+    entries; temporal uses `test_share` (and `valid_share`, default 0); kfold gives `folds`
+    splits; cold-items uses `holdout_share` of the items (`valid_share` default
+    COLD_VALID_SHARE); cold-users uses `holdout_share` of the users and `max_train_events`.
     """
     if kind == "random":
         return [split_random(dataset, ratios, seed=seed)]
     if kind == "loo":
         return [split_loo(dataset, valid=len(ratios) == 3)]
     if kind == "temporal":
-        return [split_temporal(dataset, test_share=test_share, valid_share=valid_share)]
+        return [split_temporal(dataset, test_share=test_share, valid_share=valid_share or 0.0)]
     if kind == "kfold":
         return split_kfold(dataset, folds=folds, seed=seed)
+    cold_valid = COLD_VALID_SHARE if valid_share is None else valid_share
+    if kind == "cold-items":
+        return [split_cold_items(dataset, holdout_share, seed=seed, valid_share=cold_valid)]
+    if kind == "cold-users":
+        return [split_cold_users(dataset, max_train_events, holdout_share=holdout_share,
+                                 seed=seed, valid_share=cold_valid)]
     raise ConfigError(f"unknown split kind {kind!r}; choose one of {', '.join(SPLIT_KINDS)}")
 
 
@@ -312,6 +415,26 @@ def _check_ratios(ratios: Sequence[float]) -> tuple[float, ...]:
                           f"with train and test > 0; got {tuple(ratios)}")
     total = sum(r)
     return tuple(x / total for x in r)
+
+
+def _check_shares(holdout_share: float, valid_share: float) -> None:
+    if not 0.0 < holdout_share < 1.0:
+        raise ConfigError(f"holdout_share must be in (0, 1), got {holdout_share}")
+    if not 0.0 <= valid_share < 1.0 or holdout_share + valid_share >= 1.0:
+        raise ConfigError(f"valid_share must be in [0, 1) and holdout_share + valid_share < 1, "
+                          f"got {valid_share} + {holdout_share}")
+
+
+def _share_counts(n: int, holdout_share: float, valid_share: float, what: str
+                  ) -> tuple[int, int]:
+    """(test, valid) counts of `n` candidates: rounded shares, at least one test candidate and
+    at least one left for training."""
+    n_test = max(1, round(holdout_share * n))
+    n_valid = round(valid_share * n)
+    if n < 2 or n_test + n_valid >= n:
+        raise InputError(f"too few {what} ({n}) to hold out {holdout_share:g} (+ {valid_share:g} "
+                         "for validation) and keep some for training")
+    return n_test, n_valid
 
 
 def _rank_in_group(sorted_keys: np.ndarray) -> np.ndarray:

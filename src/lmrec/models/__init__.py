@@ -1,9 +1,16 @@
 """Models behind one Recommender contract."""
 
 from lmrec.models.als import ALS, ALSConfig
-from lmrec.models.base import ModelConfig, Recommendations, Recommender, top_k
+from lmrec.models.base import (
+    EmbeddingScorer,
+    ModelConfig,
+    Recommendations,
+    Recommender,
+    top_k,
+)
 from lmrec.models.bpr import BPR, BPRConfig
 from lmrec.models.content import Content, ContentConfig
+from lmrec.models.content_text import ContentText, ContentTextConfig
 from lmrec.models.ease import EASE, EASEConfig
 from lmrec.models.gru4rec import GRU4Rec, GRU4RecConfig
 from lmrec.models.itemknn import ItemKNN, ItemKNNConfig
@@ -25,7 +32,10 @@ __all__ = [
     "BPRConfig",
     "Content",
     "ContentConfig",
+    "ContentText",
+    "ContentTextConfig",
     "EASEConfig",
+    "EmbeddingScorer",
     "GRU4Rec",
     "GRU4RecConfig",
     "ItemKNN",

@@ -4,19 +4,39 @@ Minimises  sum_{u,i} c_ui (p_ui - U_u . V_i)^2 + reg (|U|^2 + |V|^2)  with prefe
 p_ui = 1 where the user interacted and confidence c_ui = 1 + alpha * x_ui (1 elsewhere).
 The solver is `implicit`'s conjugate-gradient ALS (Takacs et al. 2011), compiled and the fastest
 CPU option measured here; only its factor matrices are kept: score(u) = U[u] @ V.T.
+
+Any item history is scored by folding it in (`score_histories`): the ALS user step solved
+exactly against the fixed item factors, with the model's reg and alpha,
+
+    u_h = (V^T V + V^T (C_h - I) V + reg I)^-1  V^T C_h p_h
+
+batched as one (B, f, f) solve. For a training user's own history this is the step the
+solver's last sweep approximates (with `cg_steps` conjugate-gradient steps against the item
+factors of the sweep before), so it reproduces U[u] closely once training has converged.
+The model is an `EmbeddingScorer`: score = user vector @ item vector.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import ClassVar, Literal
 
 import numpy as np
+import scipy.sparse as sp
 from pydantic import Field
 from threadpoolctl import threadpool_limits
 
-from lmrec.data.dataset import Dataset
+from lmrec.data.dataset import Dataset, Sequences
 from lmrec.models.base import FloatRange, IntRange, ModelConfig, Recommender, SearchSpace
+from lmrec.models.history import (
+    checked_histories,
+    history_matrix,
+    weights_arrays,
+    weights_from_arrays,
+)
+
+# Entries of the padded (b, L, f) history block held at once by the fold-in (32 MB float64)
+_FOLD_IN_ELEMENTS = 1 << 22
 
 
 class ALSConfig(ModelConfig):
@@ -45,6 +65,9 @@ class ALS(Recommender):
     name = "als"
     Config = ALSConfig
     config: ALSConfig
+    scores_from_history = True
+    evaluates_from_history = False  # evaluated from the trained state
+    user_state = (("U", 0),)
 
     def _fit(self, dataset: Dataset, rng: np.random.Generator) -> None:
         from implicit.cpu.als import AlternatingLeastSquares  # heavy import, only when used
@@ -66,13 +89,71 @@ class ALS(Recommender):
             model.fit(conf, show_progress=False)
         self.U_ = np.ascontiguousarray(model.user_factors, dtype=np.float32)
         self.V_ = np.ascontiguousarray(model.item_factors, dtype=np.float32)
+        self.behaviour_weights_ = dict(dataset.behaviour_weights)
 
     def _score(self, user_idx: np.ndarray) -> np.ndarray:
         return self.U_[user_idx] @ self.V_.T  # (B, f) @ (f, n_items)
 
+    def _score_histories(self, histories: Sequences) -> np.ndarray:
+        return self.history_embeddings(histories) @ self.V_.T  # (B, f) @ (f, n_items)
+
+    # --- EmbeddingScorer --------------------------------------------------------------
+    def item_embeddings(self) -> np.ndarray:
+        """(n_items, f) float32 item factors V."""
+        self._check_fitted()
+        return self.V_
+
+    def user_embeddings(self, user_idx: np.ndarray) -> np.ndarray:
+        """(B,) internal user indices -> (B, f) float32 trained user factors."""
+        self._check_fitted()
+        return self.U_[np.asarray(user_idx, dtype=np.int64)]
+
+    def history_embeddings(self, histories: Sequences | Sequence[np.ndarray],
+                           user_idx: np.ndarray | None = None) -> np.ndarray:
+        """B histories -> (B, f) float32 folded-in user factors (see the module docstring)."""
+        self._check_fitted()
+        x = history_matrix(checked_histories(histories, self.n_items), self.n_items,
+                           self.config.weighting, self.behaviour_weights_)
+        return fold_in(x, self.V_, self.config.reg, self.config.alpha)
+
     def _arrays(self) -> dict[str, np.ndarray]:
-        return {"U": self.U_, "V": self.V_}
+        return {"U": self.U_, "V": self.V_, **weights_arrays(self.behaviour_weights_)}
 
     def _load_arrays(self, arrays: Mapping[str, np.ndarray]) -> None:
         self.U_ = arrays["U"]
         self.V_ = arrays["V"]
+        self.behaviour_weights_ = weights_from_arrays(arrays)
+
+
+def fold_in(x: sp.csr_matrix, v: np.ndarray, reg: float, alpha: float) -> np.ndarray:
+    """Exact implicit-ALS user factors for rows x (B, n_items) against item factors v (n, f).
+
+    Confidence c = 1 + alpha * x where x > 0 (preference 1), 1 elsewhere (preference 0):
+    u = (V^T V + reg I + sum_i (c_i - 1) v_i v_i^T)^-1 sum_i c_i v_i over the row's items.
+    The per-row sums run on a zero-padded (b, L, f) block, in float64; returns (B, f) float32.
+    """
+    x = sp.csr_matrix(x)
+    x.sum_duplicates()
+    b_total, f = x.shape[0], v.shape[1]
+    out = np.zeros((b_total, f), dtype=np.float32)
+    if x.nnz == 0:
+        return out  # no evidence: the regularised solution is 0
+    vd = v.astype(np.float64)
+    gram = vd.T @ vd + reg * np.eye(f)  # (f, f), shared by every row
+    lengths = np.diff(x.indptr)
+    width = int(lengths.max())
+    step = max(1, _FOLD_IN_ELEMENTS // (width * f))
+    conf = 1.0 + alpha * x.data.astype(np.float64)
+    for start in range(0, b_total, step):
+        stop = min(b_total, start + step)
+        pos = np.arange(width)[None, :]  # (1, L)
+        valid = pos < lengths[start:stop, None]  # (b, L)
+        src = np.where(valid, x.indptr[start:stop, None] + pos, 0)
+        items = np.where(valid, x.indices[src], 0)
+        c = np.where(valid, conf[src], 0.0)  # (b, L); padding adds nothing
+        vp = vd[items]  # (b, L, f)
+        a = gram + np.matmul(vp.transpose(0, 2, 1) * np.where(valid, c - 1.0, 0.0)[:, None, :],
+                             vp)  # (b, f, f)
+        rhs = np.einsum("bl,blf->bf", c, vp)  # (b, f)
+        out[start:stop] = np.linalg.solve(a, rhs[..., None])[..., 0]
+    return out

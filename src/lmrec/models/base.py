@@ -14,6 +14,10 @@ leave-one-out split feeds train + valid histories this way; serving can feed a f
 
 Hyperparameters live in one typed pydantic config per model (unknown keys are refused);
 artifacts are config JSON plus an .npz of arrays, never pickle.
+
+`redact_users(user_idx)` forgets training users (erasure requests): their seen items and every
+per-user array a model declares in `user_state` are emptied; models with per-user state that is
+not a row of an array (UserKNN's user-user similarity columns) also override `_redact_users`.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Self
+from typing import Any, ClassVar, Protocol, Self, runtime_checkable
 
 import numpy as np
 import polars as pl
@@ -152,6 +156,35 @@ def top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     return idx, vals.astype(np.float32)
 
 
+@runtime_checkable
+class EmbeddingScorer(Protocol):
+    """A fitted model whose scores are inner products of user and item vectors.
+
+    For every user u and item i, `score(u)[i] == user_embeddings(u) @ item_embeddings()[i]`
+    and `score_histories(h)[i] == history_embeddings(h) @ item_embeddings()[i]` (up to float
+    error; any scale such as a learned temperature is folded into the user side). Serving
+    indexes `item_embeddings()` for approximate nearest-neighbour retrieval.
+    """
+
+    def item_embeddings(self) -> np.ndarray:
+        """(n_items, d) float32."""
+        ...
+
+    def user_embeddings(self, user_idx: np.ndarray) -> np.ndarray:
+        """(B,) internal user indices -> (B, d) float32."""
+        ...
+
+    def history_embeddings(self, histories: Sequences,
+                           user_idx: np.ndarray | None = None) -> np.ndarray:
+        """B histories (internal item indices, oldest first) -> (B, d) float32.
+
+        `user_idx` (B,) optionally names the trained user behind each history (-1: unknown);
+        models with per-user inputs beside the history (a user id embedding, user attributes)
+        use them, fold-in models ignore it.
+        """
+        ...
+
+
 class Recommender(ABC):
     """Base class of every model. Subclasses set `name` and `Config`."""
 
@@ -162,6 +195,18 @@ class Recommender(ABC):
     early_stops_on_valid: ClassVar[bool] = False
     # True when the model scores a user from a time-ordered item history (`score_histories`)
     scores_from_history: ClassVar[bool] = False
+    # True when the evaluation protocol ranks each user from the history as of the evaluated
+    # part (train, plus valid when testing) instead of `score(user)`: next-item models, whose
+    # user state is that history. Classic models score histories too (serving folds fresh
+    # events in) but are evaluated from their trained state, as RecBole evaluates them.
+    evaluates_from_history: ClassVar[bool] = True
+    # The per-user learned state among the keys of `_arrays()`, for `redact_users`: (name,
+    # row offset of user u) pairs. A dense array: row u + offset is user u (offset 1 where
+    # row 0 is an "unknown user" row). A row-compressed group, named by its prefix ("X" for
+    # pack_csr's X.data / X.indices / X.indptr / X.shape, "history" for Sequences arrays
+    # history.indptr / history.items / ...): row u is user u (offset 0). Names absent from a
+    # fitted model's arrays (e.g. X with binary input) are skipped.
+    user_state: ClassVar[tuple[tuple[str, int], ...]] = ()
 
     def __init__(self, config: ModelConfig | Mapping[str, Any] | None = None, **params: Any):
         if isinstance(config, ModelConfig):
@@ -321,6 +366,44 @@ class Recommender(ABC):
                 notes[u] = "unknown user: most popular items (cold-start fallback)"
         return Recommendations(users, items, scores, self.items_, notes)
 
+    # --- forgetting users ---------------------------------------------------------------
+    def redact_users(self, user_idx: np.ndarray | Sequence[int]) -> None:
+        """Forget training users in place (an erasure request), without retraining.
+
+        For internal users `user_idx` (B,): their rows of `seen_` are emptied, `popularity_`
+        is recounted from the remaining seen items, and every array named in `user_state` has
+        their rows zeroed (dense) or emptied (row-compressed); `_redact_users` handles the
+        rest. Their ids stay in `users_` (internal indices must not shift) and map to nothing.
+        Item-side state learned from their data (item factors, similarities, networks) stays
+        until the model is retrained without them. Scores of a redacted user are meaningless:
+        callers treat them as unknown users.
+        """
+        self._check_fitted()
+        idx = np.unique(np.asarray(user_idx, dtype=np.int64).ravel())
+        if idx.size and (idx[0] < 0 or idx[-1] >= len(self.users_)):
+            raise InputError(f"user indices must be in [0, {len(self.users_)})")
+        if idx.size == 0:
+            return
+        self.seen_ = drop_entries(self.seen_, idx)
+        self.popularity_ = np.asarray(self.seen_.sum(axis=0)).ravel().astype(np.float32)
+        arrays = dict(self._arrays())
+        for name, offset in self.user_state:
+            if name in arrays:
+                arr = np.array(arrays[name])  # a copy: _arrays may share the live buffers
+                arr[idx + offset] = 0
+                arrays[name] = arr
+            elif f"{name}.indptr" in arrays:
+                if offset:
+                    raise TypeError(f"{type(self).__name__}.user_state[{name!r}]: a "
+                                    "row-compressed group needs offset 0")
+                _drop_group_rows(arrays, name, idx)
+        self._load_arrays(arrays)  # rebuilds what depends on them (modules, caches)
+        self._redact_users(idx)
+
+    def _redact_users(self, user_idx: np.ndarray) -> None:  # noqa: B027
+        """Per-user state beyond the rows of `user_state` (nothing by default); called by
+        `redact_users` with the sorted (B,) indices once those rows are gone."""
+
     # --- persistence --------------------------------------------------------------------
     def save(self, folder: str | Path) -> Path:
         """Write config.json and arrays.npz (no pickle) to `folder`."""
@@ -439,6 +522,44 @@ def unpack_csr(arrays: Mapping[str, np.ndarray], prefix: str) -> sp.csr_matrix:
     shape = tuple(int(v) for v in arrays[f"{prefix}.shape"])
     return sp.csr_matrix((arrays[f"{prefix}.data"], arrays[f"{prefix}.indices"],
                           arrays[f"{prefix}.indptr"]), shape=shape)
+
+
+def drop_entries(m: sp.spmatrix, rows: np.ndarray, cols: np.ndarray | None = None
+                 ) -> sp.csr_matrix:
+    """`m` as CSR without the stored entries of rows `rows` (and of columns `cols`); the
+    shape is kept."""
+    m = sp.csr_matrix(m)
+    indptr, keep = kept_entries(m.indptr, rows, m.indices if cols is not None else None, cols)
+    return sp.csr_matrix((m.data[keep], m.indices[keep], indptr), shape=m.shape)
+
+
+def kept_entries(indptr: np.ndarray, rows: np.ndarray, indices: np.ndarray | None = None,
+                  cols: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """For a row-compressed layout: the new indptr and the (nnz,) bool mask of the entries
+    kept when rows `rows` (and entries whose index is in `cols`) are dropped."""
+    dropped = np.zeros(indptr.size - 1, dtype=bool)
+    dropped[rows] = True
+    keep = ~np.repeat(dropped, np.diff(indptr))
+    if indices is not None and cols is not None:
+        keep &= ~np.isin(indices, cols)
+    kept_before = np.zeros(keep.size + 1, dtype=np.int64)
+    np.cumsum(keep, out=kept_before[1:])
+    return kept_before[indptr].astype(indptr.dtype), keep
+
+
+def _drop_group_rows(arrays: dict[str, np.ndarray], prefix: str, rows: np.ndarray) -> None:
+    """Empty rows of the row-compressed group `prefix.*` of an `_arrays()` dict in place:
+    every `prefix.<name>` with one entry per stored element follows `prefix.indptr`."""
+    indptr = arrays[f"{prefix}.indptr"]
+    nnz = int(indptr[-1])
+    new_indptr, keep = kept_entries(indptr, rows)
+    for key in [k for k in arrays if k.startswith(prefix + ".")]:
+        if key.endswith((".indptr", ".shape")):
+            continue
+        if arrays[key].ndim == 0 or arrays[key].shape[0] != nnz:
+            raise ValueError(f"{key}: expected {nnz} entries along the first axis")
+        arrays[key] = arrays[key][keep]
+    arrays[f"{prefix}.indptr"] = new_indptr
 
 
 def _mask_rows(scores: np.ndarray, mask: sp.csr_matrix, rows: np.ndarray) -> None:

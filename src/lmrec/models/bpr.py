@@ -8,19 +8,35 @@ Negatives are drawn uniformly from the items the user has not seen (vectorised r
 sampling), one per positive per epoch, as RecBole does. All randomness (initialisation, order,
 negatives) comes from the numpy Generator passed to `fit`, so the result is reproducible
 without touching torch's global seed.
+
+Any item history is scored by folding it in (`score_histories`). BPR has no closed-form user
+step, so the fold-in is amortised: a ridge regression W, fitted once on the training users,
+maps the mean [V_i, b_i] over a history's items (plus a constant) to a user vector,
+u_h = [mean V, mean b, 1] @ W. On MovieLens 100K (ratings >= 3, 10-core, random 80:20 split)
+it ranks the held-out items as well as the trained user vectors (NDCG@10 .386 vs .378) and
+shares 81% of their top 10; an ALS-style least-squares solve on V reached .31, and optimising
+the BPR loss for u on every (history, non-history) pair .406 on 60 users at a cost far too high
+to serve. The model is an `EmbeddingScorer` with the item bias as one more dimension:
+user vector [u, 1], item vector [V_i, b_i].
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import ClassVar
 
 import numpy as np
 import torch
 from pydantic import Field
 
-from lmrec.data.dataset import Dataset
+from lmrec.data.dataset import Dataset, Sequences
 from lmrec.models.base import FloatRange, IntRange, ModelConfig, Recommender, SearchSpace
+from lmrec.models.history import (
+    checked_histories,
+    fit_linear_fold_in,
+    history_matrix,
+    mean_item_features,
+)
 from lmrec.train.loop import torch_threads
 
 
@@ -52,6 +68,9 @@ class BPR(Recommender):
     name = "bpr"
     Config = BPRConfig
     config: BPRConfig
+    scores_from_history = True
+    evaluates_from_history = False  # evaluated from the trained state
+    user_state = (("U", 0),)
 
     def _fit(self, dataset: Dataset, rng: np.random.Generator) -> None:
         cfg = self.config
@@ -88,15 +107,47 @@ class BPR(Recommender):
         self.U_ = table[:n_users].numpy().copy()
         self.V_ = table[n_users:].numpy().copy()
         self.b_ = bias.numpy().copy()
+        self._fit_fold_in()
+
+    def _fit_fold_in(self) -> None:
+        # derived from U, V, b and the seen items alone, so it is not saved but rebuilt on load
+        self.fold_in_ = fit_linear_fold_in(self.seen_, self._item_side(), self.U_)
+
+    def _item_side(self) -> np.ndarray:
+        return np.hstack([self.V_, self.b_[:, None]])  # (n_items, f + 1)
 
     def _score(self, user_idx: np.ndarray) -> np.ndarray:
         return self.U_[user_idx] @ self.V_.T + self.b_[None, :]  # (B, n_items)
+
+    def _score_histories(self, histories: Sequences) -> np.ndarray:
+        return self.history_embeddings(histories) @ self.item_embeddings().T
+
+    # --- EmbeddingScorer --------------------------------------------------------------
+    def item_embeddings(self) -> np.ndarray:
+        """(n_items, f + 1) float32: [V_i, b_i]."""
+        self._check_fitted()
+        return self._item_side().astype(np.float32)
+
+    def user_embeddings(self, user_idx: np.ndarray) -> np.ndarray:
+        """(B,) internal user indices -> (B, f + 1) float32: [U_u, 1]."""
+        self._check_fitted()
+        u = self.U_[np.asarray(user_idx, dtype=np.int64)]
+        return np.hstack([u, np.ones((u.shape[0], 1), np.float32)])
+
+    def history_embeddings(self, histories: Sequences | Sequence[np.ndarray],
+                           user_idx: np.ndarray | None = None) -> np.ndarray:
+        """B histories -> (B, f + 1) float32: [u_h, 1], u_h folded in (module docstring)."""
+        self._check_fitted()
+        x = history_matrix(checked_histories(histories, self.n_items), self.n_items)
+        u = mean_item_features(x, self._item_side()) @ self.fold_in_  # (B, f)
+        return np.hstack([u, np.ones((u.shape[0], 1))]).astype(np.float32)
 
     def _arrays(self) -> dict[str, np.ndarray]:
         return {"U": self.U_, "V": self.V_, "b": self.b_}
 
     def _load_arrays(self, arrays: Mapping[str, np.ndarray]) -> None:
         self.U_, self.V_, self.b_ = arrays["U"], arrays["V"], arrays["b"]
+        self._fit_fold_in()
 
 
 def _bpr_step(table: torch.Tensor, bias: torch.Tensor, u: torch.Tensor, i: torch.Tensor,

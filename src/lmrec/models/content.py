@@ -11,6 +11,8 @@ Every item gets a sparse profile built from its attribute columns, one block per
 Each block is L2-normalised per item, so every column counts the same however many labels or
 words it has. A user's profile is the (weighted) sum of the profiles of the items they
 interacted with, and the score of an item is the cosine between the user and item profiles.
+Any item history gets its profile the same way (`score_histories`); a training user's own
+history gives exactly `score(user)`.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import scipy.sparse as sp
 from pydantic import Field
 
 from lmrec.columns import Role
-from lmrec.data.dataset import Dataset
+from lmrec.data.dataset import Dataset, Sequences
 from lmrec.errors import ConfigError
 from lmrec.models.base import (
     Choice,
@@ -35,6 +37,7 @@ from lmrec.models.base import (
     pack_csr,
     unpack_csr,
 )
+from lmrec.models.history import history_matrix, weights_arrays, weights_from_arrays
 
 _WORD = r"[\p{L}\p{N}]+"
 
@@ -68,6 +71,9 @@ class Content(Recommender):
     name = "content"
     Config = ContentConfig
     config: ContentConfig
+    scores_from_history = True
+    evaluates_from_history = False  # evaluated from the trained state
+    user_state = (("X", 0),)  # the weighted user-item matrix (weighting "weight")
 
     def _fit(self, dataset: Dataset, rng: np.random.Generator) -> None:
         cfg = self.config
@@ -77,10 +83,19 @@ class Content(Recommender):
             np.float32)
         self.X_ = (dataset.matrix("weight").tocsr().astype(np.float32)
                    if cfg.weighting == "weight" else None)
+        self.behaviour_weights_ = dict(dataset.behaviour_weights)
 
     def _score(self, user_idx: np.ndarray) -> np.ndarray:
         x = self.seen_ if self.X_ is None else self.X_
-        prof = (x[user_idx] @ self.F_).tocsr()  # (B, n_features) sparse
+        return self._score_rows(x[user_idx])
+
+    def _score_histories(self, histories: Sequences) -> np.ndarray:
+        return self._score_rows(history_matrix(histories, self.n_items, self.config.weighting,
+                                               self.behaviour_weights_))
+
+    def _score_rows(self, rows: sp.csr_matrix) -> np.ndarray:
+        """(B, n_items) user rows -> (B, n_items) cosine scores."""
+        prof = (rows @ self.F_).tocsr()  # (B, n_features) sparse
         norm = np.sqrt(np.asarray(prof.multiply(prof).sum(axis=1)).ravel())
         prof = sp.diags(_safe_inverse(norm)) @ prof
         scores = (prof @ self.F_.T).toarray()  # (B, n_items)
@@ -89,6 +104,7 @@ class Content(Recommender):
     def _arrays(self) -> dict[str, np.ndarray]:
         out = pack_csr(self.F_, "F")
         out["item_norm"] = self.item_norm_
+        out.update(weights_arrays(self.behaviour_weights_))
         if self.X_ is not None:
             out.update(pack_csr(self.X_, "X"))
         return out
@@ -97,6 +113,7 @@ class Content(Recommender):
         self.F_ = unpack_csr(arrays, "F")
         self.item_norm_ = arrays["item_norm"]
         self.X_ = unpack_csr(arrays, "X") if "X.data" in arrays else None
+        self.behaviour_weights_ = weights_from_arrays(arrays)
 
 
 def item_profiles(dataset: Dataset, cfg: ContentConfig) -> sp.csr_matrix:

@@ -4,6 +4,9 @@
     score(u) = X[u] @ B
 
 Steck, "Embarrassingly Shallow Autoencoders for Sparse Data", WWW 2019.
+
+Any item history scores as x_h @ B (`score_histories`), its row built as the training rows are;
+a training user's own history gives exactly `score(user)`.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import scipy.linalg
 import scipy.sparse as sp
 from pydantic import Field
 
-from lmrec.data.dataset import Dataset
+from lmrec.data.dataset import Dataset, Sequences
 from lmrec.errors import ConfigError
 from lmrec.models.base import (
     FloatRange,
@@ -26,6 +29,7 @@ from lmrec.models.base import (
     pack_csr,
     unpack_csr,
 )
+from lmrec.models.history import history_matrix, weights_arrays, weights_from_arrays
 
 # Refuse item-item matrices above this size: G and its inverse are dense (n_items^2 floats).
 MAX_ITEMS = 60_000
@@ -50,6 +54,9 @@ class EASE(Recommender):
     name = "ease"
     Config = EASEConfig
     config: EASEConfig
+    scores_from_history = True
+    evaluates_from_history = False  # evaluated from the trained state
+    user_state = (("X", 0),)  # the weighted user-item matrix (weighting != "binary")
 
     def _fit(self, dataset: Dataset, rng: np.random.Generator) -> None:
         cfg = self.config
@@ -67,6 +74,7 @@ class EASE(Recommender):
         b[np.diag_indices(n)] = 0.0
         self.B_ = np.ascontiguousarray(b, dtype=np.float32)
         self.X_ = x if cfg.weighting != "binary" else None
+        self.behaviour_weights_ = dict(dataset.behaviour_weights)
 
     def _matrix(self, dataset: Dataset) -> sp.csr_matrix:
         return dataset.matrix(self.config.weighting).tocsr().astype(np.float32)
@@ -76,11 +84,18 @@ class EASE(Recommender):
         return x[user_idx]
 
     def _score(self, user_idx: np.ndarray) -> np.ndarray:
+        return self._score_rows(self._user_rows(user_idx))
+
+    def _score_histories(self, histories: Sequences) -> np.ndarray:
+        return self._score_rows(history_matrix(histories, self.n_items, self.config.weighting,
+                                               self.behaviour_weights_))
+
+    def _score_rows(self, rows: sp.csr_matrix) -> np.ndarray:
         # (B, n_items) sparse @ (n_items, n_items) dense -> (B, n_items)
-        return np.asarray(self._user_rows(user_idx) @ self.B_, dtype=np.float32)
+        return np.asarray(rows @ self.B_, dtype=np.float32)
 
     def _arrays(self) -> dict[str, np.ndarray]:
-        out = {"B": self.B_}
+        out = {"B": self.B_, **weights_arrays(self.behaviour_weights_)}
         if self.X_ is not None:
             out.update(pack_csr(self.X_, "X"))
         return out
@@ -88,6 +103,7 @@ class EASE(Recommender):
     def _load_arrays(self, arrays: Mapping[str, np.ndarray]) -> None:
         self.B_ = arrays["B"]
         self.X_ = unpack_csr(arrays, "X") if "X.data" in arrays else None
+        self.behaviour_weights_ = weights_from_arrays(arrays)
 
 
 def _spd_inverse(a: np.ndarray) -> np.ndarray:

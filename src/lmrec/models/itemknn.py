@@ -7,6 +7,10 @@
 Each target item j keeps its k most similar items (as RecBole's and Sarwar et al.'s ItemKNN).
 The similarity is computed in dense column blocks of the sparse product X^T X, so memory is
 O(n_items * block) and there is no Python loop over single items.
+
+Any item history scores the same way (`score_histories`): its row x_h, built as the training
+rows are (binary, or summed behaviour weights), times S. A training user's own history gives
+exactly `score(user)`.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ import numpy as np
 import scipy.sparse as sp
 from pydantic import Field
 
-from lmrec.data.dataset import Dataset
+from lmrec.data.dataset import Dataset, Sequences
 from lmrec.models.base import (
     FloatRange,
     IntRange,
@@ -28,6 +32,7 @@ from lmrec.models.base import (
     pack_csr,
     unpack_csr,
 )
+from lmrec.models.history import history_matrix, weights_arrays, weights_from_arrays
 
 # Entries of the dense similarity block held at once (16M float32: 64 MB per temporary).
 _BLOCK_ELEMENTS = 1 << 24
@@ -56,20 +61,30 @@ class ItemKNNConfig(KNNConfig):
 
 class NeighbourModel(Recommender):
     """Shared state of the neighbourhood models: a sparse similarity S and, for weighted
-    input, the user-item matrix X (binary input scores from the seen-item matrix)."""
+    input, the user-item matrix X (binary input scores from the seen-item matrix) and the
+    behaviour weights that built it (to build a history's row the same way)."""
 
     config: KNNConfig
+    scores_from_history = True
+    evaluates_from_history = False  # evaluated from the trained state
+    user_state = (("X", 0),)  # the weighted user-item matrix (weighting != "binary")
 
     def _matrix(self, dataset: Dataset) -> sp.csr_matrix:
         x = dataset.matrix(self.config.weighting).tocsr().astype(np.float32)
         self.X_ = x if self.config.weighting != "binary" else None
+        self.behaviour_weights_ = dict(dataset.behaviour_weights)
         return x
 
     def _input(self) -> sp.csr_matrix:
         return self.seen_ if self.X_ is None else self.X_
 
+    def _history_rows(self, histories: Sequences) -> sp.csr_matrix:
+        """(B, n_items) rows of the histories, weighted as the training matrix."""
+        return history_matrix(histories, self.n_items, self.config.weighting,
+                              self.behaviour_weights_)
+
     def _arrays(self) -> dict[str, np.ndarray]:
-        out = pack_csr(self.S_, "S")
+        out = {**pack_csr(self.S_, "S"), **weights_arrays(self.behaviour_weights_)}
         if self.X_ is not None:
             out.update(pack_csr(self.X_, "X"))
         return out
@@ -77,6 +92,7 @@ class NeighbourModel(Recommender):
     def _load_arrays(self, arrays: Mapping[str, np.ndarray]) -> None:
         self.S_ = unpack_csr(arrays, "S")
         self.X_ = unpack_csr(arrays, "X") if "X.data" in arrays else None
+        self.behaviour_weights_ = weights_from_arrays(arrays)
 
 
 class ItemKNN(NeighbourModel):
@@ -92,8 +108,14 @@ class ItemKNN(NeighbourModel):
         self.S_ = cosine_topk(x.T.tocsr(), cfg.k, cfg.shrink, cfg.normalize).T.tocsr()
 
     def _score(self, user_idx: np.ndarray) -> np.ndarray:
+        return self._score_rows(self._input()[user_idx])
+
+    def _score_histories(self, histories: Sequences) -> np.ndarray:
+        return self._score_rows(self._history_rows(histories))
+
+    def _score_rows(self, rows: sp.csr_matrix) -> np.ndarray:
         # (B, n_items) sparse @ (n_items, n_items) sparse -> dense (B, n_items)
-        return (self._input()[user_idx] @ self.S_).toarray().astype(np.float32, copy=False)
+        return (rows @ self.S_).toarray().astype(np.float32, copy=False)
 
 
 def cosine_topk(rows: sp.csr_matrix, k: int, shrink: float, normalize: bool = False
@@ -120,19 +142,36 @@ def cosine_topk(rows: sp.csr_matrix, k: int, shrink: float, normalize: bool = Fa
         sims = dots / (norms[start:stop, None] * norms[None, :] + np.float32(shrink + 1e-12))
         local = np.arange(stop - start)
         sims[local, start + local] = 0.0  # no self-similarity
-        if k < n:
-            part = np.argpartition(-sims, k - 1, axis=1)[:, :k]
-        else:
-            part = np.tile(np.arange(n), (stop - start, 1))
-        vals = np.take_along_axis(sims, part, axis=1)
-        keep = vals > 0
-        r = np.broadcast_to(local[:, None] + start, part.shape)[keep]
-        out_rows.append(r)
-        out_cols.append(part[keep])
-        out_vals.append(vals[keep].astype(np.float32))
+        r, c, v = _top_positive(sims, k)
+        out_rows.append(r + start)
+        out_cols.append(c)
+        out_vals.append(v)
+    return _sparse_neighbours(out_rows, out_cols, out_vals, (n, n), normalize)
+
+
+def topk_similarity(sims: np.ndarray, k: int, normalize: bool = False) -> sp.csr_matrix:
+    """A dense (B, n) similarity block as a (B, n) CSR that keeps the k largest positive
+    entries per row (L1-normalised per row when `normalize`), as `cosine_topk` keeps them."""
+    r, c, v = _top_positive(sims, min(k, sims.shape[1]))
+    return _sparse_neighbours([r], [c], [v], sims.shape, normalize)
+
+
+def _top_positive(sims: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(rows, cols, values) of the k largest entries per row of sims (b, n) that are > 0."""
+    b, n = sims.shape
+    part = (np.argpartition(-sims, k - 1, axis=1)[:, :k] if k < n
+            else np.tile(np.arange(n), (b, 1)))
+    vals = np.take_along_axis(sims, part, axis=1)
+    keep = vals > 0
+    rows = np.broadcast_to(np.arange(b)[:, None], part.shape)[keep]
+    return rows, part[keep], vals[keep].astype(np.float32)
+
+
+def _sparse_neighbours(rows: list[np.ndarray], cols: list[np.ndarray], vals: list[np.ndarray],
+                       shape: tuple[int, int], normalize: bool) -> sp.csr_matrix:
     s = sp.csr_matrix(
-        (np.concatenate(out_vals), (np.concatenate(out_rows), np.concatenate(out_cols))),
-        shape=(n, n), dtype=np.float32)
+        (np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
+        shape=shape, dtype=np.float32)
     s.sort_indices()
     if normalize:
         total = np.asarray(s.sum(axis=1)).ravel()

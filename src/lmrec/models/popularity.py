@@ -1,4 +1,7 @@
-"""Most popular items, optionally recency-weighted: the baseline every model must beat."""
+"""Most popular items, optionally recency-weighted: the baseline every model must beat.
+
+It scores any history (`score_histories`) with the same popularity row: it ignores who asks.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +13,7 @@ import polars as pl
 from pydantic import Field
 
 from lmrec import columns as C
-from lmrec.data.dataset import Dataset
+from lmrec.data.dataset import Dataset, Sequences
 from lmrec.models.base import Choice, ModelConfig, Recommender, SearchSpace
 
 
@@ -30,6 +33,8 @@ class Popularity(Recommender):
     name = "popularity"
     Config = PopularityConfig
     config: PopularityConfig
+    scores_from_history = True
+    evaluates_from_history = False  # evaluated from the trained state
 
     def _fit(self, dataset: Dataset, rng: np.random.Generator) -> None:
         ev = dataset.events
@@ -55,6 +60,10 @@ class Popularity(Recommender):
     def _score(self, user_idx: np.ndarray) -> np.ndarray:
         # (B, n_items): the same row for every user
         return np.broadcast_to(self.item_scores_, (user_idx.size, self.item_scores_.size))
+
+    def _score_histories(self, histories: Sequences) -> np.ndarray:
+        # a writable (B, n_items) copy: callers mask seen items in place
+        return np.repeat(self.item_scores_[None, :], histories.indptr.size - 1, axis=0)
 
     def _arrays(self) -> dict[str, np.ndarray]:
         return {"item_scores": self.item_scores_}

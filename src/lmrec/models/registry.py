@@ -9,6 +9,7 @@ from lmrec.models.als import ALS
 from lmrec.models.base import Recommender
 from lmrec.models.bpr import BPR
 from lmrec.models.content import Content
+from lmrec.models.content_text import ContentText
 from lmrec.models.ease import EASE
 from lmrec.models.gru4rec import GRU4Rec
 from lmrec.models.itemknn import ItemKNN
@@ -20,8 +21,8 @@ from lmrec.models.userknn import UserKNN
 
 MODELS: dict[str, type[Recommender]] = {
     klass.name: klass
-    for klass in (Popularity, Content, ItemKNN, UserKNN, ALS, BPR, EASE, NeuMF, TwoTower,
-                  GRU4Rec, SASRec)
+    for klass in (Popularity, Content, ContentText, ItemKNN, UserKNN, ALS, BPR, EASE, NeuMF,
+                  TwoTower, GRU4Rec, SASRec)
 }
 
 

@@ -7,16 +7,25 @@ cross-entropy where the catalogue is small enough to score every item per positi
 the item embedding. Written nanoGPT-style: pre-LayerNorm blocks of causal self-attention and
 an MLP, with the item embedding tied to the output layer.
 
+Text (`text=True`): an item's representation, in the input and the tied output layer alike,
+is its id embedding plus a learned projection of a frozen sentence vector of its text
+(`lmrec.models.text_items`). Items without training events use a learned "unknown item" row
+instead of their untrained id embedding, and while training an item's id is replaced by that
+row with probability `item_id_dropout`, so that items never seen in training get scores from
+their text. The output table is recomputed every step: O(n_items x text dim) per step.
+
 Shapes: B windows, L = max_len positions (right-aligned, token 0 = padding), d = hidden.
 """
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor, nn
 
+from lmrec.data.dataset import Dataset
 from lmrec.models.sequential import (
     GAP_BUCKETS,
     PAD,
@@ -25,9 +34,18 @@ from lmrec.models.sequential import (
     SequentialConfig,
     SequentialRecommender,
 )
+from lmrec.models.text_items import (
+    ItemIdGate,
+    TextItemFields,
+    cold_item_mask,
+    effective_dropout,
+    item_text_matrix,
+)
+
+_TEXT_ITEM_ID_DROPOUT = 0.5  # item_id_dropout's default with text: as the two-tower's, untuned
 
 
-class SASRecConfig(SequentialConfig):
+class SASRecConfig(TextItemFields, SequentialConfig):
     # Defaults chosen once on the validation part of ML-100K (ratings >= 3, 10-core,
     # time-ordered LOO, valid NDCG@10 with full ranking, early stopping; RecBole's sizes:
     # 2 layers, 2 heads, hidden 64, inner 256, max_len 50; batch 128 windows):
@@ -48,6 +66,10 @@ class SASRecConfig(SequentialConfig):
     patience: int | None = Field(
         10, ge=1, description="early stopping after this many validations without a better "
                               "NDCG@10 (only when fit gets `valid`)")
+    item_id_dropout: float | None = Field(
+        None, ge=0, le=1, description="text: replace an item's id by the learned 'unknown "
+        "item' row while training (items without training events always use it); None: "
+        f"{_TEXT_ITEM_ID_DROPOUT} with text, 0 without")
 
 
 class CausalSelfAttention(nn.Module):
@@ -90,10 +112,25 @@ class Block(nn.Module):
 
 
 class SASRecNet(SequenceNet):
-    def __init__(self, n_items: int, n_event_types: int, cfg: SASRecConfig) -> None:
+    """`item_text` (n_items, T) float32 text vectors and `item_cold` (n_items,) bool (items
+    without training events) switch the text path on; they become non-persistent buffers."""
+
+    def __init__(self, n_items: int, n_event_types: int, cfg: SASRecConfig,
+                 item_text: np.ndarray | None = None, item_cold: np.ndarray | None = None
+                 ) -> None:
         super().__init__()
         d = cfg.hidden
         self.item_emb = nn.Embedding(n_items + 1, d, padding_idx=PAD)
+        self.text_proj: nn.Linear | None = None
+        if item_text is not None:
+            pad = np.zeros((1, item_text.shape[1]), dtype=np.float32)  # token 0 = padding
+            self.register_buffer("item_text", torch.from_numpy(np.concatenate([pad, item_text])),
+                                 persistent=False)  # (n_items + 1, T)
+            cold = np.concatenate([[False], np.zeros(n_items, bool) if item_cold is None
+                                   else item_cold])
+            self.gate = ItemIdGate(d, torch.from_numpy(cold), effective_dropout(
+                cfg.item_id_dropout, True, _TEXT_ITEM_ID_DROPOUT))
+            self.text_proj = nn.Linear(item_text.shape[1], d, bias=False)
         self.pos_emb = nn.Embedding(cfg.max_len, d)  # position L-1 = the most recent item
         self.event_emb = (nn.Embedding(n_event_types + 1, d, padding_idx=PAD)
                           if cfg.use_event_types else None)
@@ -105,12 +142,24 @@ class SASRecNet(SequenceNet):
         self.ln_f = nn.LayerNorm(d)
         self.apply(_init_weights)
 
+    def embed(self, tokens: Tensor) -> Tensor:
+        """Item tokens (any shape) -> their representations (..., d)."""
+        if self.text_proj is None:
+            return self.item_emb(tokens)
+        return self.gate(self.item_emb(tokens), tokens) + self.text_proj(self.item_text[tokens])
+
+    def item_table(self) -> Tensor:
+        if self.text_proj is None:
+            return self.item_emb.weight
+        return self.embed(torch.arange(self.item_emb.num_embeddings,
+                                       device=self.item_emb.weight.device))  # (n_items + 1, d)
+
     def forward(self, batch: Batch) -> Tensor:
         items = batch["items"]  # (B, L)
         length = items.shape[1]
         valid = items != PAD  # (B, L)
         pos = torch.arange(length, device=items.device)  # (L,)
-        x = self.item_emb(items) + self.pos_emb(pos)[None]  # (B, L, d)
+        x = self.embed(items) + self.pos_emb(pos)[None]  # (B, L, d)
         if self.event_emb is not None:
             x = x + self.event_emb(batch["events"])
         if self.gap_emb is not None:
@@ -147,6 +196,14 @@ class SASRec(SequentialRecommender):
     Config = SASRecConfig
     config: SASRecConfig
 
+    def _item_arrays(self, dataset: Dataset) -> dict[str, np.ndarray]:
+        if not self.config.text:
+            return {}
+        return {"item_text": item_text_matrix(dataset, self.config,
+                                              progress=self.config.progress),
+                "item_cold": cold_item_mask(dataset.matrix("binary"))}
+
     def _build_net(self, n_items: int, n_event_types: int) -> SequenceNet:
-        return SASRecNet(n_items, n_event_types, self.config)
+        return SASRecNet(n_items, n_event_types, self.config, self.item_arrays_.get("item_text"),
+                         self.item_arrays_.get("item_cold"))
 

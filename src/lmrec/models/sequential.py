@@ -232,18 +232,25 @@ class SequenceNet(nn.Module):
     def forward(self, batch: Batch) -> Tensor:  # (B, L, d) hidden state per position
         raise NotImplementedError
 
+    def item_table(self) -> Tensor:
+        """(n_items + 1, d) output item representations (row 0 = padding): the id embedding
+        table by default; networks with item side inputs (text) add them here."""
+        return self.item_emb.weight
+
 
 class SequentialRecommender(Recommender):
     """Base of next-item models: scores a user from the last `max_len` items of a history.
 
-    State: the network's weights and the training sequences (for `score(user_idx)`); any
-    other history is scored through `score_histories`. `fit(dataset, valid=...)` early-stops
+    State: the network's weights, the training sequences (for `score(user_idx)`) and the
+    per-item arrays the network reads (`_item_arrays`, e.g. text vectors); any other history
+    is scored through `score_histories`. `fit(dataset, valid=...)` early-stops
     on NDCG@10 of the `valid` Dataset's items given the training histories.
     """
 
     scores_from_history = True
     early_stops_on_valid = True
     config: SequentialConfig
+    user_state = (("history", 0),)
     _valid: Dataset | None = None  # only during fit
 
     def fit(self, dataset: Dataset, *, rng: np.random.Generator | int | None = None,
@@ -264,9 +271,15 @@ class SequentialRecommender(Recommender):
     @abstractmethod
     def _build_net(self, n_items: int, n_event_types: int) -> SequenceNet: ...
 
+    def _item_arrays(self, dataset: Dataset) -> dict[str, np.ndarray]:
+        """Per-item arrays for the network (`self.item_arrays_`, saved with the model), computed
+        from the training Dataset; none by default."""
+        return {}
+
     def _fit(self, dataset: Dataset, rng: np.random.Generator) -> None:
         seqs = dataset.sequences()
         self.history_ = seqs
+        self.item_arrays_ = self._item_arrays(dataset)
         self.event_types_ = seqs.event_types
         data = SeqData.from_sequences(seqs, self.event_types_)
         task = _NextItemTask(self, data, self._valid)
@@ -293,7 +306,7 @@ class SequentialRecommender(Recommender):
         data = SeqData.from_sequences(histories, self.event_types_)
         h = self._hidden_last(data)  # (B, d)
         with torch.no_grad():
-            return (h @ self.net_.item_emb.weight[1:].T).cpu().numpy()  # (B, n_items)
+            return (h @ self.net_.item_table()[1:].T).cpu().numpy()  # (B, n_items)
 
     def _score(self, user_idx: np.ndarray) -> np.ndarray:
         return self._score_histories(take_histories(self.history_, user_idx))
@@ -305,6 +318,7 @@ class SequentialRecommender(Recommender):
                     "history.events": np.asarray(h.events),
                     "history.timestamps": np.asarray(h.timestamps),
                     "event_types": np.asarray(self.event_types_, dtype=np.str_)})
+        out.update({f"items.{k}": v for k, v in self.item_arrays_.items()})
         return out
 
     def _load_arrays(self, arrays: Mapping[str, np.ndarray]) -> None:
@@ -312,6 +326,7 @@ class SequentialRecommender(Recommender):
         self.history_ = Sequences(arrays["history.indptr"], arrays["history.items"],
                                   arrays["history.events"], arrays["history.timestamps"],
                                   self.event_types_)
+        self.item_arrays_ = {k[6:]: v for k, v in arrays.items() if k.startswith("items.")}
         net = self._new_net()
         net.load_state_dict({k[4:]: torch.from_numpy(np.array(v))
                              for k, v in arrays.items() if k.startswith("net.")})
@@ -347,7 +362,7 @@ class _NextItemTask:
     def loss(self, model: nn.Module, batch: Batch) -> Tensor:
         hidden = model(batch)  # (B, L, d)
         net = getattr(model, "module", model)  # the bare network under DistributedDataParallel
-        return next_item_loss(hidden, batch, net.item_emb.weight, loss=self.cfg.loss,
+        return next_item_loss(hidden, batch, net.item_table(), loss=self.cfg.loss,
                               gbce_t=self.cfg.gbce_t)
 
     def validate(self, module: nn.Module) -> float | None:
@@ -360,7 +375,7 @@ class _NextItemTask:
             sel = slice(start, start + _SCORE_BATCH)
             batch = self.data.take(self.valid_users[sel]).last_windows(self.cfg.max_len)
             h = module({k: v.to(device) for k, v in batch.items()})[:, -1]  # (V, d)
-            scores = (h @ module.item_emb.weight[1:].T).cpu()  # (V, n_items)
+            scores = (h @ module.item_table()[1:].T).cpu()  # (V, n_items)
             seen = torch.from_numpy(self.seen[sel].toarray() > 0)
             scores = scores.masked_fill(seen, float("-inf"))
             ndcg.append(ndcg_at(scores, torch.from_numpy(self.truth[sel].toarray() > 0), 10))

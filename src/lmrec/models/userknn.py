@@ -5,15 +5,25 @@
     score(u)  = sum over v in N(u) of sim(u, v) * x_v
 
 The similarity is computed in dense row blocks (see `itemknn.cosine_topk`).
+
+A history (`score_histories`) is scored as a new user: its row x_h is compared with every
+training user by the same shrunk cosine, and its k nearest training users vote. A training
+user's own history finds that user as its nearest neighbour; since the user's row holds only
+items of the history, this changes the scores of seen items only, plus the one neighbour it
+pushes out of the top k.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
+import scipy.sparse as sp
 from pydantic import Field
 
-from lmrec.data.dataset import Dataset
-from lmrec.models.itemknn import KNNConfig, NeighbourModel, cosine_topk
+from lmrec.data.dataset import Dataset, Sequences
+from lmrec.models.base import drop_entries
+from lmrec.models.itemknn import KNNConfig, NeighbourModel, cosine_topk, topk_similarity
 
 
 class UserKNNConfig(KNNConfig):
@@ -36,7 +46,33 @@ class UserKNN(NeighbourModel):
     def _fit(self, dataset: Dataset, rng: np.random.Generator) -> None:
         cfg = self.config
         self.S_ = cosine_topk(self._matrix(dataset), cfg.k, cfg.shrink, cfg.normalize)
+        self._cache_norms()
+
+    def _load_arrays(self, arrays: Mapping[str, np.ndarray]) -> None:
+        super()._load_arrays(arrays)
+        self._cache_norms()
+
+    def _redact_users(self, user_idx: np.ndarray) -> None:
+        # a forgotten user is also a neighbour of others: their row and column of S go
+        self.S_ = drop_entries(self.S_, user_idx, user_idx)
+
+    def _cache_norms(self) -> None:
+        x = self._input()
+        self.user_norms_ = np.sqrt(np.asarray(x.multiply(x).sum(axis=1), np.float32).ravel())
 
     def _score(self, user_idx: np.ndarray) -> np.ndarray:
+        return self._vote(self.S_[user_idx])
+
+    def _score_histories(self, histories: Sequences) -> np.ndarray:
+        cfg = self.config
+        h = self._history_rows(histories)  # (B, n_items)
+        norms = np.sqrt(np.asarray(h.multiply(h).sum(axis=1), np.float32).ravel())  # (B,)
+        dots = (h @ self._input().T).toarray()  # (B, n_users)
+        # the same float32 arithmetic as cosine_topk, so that ties break the same way
+        sims = dots / (norms[:, None] * self.user_norms_[None, :]
+                       + np.float32(cfg.shrink + 1e-12))
+        return self._vote(topk_similarity(sims, cfg.k, cfg.normalize))
+
+    def _vote(self, neighbours: sp.csr_matrix) -> np.ndarray:
         # (B, n_users) sparse @ (n_users, n_items) sparse -> dense (B, n_items)
-        return (self.S_[user_idx] @ self._input()).toarray().astype(np.float32, copy=False)
+        return (neighbours @ self._input()).toarray().astype(np.float32, copy=False)

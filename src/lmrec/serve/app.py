@@ -1,0 +1,427 @@
+"""The FastAPI app: HTTP in, `Service` calls, JSON out.
+
+    create_app(bundle_path, store_url, settings) -> FastAPI
+
+Endpoints (OpenAPI docs at /docs, schema at /openapi.json):
+
+    GET    /v1/users/{user}/recommendations   ?k=&exclude_seen=&filter=&diversity=&explain=
+    POST   /v1/recommendations                an anonymous visitor's history in the body
+    GET    /v1/items/{item}/similar           ?k=
+    POST   /v1/events                         a batch; write key; durable before the answer
+    DELETE /v1/users/{user}                   forget a user; write key
+    POST   /v1/admin/reload                   swap in a (new) bundle; admin key
+    GET    /v1/health, /v1/ready, /v1/metrics
+
+Handlers that touch the store or score are plain `def`: FastAPI runs them in its threadpool, so
+blocking database calls and CPU-bound scoring never stall the event loop. The body limit and
+the metrics are pure ASGI middleware. Errors: 400 for requests the engine cannot answer, 401/403
+for keys, 404 for unknown items, 413 for oversized bodies and batches, 422 for invalid bodies,
+503 when the store is unavailable, and a generic 500 that says nothing about the internals.
+
+With several workers (`lmrec serve --workers N`) uvicorn imports `app_from_env`, which rebuilds
+the same app in each worker from the settings the CLI put in the environment.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
+from fastapi import Path as PathParam
+from fastapi import Query as QueryParam
+from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import JSONResponse, Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel, ConfigDict, Field
+
+from lmrec.errors import LmrecError
+from lmrec.serve import schemas as S
+from lmrec.serve.metrics import ServiceMetrics
+from lmrec.serve.security import KeyRing, Role
+from lmrec.serve.service import (
+    BundleSync,
+    NotFoundError,
+    Query,
+    QueryError,
+    Result,
+    Scored,
+    Service,
+)
+from lmrec.serve.store import EventIn, StoreError, open_store
+
+log = logging.getLogger("lmrec.serve")
+
+APP_ENV = "LMREC_SERVE_APP"  # JSON {"bundle", "store", "settings"} for worker processes
+_ID_PATTERN = r"^[^\x00-\x1f\x7f]+$"
+
+Send = Callable[[dict[str, Any]], Awaitable[None]]  # an ASGI send
+
+
+class ServeSettings(BaseModel):
+    """Server settings besides the bundle and the store (all have safe defaults)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    rules: Path | None = Field(None, description="business rules file (overrides the bundle's)")
+    keys_file: Path | None = Field(None, description="API keys file (see lmrec.serve.security)")
+    max_body_bytes: int = Field(1 << 20, ge=1024, description="largest request body")
+    max_batch: int = Field(10_000, ge=1, description="most events in one POST /v1/events")
+    max_live_events: int = Field(1_000, ge=1, description="latest live events used per user")
+    cors_origins: tuple[str, ...] = Field((), description="origins allowed by CORS (off when "
+                                                          "empty)")
+    torch_threads: int = Field(1, ge=1, description="torch intra-op threads per process")
+    sync_workers: bool = Field(False, description="follow reloads made by other workers")
+    started_at: float | None = Field(None, description="server start, shared by its workers")
+    docs: bool = Field(True, description="serve /docs and /openapi.json")
+
+
+def create_app(bundle_path: str | Path, store_url: str,
+               settings: ServeSettings | None = None, *, keys: KeyRing | None = None) -> FastAPI:
+    """Load the bundle, open the store and build the app (ready to serve when it returns)."""
+    settings = settings or ServeSettings()
+    keys = keys if keys is not None else KeyRing.from_env(keys_file=settings.keys_file)
+    _limit_threads(settings.torch_threads)
+    store = open_store(store_url)
+    try:
+        sync = (BundleSync(store, settings.started_at or time.time())
+                if settings.sync_workers else None)
+        service = Service.open(bundle_path, store, rules_path=settings.rules,
+                               max_live_events=settings.max_live_events, sync=sync)
+    except BaseException:
+        store.close()
+        raise
+    if not keys.has("write"):
+        log.warning("no API keys configured (LMREC_API_KEYS): every write is refused")
+    metrics = ServiceMetrics()
+    eng = service.engine
+    metrics.set_model(eng.model.name, eng.model_version, eng.loaded_at)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        service.close()
+
+    app = FastAPI(
+        title="lmrec", version=eng.bundle.meta.get("lmrec_version", "0"), lifespan=lifespan,
+        summary="Real-time recommendations from an lmrec model bundle.",
+        docs_url="/docs" if settings.docs else None, redoc_url=None,
+        openapi_url="/openapi.json" if settings.docs else None)
+    app.state.service = service
+    app.state.metrics = metrics
+    app.state.keys = keys
+    app.state.settings = settings
+    _add_error_handlers(app)
+    app.include_router(_router(service, metrics, settings))
+    if settings.cors_origins:
+        app.add_middleware(CORSMiddleware, allow_origins=list(settings.cors_origins),
+                           allow_methods=["GET", "POST", "DELETE"],
+                           allow_headers=["Authorization", "Content-Type"])
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(Metrics, metrics=metrics)
+    return app
+
+
+def app_from_env() -> FastAPI:
+    """The app of one worker process, from the settings `lmrec serve` put in $LMREC_SERVE_APP."""
+    doc = json.loads(os.environ[APP_ENV])
+    return create_app(doc["bundle"], doc["store"], ServeSettings.model_validate(doc["settings"]))
+
+
+# --- routes --------------------------------------------------------------------------------
+_bearer = HTTPBearer(auto_error=False, description="an API key: Authorization: Bearer KEY")
+Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+
+
+def _need(role: Role) -> Callable[..., None]:
+    """A dependency refusing requests without a key that holds `role` (401, or 403 for a
+    known key without it). Reads are open unless read keys are configured."""
+
+    def check(request: Request, creds: Credentials) -> None:
+        keys: KeyRing = request.app.state.keys
+        if role == "read" and not keys.reads_need_key:
+            return
+        key = creds.credentials if creds is not None else None
+        if keys.allows(key, role):
+            return
+        if keys.knows(key):
+            raise HTTPException(403, f"this key may not {role}")
+        raise HTTPException(401, "a valid API key is needed (Authorization: Bearer KEY)",
+                            headers={"WWW-Authenticate": "Bearer"})
+
+    return check
+
+
+def _current(request: Request) -> Service:
+    service: Service = request.app.state.service
+    service.follow()
+    return service
+
+
+Svc = Annotated[Service, Depends(_current)]
+UserId = Annotated[str, PathParam(min_length=1, max_length=S.MAX_ID_LENGTH, pattern=_ID_PATTERN)]
+ItemId = Annotated[str, PathParam(min_length=1, max_length=S.MAX_ID_LENGTH, pattern=_ID_PATTERN)]
+K = Annotated[int, QueryParam(ge=1, le=S.MAX_K, description="how many items")]
+
+
+def _router(service: Service, metrics: ServiceMetrics, settings: ServeSettings) -> APIRouter:
+    r = APIRouter(prefix="/v1")
+    read = [Depends(_need("read"))]
+
+    @r.get("/users/{user}/recommendations", response_model=S.Recommendations,
+           response_model_exclude_none=True, dependencies=read, tags=["recommendations"])
+    def user_recommendations(
+        user: UserId, svc: Svc, k: K = 10,
+        exclude_seen: Annotated[bool, QueryParam(
+            description="leave out items in the user's history")] = True,
+        filter: Annotated[list[str] | None, QueryParam(
+            max_length=16, description="column:value (column:a|b for either); repeatable, "
+            "all must match")] = None,
+        diversity: Annotated[float, QueryParam(ge=0.0, le=1.0, allow_inf_nan=False,
+                                               description="0: by score; 1: most diverse")
+                             ] = 0.0,
+        explain: Annotated[bool, QueryParam(description="add the history item behind each")
+                           ] = False,
+    ) -> S.Recommendations:
+        """Top-k items for a user: their training history plus every event accepted so far."""
+        q = Query(k, exclude_seen, tuple(filter or ()), diversity, explain)
+        return _recommendations(svc.recommend_user(user, q))
+
+    @r.post("/recommendations", response_model=S.Recommendations,
+            response_model_exclude_none=True, dependencies=read, tags=["recommendations"])
+    def visitor_recommendations(body: S.VisitorRequest, svc: Svc) -> S.Recommendations:
+        """Top-k items for an anonymous visitor from the history in the body (nothing is
+        stored)."""
+        q = Query(body.k, body.exclude_seen, tuple(body.filter), body.diversity, body.explain)
+        return _recommendations(svc.recommend_visitor(body.history, q))
+
+    @r.get("/items/{item}/similar", response_model=S.SimilarItems,
+           response_model_exclude_none=True, dependencies=read, tags=["recommendations"],
+           responses={404: {"description": "unknown item"}})
+    def similar_items(item: ItemId, svc: Svc, k: K = 10) -> S.SimilarItems:
+        """The k items most similar to an item."""
+        found, items, version = svc.similar(item, k)
+        return S.SimilarItems(item=found, items=[_scored(s) for s in items],
+                              model_version=version)
+
+    @r.post("/events", response_model=S.IngestResponse, tags=["events"],
+            dependencies=[Depends(_need("write"))],
+            responses={401: {"description": "no valid API key"},
+                       413: {"description": "body or batch too large"}})
+    def post_events(batch: S.EventBatch, svc: Svc) -> S.IngestResponse:
+        """Store a batch of events; answered once they are durable. Events with an event_id
+        already stored are acknowledged as duplicates and not stored again."""
+        if len(batch.events) > settings.max_batch:
+            raise HTTPException(413, f"at most {settings.max_batch} events per request")
+        events = [EventIn(str(e.user), str(e.item), e.type, e.timestamp, e.event_id, e.value)
+                  for e in batch.events]
+        res = svc.ingest(events)
+        metrics.events_ingested.inc(res.accepted)
+        metrics.events_duplicate.inc(res.duplicates)
+        return S.IngestResponse(accepted=res.accepted, duplicates=res.duplicates)
+
+    @r.delete("/users/{user}", response_model=S.ForgetResponse, tags=["events"],
+              dependencies=[Depends(_need("write"))])
+    def forget_user(user: UserId, svc: Svc) -> S.ForgetResponse:
+        """Forget a user: their events and cached state are deleted and, for a training user,
+        their history, seen items and per-user learned rows are redacted from the served
+        bundle (memory and disk); an audit record without personal data is kept."""
+        done = svc.forget(user)
+        metrics.users_forgotten.inc()
+        if done.in_training_data:  # a redacted bundle was swapped in
+            eng = svc.engine
+            metrics.set_model(eng.model.name, eng.model_version, eng.loaded_at)
+        return S.ForgetResponse(user=done.user, events_deleted=done.events_deleted,
+                                audit_id=done.audit_id, in_training_data=done.in_training_data,
+                                redacted_from_model=done.redacted_from_model,
+                                model_version=done.model_version)
+
+    @r.post("/admin/reload", response_model=S.ReloadResponse, tags=["admin"],
+            dependencies=[Depends(_need("admin"))])
+    def reload(svc: Svc, body: S.ReloadRequest | None = None) -> S.ReloadResponse:
+        """Load a bundle (the current folder again when none is given) in the background of
+        this request, then swap it in; requests in flight finish on the old one."""
+        try:
+            new, old = svc.reload(body.bundle if body else None)
+        except (LmrecError, OSError) as exc:
+            metrics.reloads.labels(outcome="failed").inc()
+            raise HTTPException(400, f"cannot load the bundle: {_problem(exc)}") from None
+        metrics.reloads.labels(outcome="ok").inc()
+        eng = svc.engine
+        metrics.set_model(eng.model.name, eng.model_version, eng.loaded_at)
+        return S.ReloadResponse(model_version=new, previous_version=old)
+
+    @r.get("/health", response_model=S.Health, tags=["operations"])
+    def health() -> S.Health:
+        """Liveness: the process answers."""
+        return S.Health(status="ok", model_version=service.engine.model_version)
+
+    @r.get("/ready", response_model=S.Health, tags=["operations"],
+           responses={503: {"model": S.Health, "description": "not ready"}})
+    def ready() -> Any:
+        """Readiness: a bundle is loaded and the store answers."""
+        try:
+            ok = service.store.ping()
+        except LmrecError:
+            ok = False
+        if not ok:
+            return JSONResponse(S.Health(status="unavailable", detail="the event store does "
+                                         "not answer").model_dump(exclude_none=True),
+                                status_code=503)
+        return S.Health(status="ready", model_version=service.engine.model_version)
+
+    @r.get("/metrics", tags=["operations"], response_class=Response,
+           responses={200: {"content": {"text/plain": {}}}})
+    def prometheus() -> Response:
+        """Prometheus metrics of this process."""
+        return Response(metrics.render(), media_type=metrics.content_type)
+
+    return r
+
+
+def _scored(s: Scored) -> S.ScoredItem:
+    return S.ScoredItem(item=s.item, score=s.score, because=s.because, reason=s.reason)
+
+
+def _recommendations(res: Result) -> S.Recommendations:
+    return S.Recommendations(user=res.user, items=[_scored(s) for s in res.items],
+                             model_version=res.model_version, note=res.note)
+
+
+def _problem(exc: BaseException) -> str:
+    return str(exc) if isinstance(exc, LmrecError) else type(exc).__name__
+
+
+# --- errors --------------------------------------------------------------------------------
+def _add_error_handlers(app: FastAPI) -> None:
+    def detail(status: int, message: str) -> JSONResponse:
+        return JSONResponse({"detail": message}, status_code=status)
+
+    async def query_error(_: Request, exc: Exception) -> JSONResponse:
+        return detail(400, str(exc))
+
+    async def not_found(_: Request, exc: Exception) -> JSONResponse:
+        return detail(404, str(exc))
+
+    async def unavailable(_: Request, exc: Exception) -> JSONResponse:
+        log.error("event store unavailable: %s", exc)
+        return detail(503, "the event store is unavailable; try again")
+
+    async def validation(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, RequestValidationError)
+        # location, message and type only: echoing the input back could reflect anything
+        errors = [{"loc": list(e.get("loc", ())), "msg": e.get("msg", ""),
+                   "type": e.get("type", "")} for e in exc.errors()]
+        return JSONResponse({"detail": errors}, status_code=422)
+
+    async def internal(_: Request, exc: Exception) -> JSONResponse:
+        log.error("unhandled error", exc_info=exc)
+        return detail(500, "internal server error")
+
+    app.add_exception_handler(QueryError, query_error)
+    app.add_exception_handler(NotFoundError, not_found)
+    app.add_exception_handler(StoreError, unavailable)
+    app.add_exception_handler(RequestValidationError, validation)
+    app.add_exception_handler(Exception, internal)
+
+
+# --- middleware ----------------------------------------------------------------------------
+class BodyLimit:
+    """413 for a body over `max_bytes`, told by Content-Length or counted while reading
+    (chunked uploads are buffered up to the limit, then replayed to the app)."""
+
+    def __init__(self, app: Any, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope.get("headers") or [])
+        length = headers.get(b"content-length")
+        if length is not None:
+            try:
+                too_big = int(length) > self.max_bytes
+            except ValueError:
+                too_big = True
+            if too_big:
+                await _send_json(send, 413, {"detail": f"body over {self.max_bytes} bytes"})
+                return
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_bytes:
+                await _send_json(send, 413, {"detail": f"body over {self.max_bytes} bytes"})
+                return
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        sent = False
+
+        async def replay() -> dict[str, Any]:
+            nonlocal sent
+            if not sent:
+                sent = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+
+class Metrics:
+    """Counts and times every HTTP request by method, route template and status."""
+
+    def __init__(self, app: Any, metrics: ServiceMetrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        status = 500
+
+        async def send_wrapper(message: dict[str, Any]) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            route = scope.get("route")
+            template = getattr(route, "path", None) or "unmatched"
+            self.metrics.observe(scope["method"], template, status,
+                                 time.perf_counter() - start)
+
+
+async def _send_json(send: Send, status: int, doc: dict[str, Any]) -> None:
+    body = json.dumps(doc).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"),
+                            (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
+
+
+def _limit_threads(n: int) -> None:
+    """One intra-op thread per scoring call: requests already run in parallel threads, and
+    more threads than cores make every request slower."""
+    import torch
+
+    torch.set_num_threads(n)

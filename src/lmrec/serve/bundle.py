@@ -1,0 +1,368 @@
+"""The model bundle: everything `lmrec serve` needs, in one self-contained folder.
+
+`lmrec train --out OUT` writes it; `lmrec recommend OUT` and `lmrec serve OUT` read it.
+
+    config.json, arrays.npz   the model (`Recommender.save`: config, learned arrays, id
+                              vocabularies, training seen-items)
+    items.parquet             the item table: row i describes internal item i (`item` + attributes)
+    histories.npz             the training histories as `Sequences` arrays (row u = internal user
+                              u, oldest first), the external user and item ids, and `redacted`
+                              (n_users,) bool: users forgotten since training
+    index/                    an ANN index over the item embeddings (`ItemIndex.save`), only for
+                              models that are EmbeddingScorers with a catalogue of at least
+                              `ann_threshold` items; smaller catalogues are searched exactly
+    rules.json | rules.toml   optional business rules (see `lmrec.serve.service.Rules`)
+    bundle.json               written last, so a folder without it is an unfinished bundle:
+                              format, format_version, model, model_version (creation time + a
+                              content hash of the other files), created_at, lmrec_version,
+                              n_users, n_items, n_events, index ("index" or null),
+                              item_roles (attribute column -> role, for filters and diversity);
+                              after an erasure also redactions (users forgotten so far) and
+                              redacted_at
+
+No pickle anywhere: arrays are .npz with `allow_pickle=False`, tables are Parquet.
+
+Erasure (`redact_bundle`, behind `DELETE /v1/users/{id}`): a training user's history row, seen
+items and per-user learned rows (`Recommender.redact_users`) are emptied in the files, which are
+written next to the old ones and swapped in with `os.replace`, bundle.json last with a new
+content hash and so a new model_version. Internal indices must not shift, so the user's
+external id stays in the id vocabularies (arrays.npz and histories.npz user_ids) until the
+model is retrained: a placeholder would break the sorted vocabulary's binary search, and
+integer ids have no free value to put there. The id then maps to nothing: `redacted` marks it,
+and the service treats it as an unknown user. Item-side state learned from the user's data
+(item factors, item similarities, network weights, item popularity in the model's own
+scores) stays until retraining; so do copies outside this folder (older bundles, the training
+dataset), which are the operator's to purge before retraining. Writers of one folder
+(`write_bundle`, `redact_bundle`, in any process) take an exclusive lock on its `.lock` file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from lmrec import __version__
+from lmrec import columns as C
+from lmrec.data.dataset import Dataset, Sequences
+from lmrec.data.vocab import IdVocabulary
+from lmrec.errors import InputError, Location
+from lmrec.models.base import EmbeddingScorer, Recommender, kept_entries
+
+BUNDLE_FORMAT = "lmrec-bundle"
+BUNDLE_VERSION = 1
+BUNDLE_FILE = "bundle.json"
+HISTORIES_FILE = "histories.npz"
+ITEMS_FILE = "items.parquet"
+INDEX_DIR = "index"
+RULES_FILES = ("rules.json", "rules.toml")
+LOCK_FILE = ".lock"
+# Catalogues from this size up get an ANN index in the bundle (below it exact search is fast:
+# 100k x 64 float32 inner products take about 1 ms a query).
+DEFAULT_ANN_THRESHOLD = 100_000
+
+
+@dataclass(frozen=True)
+class Bundle:
+    """A loaded bundle. `histories` row u is internal user u of `model.users_`."""
+
+    path: Path
+    meta: dict[str, Any]
+    model: Recommender
+    items: pl.DataFrame  # row i = internal item i
+    histories: Sequences
+    index: Any | None  # lmrec.serve.retrieval.ItemIndex, loaded from index/ when present
+    redacted: np.ndarray | None = None  # (n_users,) bool: users forgotten since training
+
+    @property
+    def model_version(self) -> str:
+        return str(self.meta["model_version"])
+
+    @property
+    def users(self) -> IdVocabulary:
+        return self.model.users_
+
+    @property
+    def item_ids(self) -> IdVocabulary:
+        return self.model.items_
+
+
+def write_bundle(model: Recommender, dataset: Dataset, folder: str | Path, *,
+                 ann_threshold: int = DEFAULT_ANN_THRESHOLD,
+                 rules: str | Path | None = None) -> Path:
+    """Save a fitted `model` with what serving needs from the `dataset` it was trained on.
+
+    `rules`: an optional JSON or TOML rules file copied into the bundle.
+    """
+    if model.users_ != dataset.users or model.items_ != dataset.items:
+        raise InputError("the model was not trained on this dataset (id vocabularies differ)")
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    with bundle_lock(folder):
+        return _write_bundle(model, dataset, folder, ann_threshold, rules)
+
+
+def _write_bundle(model: Recommender, dataset: Dataset, folder: Path, ann_threshold: int,
+                  rules: str | Path | None) -> Path:
+    (folder / BUNDLE_FILE).unlink(missing_ok=True)  # the folder is unfinished until the end
+    model.save(folder)
+    dataset.item_table.write_parquet(folder / ITEMS_FILE)
+    seqs = dataset.sequences()
+    np.savez(folder / HISTORIES_FILE, allow_pickle=False,
+             indptr=seqs.indptr, items=seqs.items, events=seqs.events,
+             timestamps=seqs.timestamps, event_types=np.asarray(seqs.event_types, dtype=np.str_),
+             user_ids=_ids_array(dataset.users), item_ids=_ids_array(dataset.items),
+             redacted=np.zeros(dataset.n_users, dtype=bool))
+    index_name = None
+    if isinstance(model, EmbeddingScorer) and dataset.n_items >= ann_threshold:
+        from lmrec.serve.retrieval import ItemIndex
+
+        ItemIndex.build(model.item_embeddings(), kind="auto",
+                        exact_below=ann_threshold).save(folder / INDEX_DIR)
+        index_name = INDEX_DIR
+    for name in RULES_FILES:
+        (folder / name).unlink(missing_ok=True)
+    if rules is not None:
+        rules = Path(rules)
+        if rules.suffix not in (".json", ".toml"):
+            raise InputError("a rules file must be .json or .toml", location=Location(str(rules)))
+        from lmrec.serve.service import Rules
+
+        Rules.from_file(rules)  # refuse a bad file now, not when the bundle is served
+        (folder / f"rules{rules.suffix}").write_bytes(rules.read_bytes())
+    created = time.time()
+    digest = _content_hash(folder, index_name)
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(created))
+    meta = {
+        "format": BUNDLE_FORMAT,
+        "format_version": BUNDLE_VERSION,
+        "lmrec_version": __version__,
+        "model": model.name,
+        "model_version": f"{model.name}-{stamp}-{digest[:12]}",
+        "content_sha256": digest,
+        "created_at": created,
+        "n_users": dataset.n_users,
+        "n_items": dataset.n_items,
+        "n_events": dataset.n_events,
+        "index": index_name,
+        "item_roles": {col: str(spec.role) for col, spec in dataset.item_schema.items()},
+        "embedding_scorer": isinstance(model, EmbeddingScorer),
+    }
+    (folder / BUNDLE_FILE).write_text(json.dumps(meta, indent=2))
+    return folder
+
+
+def read_bundle_meta(folder: str | Path) -> dict[str, Any]:
+    """bundle.json of `folder`, checked; InputError when it is not a finished bundle."""
+    folder = Path(folder)
+    path = folder / BUNDLE_FILE
+    if not path.exists():
+        raise InputError("not a model bundle (no bundle.json); train with `lmrec train --out`",
+                         location=Location(str(folder)))
+    try:
+        meta = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise InputError(f"bundle.json is not valid JSON ({exc.msg})",
+                         location=Location(str(path), line=exc.lineno)) from exc
+    if meta.get("format") != BUNDLE_FORMAT or meta.get("format_version") != BUNDLE_VERSION:
+        raise InputError(
+            f"bundle format {meta.get('format')!r} version {meta.get('format_version')!r} is "
+            "not supported", location=Location(str(path)),
+            expected=f"{BUNDLE_FORMAT} version {BUNDLE_VERSION}; train the model again")
+    return meta
+
+
+def load_bundle(folder: str | Path) -> Bundle:
+    """Load a bundle written by `write_bundle` (the model, items, histories, index)."""
+    folder = Path(folder)
+    meta = read_bundle_meta(folder)
+    model = Recommender.load(folder)
+    items = pl.read_parquet(folder / ITEMS_FILE)
+    with np.load(folder / HISTORIES_FILE, allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files}
+    seqs = Sequences(arrays["indptr"], arrays["items"], arrays["events"], arrays["timestamps"],
+                     tuple(str(t) for t in arrays["event_types"]))
+    if (seqs.indptr.size != len(model.users_) + 1 or items.height != len(model.items_)
+            or not _same_ids(arrays["user_ids"], model.users_)
+            or not _same_ids(arrays["item_ids"], model.items_)):
+        raise InputError("the bundle's files do not belong together (id vocabularies differ)",
+                         location=Location(str(folder)))
+    index = None
+    if meta.get("index"):
+        from lmrec.serve.retrieval import ItemIndex
+
+        index = ItemIndex.load(folder / meta["index"])
+    redacted = arrays.get("redacted")  # absent in bundles written before erasure existed
+    if redacted is not None and redacted.shape != (len(model.users_),):
+        raise InputError("histories.npz: `redacted` must have one entry per user",
+                         location=Location(str(folder / HISTORIES_FILE)))
+    return Bundle(folder, meta, model, items, seqs, index, redacted)
+
+
+@dataclass(frozen=True)
+class Redaction:
+    """What `redact_bundle` did: the bundle.json now on disk and the users redacted now."""
+
+    meta: dict[str, Any]
+    users: int  # 0 when none was in the training data or all were redacted before
+
+    @property
+    def model_version(self) -> str:
+        return str(self.meta["model_version"])
+
+
+def redact_bundle(folder: str | Path, users: Sequence[Any]) -> Redaction:
+    """Forget training users in the bundle at `folder` (external ids; others are ignored).
+
+    Their histories.npz row and seen items are emptied and their per-user learned rows zeroed
+    (`Recommender.redact_users`); `redacted` marks them. The changed files are written in a
+    temporary folder inside `folder`, flushed to disk and moved over the old ones with
+    `os.replace`, then bundle.json (new content hash and model_version, `redactions` counted
+    up). A reader that loads in between gets a consistent, partly redacted bundle under the
+    old model_version. Holds the folder's lock, and reads the files again under it, so that
+    concurrent erasures (threads or worker processes) compose.
+    """
+    folder = Path(folder)
+    read_bundle_meta(folder)  # refuse a folder that is not a bundle before touching it
+    with bundle_lock(folder):
+        meta = read_bundle_meta(folder)  # again: another writer may have changed it
+        model = Recommender.load(folder)
+        with np.load(folder / HISTORIES_FILE, allow_pickle=False) as z:
+            hist = {k: z[k] for k in z.files}
+        redacted = np.array(hist.get("redacted", np.zeros(len(model.users_), dtype=bool)))
+        idx = model.users_.index(list(users)) if len(users) else np.empty(0, np.int64)
+        idx = np.unique(idx[idx >= 0])
+        idx = idx[~redacted[idx]]
+        if idx.size == 0:
+            return Redaction(meta, 0)
+        model.redact_users(idx)
+        indptr, keep = kept_entries(hist["indptr"], idx)
+        for key in ("items", "events", "timestamps"):
+            hist[key] = hist[key][keep]
+        hist["indptr"] = indptr
+        redacted[idx] = True
+        hist["redacted"] = redacted
+        tmp = Path(tempfile.mkdtemp(prefix=".redact-", dir=folder))
+        try:
+            model.save(tmp)  # its config.json is not used: the config has not changed
+            np.savez(tmp / HISTORIES_FILE, allow_pickle=False, **hist)
+            for name in ("arrays.npz", HISTORIES_FILE):
+                _fsync(tmp / name)
+                os.replace(tmp / name, folder / name)
+            _fsync_dir(folder)
+            digest = _content_hash(folder, meta.get("index"))
+            stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(meta["created_at"]))
+            meta = {**meta, "model_version": f"{meta['model']}-{stamp}-{digest[:12]}",
+                    "content_sha256": digest,
+                    "redactions": int(meta.get("redactions", 0)) + int(idx.size),
+                    "redacted_at": time.time()}
+            (tmp / BUNDLE_FILE).write_text(json.dumps(meta, indent=2))
+            _fsync(tmp / BUNDLE_FILE)
+            os.replace(tmp / BUNDLE_FILE, folder / BUNDLE_FILE)
+            _fsync_dir(folder)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return Redaction(meta, int(idx.size))
+
+
+_LOCKS: dict[Path, threading.Lock] = {}
+_LOCKS_GUARD = threading.Lock()
+_HELD = threading.local()  # .folders: the folders this thread holds
+
+
+@contextmanager
+def bundle_lock(folder: str | Path) -> Iterator[None]:
+    """Exclusive access to a bundle folder for writers: a lock per folder in this process,
+    plus `flock` on `folder/.lock` across processes where the platform has it (elsewhere
+    one writing process per folder). Reentrant within a thread."""
+    key = Path(folder).resolve()
+    held: set[Path] = _HELD.__dict__.setdefault("folders", set())
+    if key in held:
+        yield
+        return
+    with _LOCKS_GUARD:
+        local = _LOCKS.setdefault(key, threading.Lock())
+    with local, (key / LOCK_FILE).open("a+b") as f:
+        try:
+            import fcntl
+        except ImportError:
+            fcntl = None  # type: ignore[assignment]
+        if fcntl is not None:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+        held.add(key)
+        try:
+            yield
+        finally:
+            held.discard(key)
+            if fcntl is not None:
+                fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
+
+def _fsync(path: Path) -> None:
+    with path.open("rb") as f:
+        os.fsync(f.fileno())
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make renames in `folder` durable (a no-op where directories cannot be opened)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def find_rules(folder: Path) -> Path | None:
+    """The bundle's rules file, if it has one."""
+    for name in RULES_FILES:
+        if (folder / name).exists():
+            return folder / name
+    return None
+
+
+def _content_hash(folder: Path, index_name: str | None) -> str:
+    """sha256 over the bundle's files (names and bytes), in a fixed order."""
+    names = ["config.json", "arrays.npz", ITEMS_FILE, HISTORIES_FILE]
+    paths = [folder / n for n in names]
+    paths += [folder / n for n in RULES_FILES if (folder / n).exists()]
+    if index_name:
+        paths += sorted(p for p in (folder / index_name).rglob("*") if p.is_file())
+    h = hashlib.sha256()
+    for p in paths:
+        h.update(str(p.relative_to(folder)).encode())
+        with p.open("rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+    return h.hexdigest()
+
+
+def _ids_array(vocab: IdVocabulary) -> np.ndarray:
+    if vocab.dtype == pl.Int64:
+        return vocab.ids.to_numpy().astype(np.int64)
+    return np.asarray(vocab.ids.to_list(), dtype=np.str_)
+
+
+def _same_ids(arr: np.ndarray, vocab: IdVocabulary) -> bool:
+    if arr.dtype.kind in "iu":
+        return vocab.dtype == pl.Int64 and np.array_equal(arr, vocab.ids.to_numpy())
+    return vocab.dtype == pl.String and arr.astype(str).tolist() == vocab.ids.to_list()
+
+
+def item_column_names(items: pl.DataFrame) -> list[str]:
+    """Attribute columns of an item table (everything but the id)."""
+    return [c for c in items.columns if c != C.ITEM]

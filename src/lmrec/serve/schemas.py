@@ -1,0 +1,124 @@
+"""Request and response bodies of the HTTP API (pydantic; unknown fields are refused).
+
+Ids travel as JSON strings or integers and are handled as strings inside the service (the
+store keeps TEXT ids; integer vocabularies are matched by value, so "196" and 196 are the same
+user). Text fields refuse control characters, which no id needs and PostgreSQL TEXT cannot hold
+(NUL).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+MAX_ID_LENGTH = 256
+MAX_HISTORY = 1_000  # items in an anonymous visitor's history
+MAX_K = 1_000
+_TEXT = r"^[^\x00-\x1f\x7f]+$"
+
+Text = Annotated[str, StringConstraints(min_length=1, max_length=MAX_ID_LENGTH, pattern=_TEXT)]
+# an external id: a string, or an integer for integer-keyed catalogues (|id| < 2^63)
+Id = Text | Annotated[int, Field(ge=-(2**63) + 1, le=2**63 - 1)]
+EventType = Annotated[str, StringConstraints(min_length=1, max_length=64,
+                                             pattern=r"^[A-Za-z0-9_.:-]+$")]
+# a filter "column:value"; "column:a|b" matches either value
+Filter = Annotated[str, StringConstraints(min_length=3, max_length=512,
+                                          pattern=r"^[^\x00-\x1f\x7f:]+:[^\x00-\x1f\x7f]+$")]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+# --- requests ------------------------------------------------------------------------------
+class EventBody(Strict):
+    """One behaviour event. `timestamp`: Unix seconds (the server's clock when missing);
+    `event_id`: an idempotency key (an event id already stored is acknowledged, not stored
+    again); `value`: e.g. a rating or a quantity."""
+
+    user: Id
+    item: Id
+    type: EventType = "view"
+    timestamp: float | None = Field(None, ge=0, le=1e11, allow_inf_nan=False)
+    event_id: Text | None = None
+    value: float | None = Field(None, allow_inf_nan=False, ge=-1e12, le=1e12)
+
+
+class EventBatch(Strict):
+    events: list[EventBody] = Field(min_length=1)
+
+
+class VisitorRequest(Strict):
+    """An anonymous visitor: recommendations from a history sent with the request."""
+
+    history: list[Id] = Field(default_factory=list, max_length=MAX_HISTORY,
+                              description="item ids the visitor interacted with, oldest first")
+    k: int = Field(10, ge=1, le=MAX_K)
+    exclude_seen: bool = True
+    filter: list[Filter] = Field(default_factory=list, max_length=16)
+    diversity: float = Field(0.0, ge=0.0, le=1.0, allow_inf_nan=False)
+    explain: bool = False
+
+
+class ReloadRequest(Strict):
+    bundle: Annotated[str, StringConstraints(min_length=1, max_length=4096,
+                                             pattern=_TEXT)] | None = Field(
+        None, description="a bundle folder on the server; the current one when missing")
+
+
+# --- responses ----------------------------------------------------------------------------
+class ScoredItem(BaseModel):
+    item: str | int
+    score: float
+    because: str | int | None = Field(
+        None, description="with explain=true: the history item that most supports this one")
+    reason: str | None = None
+
+
+class Recommendations(BaseModel):
+    user: str | int | None = Field(None, description="absent for an anonymous visitor")
+    items: list[ScoredItem]
+    model_version: str
+    note: str | None = None
+
+
+class SimilarItems(BaseModel):
+    item: str | int
+    items: list[ScoredItem]
+    model_version: str
+
+
+class IngestResponse(BaseModel):
+    accepted: int = Field(description="events stored now (durable before this answer)")
+    duplicates: int = Field(description="events whose event_id was already stored")
+
+
+class ForgetResponse(BaseModel):
+    """The user's events and cached state are gone from the store; a training user's history,
+    seen items and per-user learned rows are gone from the served bundle, whose id stays in
+    the bundle's vocabulary, mapped to nothing, until retraining. Item-side parameters learned
+    from the user's data (item factors, similarities, network weights) also stay until the
+    model is retrained without them."""
+
+    user: str | int
+    events_deleted: int
+    audit_id: int
+    in_training_data: bool = Field(
+        description="the served bundle held the user's training data before this request")
+    redacted_from_model: bool = Field(
+        description="the bundle served now holds no training history, seen items or per-user "
+                    "learned rows of the user (redacted in memory and on disk)")
+    model_version: str = Field(description="the bundle version served after this request "
+                                           "(a new one when the bundle was redacted)")
+
+
+class ReloadResponse(BaseModel):
+    model_version: str
+    previous_version: str
+
+
+class Health(BaseModel):
+    status: str
+    model_version: str | None = None
+    detail: str | None = None

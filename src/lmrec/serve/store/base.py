@@ -1,0 +1,294 @@
+"""The event store contract, its records and what the SQLite and PostgreSQL stores share.
+
+Four tables, the same in both back ends (ids are TEXT, times epoch seconds as floats):
+
+    lmrec_schema      version                  one row; refused when newer than this code
+    lmrec_events      seq, user_id, item_id, type, ts, event_id, value
+                      unique index on event_id (NULLs never collide): the idempotency key
+                      index on (user_id, ts, seq): a user's history in time order
+    lmrec_user_state  user_id, key, value (bytes), updated_at     a small per-user cache
+    lmrec_deletions   audit_id, deleted_at, events_removed, state_removed
+                      the erasure audit: no user id and no hash of one
+
+A history is ordered by event time, then by arrival (`seq`), so clients may send late events
+and events that share a timestamp keep the order they were sent in.
+"""
+
+from __future__ import annotations
+
+import math
+import secrets
+import threading
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from typing import Any, Generic, Self, TypeVar
+from urllib.parse import urlsplit, urlunsplit
+
+from lmrec.errors import InputError, LmrecError
+
+SCHEMA_VERSION = 1
+TABLES = ("lmrec_schema", "lmrec_events", "lmrec_user_state", "lmrec_deletions")
+MAX_STATE_BYTES = 1 << 20  # the per-user cache holds small blobs, not documents
+POOL_TIMEOUT_S = 30.0  # how long a caller waits for a free connection before StoreError
+
+# (user_id, item_id, type, ts, event_id, value): the column order of every insert
+Row = tuple[str, str, str, float, str | None, float | None]
+
+
+class StoreError(LmrecError):
+    """The store cannot serve the request now: unreachable, closed, or its pool exhausted."""
+
+
+@dataclass(frozen=True)
+class EventIn:
+    """An event to store. `timestamp` is epoch seconds (the server's clock when None);
+    `event_id` is the client's idempotency key (the same id is stored only once)."""
+
+    user: str
+    item: str
+    type: str = "view"
+    timestamp: float | None = None
+    event_id: str | None = None
+    value: float | None = None
+
+
+@dataclass(frozen=True)
+class StoredEvent:
+    """An event as stored; `seq` increases with arrival and is never reused."""
+
+    seq: int
+    user: str
+    item: str
+    type: str
+    timestamp: float
+    event_id: str | None
+    value: float | None
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    accepted: int  # newly stored events
+    duplicates: int  # events whose event_id was already stored (or repeated in the batch)
+
+
+@dataclass(frozen=True)
+class DeleteResult:
+    events: int  # event rows removed
+    audit_id: int  # the random id of the audit row (which holds no personal data)
+
+
+class EventStore(ABC):
+    """A durable, idempotent event log with per-user histories. Safe to share between threads;
+    several processes may open the same database."""
+
+    url: str  # the store's address, any password masked
+
+    @abstractmethod
+    def add_events(self, events: Sequence[EventIn]) -> IngestResult:
+        """Store `events` in one transaction, committed (durable) when this returns."""
+
+    @abstractmethod
+    def histories(self, users: Sequence[str], limit: int | None = None
+                  ) -> dict[str, list[StoredEvent]]:
+        """Each user's events, oldest first (the latest `limit` when given); every user asked
+        for is a key, with an empty list when the store has nothing about them."""
+
+    def history(self, user: str, limit: int | None = None) -> list[StoredEvent]:
+        """One user's events, oldest first (the latest `limit` when given)."""
+        return self.histories([user], limit)[user]
+
+    @abstractmethod
+    def delete_user(self, user: str) -> DeleteResult:
+        """Remove every row about `user` in one transaction and record an anonymous audit row."""
+
+    @abstractmethod
+    def put_state(self, user: str, key: str, value: bytes) -> None:
+        """Set one per-user cache entry (removed by `delete_user`)."""
+
+    @abstractmethod
+    def get_state(self, user: str, key: str) -> bytes | None: ...
+
+    @abstractmethod
+    def count_events(self) -> int: ...
+
+    @abstractmethod
+    def ping(self) -> bool:
+        """True when the database answers a trivial query."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Close every connection; later calls raise StoreError."""
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.url!r})"
+
+
+# --- shared helpers ------------------------------------------------------------------------
+def event_rows(events: Sequence[EventIn], now: float) -> list[Row]:
+    """Validated insert rows; `now` stands in for missing timestamps (one value per batch, so
+    that a batch's order survives as `seq` order)."""
+    rows: list[Row] = []
+    for n, ev in enumerate(events):
+        if not isinstance(ev, EventIn):
+            raise InputError(f"event {n} is a {type(ev).__name__}, not an EventIn")
+        ts = now if ev.timestamp is None else _finite(ev.timestamp, n, "timestamp")
+        value = None if ev.value is None else _finite(ev.value, n, "value")
+        event_id = None if ev.event_id is None else check_text(ev.event_id, f"event {n} event_id")
+        rows.append((check_text(ev.user, f"event {n} user"), check_text(ev.item, f"event {n} item"),
+                     check_text(ev.type, f"event {n} type"), ts, event_id, value))
+    return rows
+
+
+def check_text(value: Any, field: str) -> str:
+    """A non-empty string without NUL characters (PostgreSQL TEXT cannot hold them)."""
+    if not isinstance(value, str) or not value:
+        raise InputError(f"{field} must be a non-empty string, got {value!r}")
+    if "\x00" in value:
+        raise InputError(f"{field} must not contain NUL characters")
+    return value
+
+
+def check_limit(limit: int | None) -> int | None:
+    if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 1):
+        raise InputError(f"limit must be a positive integer or None, got {limit!r}")
+    return limit
+
+
+def check_state(value: Any) -> bytes:
+    if not isinstance(value, bytes | bytearray | memoryview):
+        raise InputError(f"state value must be bytes, got {type(value).__name__}")
+    value = bytes(value)
+    if len(value) > MAX_STATE_BYTES:
+        raise InputError(f"state value of {len(value)} bytes exceeds {MAX_STATE_BYTES} bytes")
+    return value
+
+
+def new_audit_id() -> int:
+    """A random positive 63-bit id (fits a signed BIGINT); it says nothing about the user."""
+    return secrets.randbits(63) | 1
+
+
+def stored(row: Sequence[Any]) -> StoredEvent:
+    """A (seq, user_id, item_id, type, ts, event_id, value) database row as a StoredEvent."""
+    seq, user, item, typ, ts, event_id, value = row
+    return StoredEvent(int(seq), user, item, typ, float(ts), event_id,
+                       None if value is None else float(value))
+
+
+def group_histories(users: Sequence[str], rows: Sequence[Sequence[Any]]
+                    ) -> dict[str, list[StoredEvent]]:
+    """Rows sorted by (user_id, ts, seq) grouped per user; every asked user is a key."""
+    out: dict[str, list[StoredEvent]] = {u: [] for u in users}
+    for row in rows:
+        out[row[1]].append(stored(row))
+    return out
+
+
+def mask_url(url: str) -> str:
+    """`url` with any password replaced by ***."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rsplit("@", 1)
+    user = netloc[0].split(":", 1)[0]
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc[1]}"))
+
+
+def now() -> float:
+    return time.time()
+
+
+def _finite(x: Any, n: int, field: str) -> float:
+    if isinstance(x, bool) or not isinstance(x, int | float) or not math.isfinite(x):
+        raise InputError(f"event {n} {field} must be a finite number, got {x!r}")
+    return float(x)
+
+
+# --- a small connection pool -------------------------------------------------------------
+C = TypeVar("C")
+
+
+class ConnectionPool(Generic[C]):
+    """At most `max_size` connections, each used by one thread at a time, opened on demand.
+
+    `healthy(conn)` decides whether a connection handed back can be reused (a broken one is
+    closed and replaced by a fresh one on the next demand).
+    """
+
+    def __init__(self, connect: Callable[[], C], close: Callable[[C], None],
+                 healthy: Callable[[C], bool], max_size: int, what: str) -> None:
+        if max_size < 1:
+            raise InputError(f"pool_size must be at least 1, got {max_size}")
+        self._connect, self._close, self._healthy = connect, close, healthy
+        self._max = max_size
+        self._what = what
+        self._idle: list[C] = []
+        self._open = 0
+        self._closed = False
+        self._cond = threading.Condition()
+
+    @contextmanager
+    def connection(self) -> Iterator[C]:
+        conn = self._acquire()
+        try:
+            yield conn
+        finally:
+            self._release(conn)
+
+    def _acquire(self) -> C:
+        deadline = time.monotonic() + POOL_TIMEOUT_S
+        with self._cond:
+            while True:
+                if self._closed:
+                    raise StoreError(f"the store {self._what} is closed")
+                if self._idle:
+                    return self._idle.pop()
+                if self._open < self._max:
+                    self._open += 1
+                    break
+                left = deadline - time.monotonic()
+                if left <= 0 or not self._cond.wait(left):
+                    raise StoreError(f"no free connection to {self._what} after "
+                                     f"{POOL_TIMEOUT_S:g} s ({self._max} in use)")
+        try:  # connect outside the lock: it may take a network round trip
+            return self._connect()
+        except BaseException:
+            with self._cond:
+                self._open -= 1
+                self._cond.notify()
+            raise
+
+    def _release(self, conn: C) -> None:
+        keep = self._healthy(conn)
+        with self._cond:
+            if keep and not self._closed:
+                self._idle.append(conn)
+                conn = None  # type: ignore[assignment]
+            else:
+                self._open -= 1
+            self._cond.notify()
+        if conn is not None:
+            self._close_quietly(conn)
+
+    def close(self) -> None:
+        """Close idle connections now and busy ones when they are handed back."""
+        with self._cond:
+            self._closed = True
+            idle, self._idle = self._idle, []
+            self._open -= len(idle)
+            self._cond.notify_all()
+        for conn in idle:
+            self._close_quietly(conn)
+
+    def _close_quietly(self, conn: C) -> None:
+        with suppress(Exception):  # a connection that fails to close is gone anyway
+            self._close(conn)

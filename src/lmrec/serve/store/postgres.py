@@ -1,0 +1,223 @@
+"""The PostgreSQL event store, through psycopg 3.
+
+Durability: every write is one transaction committed with the server's default
+`synchronous_commit = on`, so it is on disk (WAL flushed) when `add_events` returns.
+
+Ingest: a batch is one `INSERT ... SELECT FROM unnest(arrays) ON CONFLICT DO NOTHING`: a single
+statement and a single round trip however many events, and the row count it reports is the
+number of events newly stored.
+
+Concurrency: a small lock-protected pool (psycopg_pool is not a dependency) lends each thread
+its own connection, in autocommit mode with explicit transactions where a write spans several
+statements. Two writers racing on the same event_id serialise on the unique index: the second
+waits for the first to commit, then skips the row.
+
+Isolation: tables are created in the first schema of the connection's search_path, so a URL
+such as `postgresql://u@h/db?options=-csearch_path%3Dmy_schema` keeps deployments or test runs
+apart in one database.
+
+Erasure: deleted rows become dead tuples that autovacuum reclaims; run VACUUM on the events
+table when a deletion must leave the data files at once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import psycopg
+from psycopg import pq
+from psycopg.conninfo import conninfo_to_dict
+
+from lmrec.errors import ConfigError
+from lmrec.serve.store.base import (
+    SCHEMA_VERSION,
+    ConnectionPool,
+    DeleteResult,
+    EventIn,
+    EventStore,
+    IngestResult,
+    StoredEvent,
+    StoreError,
+    check_limit,
+    check_state,
+    check_text,
+    event_rows,
+    group_histories,
+    mask_url,
+    new_audit_id,
+    now,
+)
+
+DEFAULT_POOL = 8
+CONNECT_TIMEOUT_S = 10
+
+_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS lmrec_schema (version INTEGER NOT NULL)",
+    """CREATE TABLE IF NOT EXISTS lmrec_events (
+        seq BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        user_id TEXT NOT NULL, item_id TEXT NOT NULL, type TEXT NOT NULL,
+        ts DOUBLE PRECISION NOT NULL, event_id TEXT, value DOUBLE PRECISION)""",
+    "CREATE UNIQUE INDEX IF NOT EXISTS lmrec_events_event_id ON lmrec_events (event_id)",
+    "CREATE INDEX IF NOT EXISTS lmrec_events_user ON lmrec_events (user_id, ts, seq)",
+    """CREATE TABLE IF NOT EXISTS lmrec_user_state (
+        user_id TEXT NOT NULL, key TEXT NOT NULL, value BYTEA NOT NULL,
+        updated_at DOUBLE PRECISION NOT NULL, PRIMARY KEY (user_id, key))""",
+    """CREATE TABLE IF NOT EXISTS lmrec_deletions (
+        audit_id BIGINT PRIMARY KEY, deleted_at DOUBLE PRECISION NOT NULL,
+        events_removed BIGINT NOT NULL, state_removed BIGINT NOT NULL)""",
+)
+# ORDER BY the array position: identity values then follow the order the batch was sent in
+_INSERT = """
+INSERT INTO lmrec_events (user_id, item_id, type, ts, event_id, value)
+SELECT u, i, t, ts, e, v
+FROM unnest(%s::text[], %s::text[], %s::text[], %s::float8[], %s::text[], %s::float8[])
+     WITH ORDINALITY AS batch (u, i, t, ts, e, v, n)
+ORDER BY n
+ON CONFLICT DO NOTHING"""
+_COLUMNS = "seq, user_id, item_id, type, ts, event_id, value"
+_HISTORY = (f"SELECT {_COLUMNS} FROM lmrec_events WHERE user_id = ANY(%s) "
+            "ORDER BY user_id, ts, seq")
+_HISTORY_LIMIT = (
+    f"SELECT {_COLUMNS} FROM (SELECT {_COLUMNS}, row_number() OVER (PARTITION BY user_id "
+    "ORDER BY ts DESC, seq DESC) AS rn FROM lmrec_events WHERE user_id = ANY(%s)) latest "
+    "WHERE rn <= %s ORDER BY user_id, ts, seq")
+# any constant works: it only serialises concurrent schema set-up in this database
+_SCHEMA_LOCK = 0x6C6D726563
+
+
+class PostgresStore(EventStore):
+    """Events in PostgreSQL tables. See the module docstring."""
+
+    def __init__(self, url: str) -> None:
+        self.url = mask_url(url)
+        parts = urlsplit(url)
+        query = parse_qsl(parts.query, keep_blank_values=True)
+        # pool_size is ours; everything else is a libpq parameter
+        size_raw = [v for k, v in query if k == "pool_size"]
+        libpq_url = urlunsplit(parts._replace(
+            query=urlencode([(k, v) for k, v in query if k != "pool_size"])))
+        try:
+            self._params = conninfo_to_dict(libpq_url)
+        except psycopg.ProgrammingError as exc:
+            raise ConfigError(f"store url {self.url!r} is not a valid PostgreSQL URL: "
+                              f"{exc}") from None
+        self._params.setdefault("connect_timeout", str(CONNECT_TIMEOUT_S))
+        self._params.setdefault("application_name", "lmrec")
+        size = DEFAULT_POOL
+        if size_raw:
+            size = int(size_raw[-1]) if size_raw[-1].isdigit() else 0
+            if size < 1:
+                raise ConfigError(f"store url parameter pool_size must be a positive integer, "
+                                  f"got {size_raw[-1]!r}")
+        self._pool: ConnectionPool[psycopg.Connection] = ConnectionPool(
+            self._connect, psycopg.Connection.close, _healthy, size, self.url)
+        with self._transaction() as conn:
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
+            for statement in _SCHEMA:
+                conn.execute(statement)
+            row = conn.execute("SELECT max(version) FROM lmrec_schema").fetchone()
+            if row is None or row[0] is None:
+                conn.execute("INSERT INTO lmrec_schema (version) VALUES (%s)",
+                             (SCHEMA_VERSION,))
+            elif row[0] > SCHEMA_VERSION:
+                raise ConfigError(f"{self.url} has store schema version {row[0]}; this lmrec "
+                                  f"reads up to {SCHEMA_VERSION}: upgrade lmrec")
+
+    def _connect(self) -> psycopg.Connection:
+        try:
+            return psycopg.connect(**self._params, autocommit=True)
+        except psycopg.OperationalError as exc:
+            raise StoreError(f"cannot connect to {self.url}: {exc}".strip()) from exc
+
+    @contextmanager
+    def _conn(self) -> Iterator[psycopg.Connection]:
+        with self._pool.connection() as conn, _store_errors(self.url):
+            yield conn
+
+    @contextmanager
+    def _transaction(self) -> Iterator[psycopg.Connection]:
+        with self._conn() as conn, conn.transaction():
+            yield conn
+
+    # --- EventStore -------------------------------------------------------------------
+    def add_events(self, events: Sequence[EventIn]) -> IngestResult:
+        rows = event_rows(events, now())
+        if not rows:
+            return IngestResult(0, 0)
+        columns = [list(col) for col in zip(*rows, strict=True)]
+        with self._conn() as conn:  # one statement in autocommit: one transaction
+            accepted = conn.execute(_INSERT, columns).rowcount
+        return IngestResult(accepted, len(rows) - accepted)
+
+    def histories(self, users: Sequence[str], limit: int | None = None
+                  ) -> dict[str, list[StoredEvent]]:
+        users = [check_text(u, "user") for u in users]
+        limit = check_limit(limit)
+        if not users:
+            return {}
+        wanted = sorted(set(users))
+        with self._conn() as conn:
+            if limit is None:
+                rows = conn.execute(_HISTORY, (wanted,)).fetchall()
+            else:
+                rows = conn.execute(_HISTORY_LIMIT, (wanted, limit)).fetchall()
+        return group_histories(users, rows)
+
+    def delete_user(self, user: str) -> DeleteResult:
+        user = check_text(user, "user")
+        audit_id = new_audit_id()
+        with self._transaction() as conn:
+            events = conn.execute("DELETE FROM lmrec_events WHERE user_id = %s",
+                                  (user,)).rowcount
+            state = conn.execute("DELETE FROM lmrec_user_state WHERE user_id = %s",
+                                 (user,)).rowcount
+            conn.execute("INSERT INTO lmrec_deletions (audit_id, deleted_at, events_removed, "
+                         "state_removed) VALUES (%s, %s, %s, %s)",
+                         (audit_id, now(), events, state))
+        return DeleteResult(events, audit_id)
+
+    def put_state(self, user: str, key: str, value: bytes) -> None:
+        args = (check_text(user, "user"), check_text(key, "key"), check_state(value), now())
+        with self._conn() as conn:
+            conn.execute("INSERT INTO lmrec_user_state (user_id, key, value, updated_at) "
+                         "VALUES (%s, %s, %s, %s) ON CONFLICT (user_id, key) DO UPDATE SET "
+                         "value = excluded.value, updated_at = excluded.updated_at", args)
+
+    def get_state(self, user: str, key: str) -> bytes | None:
+        args = (check_text(user, "user"), check_text(key, "key"))
+        with self._conn() as conn:
+            row = conn.execute("SELECT value FROM lmrec_user_state WHERE user_id = %s AND "
+                               "key = %s", args).fetchone()
+        return None if row is None else bytes(row[0])
+
+    def count_events(self) -> int:
+        with self._conn() as conn:
+            row = conn.execute("SELECT count(*) FROM lmrec_events").fetchone()
+        return int(row[0]) if row else 0
+
+    def ping(self) -> bool:
+        try:
+            with self._conn() as conn:
+                return conn.execute("SELECT 1").fetchone() == (1,)
+        except StoreError:
+            return False
+
+    def close(self) -> None:
+        self._pool.close()
+
+
+def _healthy(conn: psycopg.Connection) -> bool:
+    """Reusable: open, not broken, and not left inside a transaction."""
+    return (not conn.closed and not conn.broken
+            and conn.info.transaction_status == pq.TransactionStatus.IDLE)
+
+
+@contextmanager
+def _store_errors(url: str) -> Iterator[None]:
+    """A lost or refused connection as StoreError (the pool then drops the connection)."""
+    try:
+        yield
+    except psycopg.OperationalError as exc:
+        raise StoreError(f"{url}: {exc}".strip()) from exc

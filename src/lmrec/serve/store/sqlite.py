@@ -1,0 +1,236 @@
+"""The SQLite event store: one file, WAL journal, safe for threads and several processes.
+
+Durability: the journal is a write-ahead log with `synchronous=FULL` by default, so the log is
+fsync'ed at every commit and an acknowledged batch survives a process kill and a power loss.
+`?synchronous=normal` fsyncs only at checkpoints: commits still survive a killed process (the
+log is in the OS page cache) but the latest ones may be lost on a power cut; it trades that for
+fewer fsyncs.
+
+Concurrency: readers never block the single writer in WAL mode; writers queue on the database
+lock (`BEGIN IMMEDIATE` takes it up front, so a transaction never fails half way with "database
+is locked") and wait up to the busy timeout. Each thread borrows its own connection from a
+small pool; an in-memory database has one connection, so its pool doubles as a lock.
+
+Erasure: `secure_delete` overwrites removed rows with zeros, and `delete_user` truncates the
+write-ahead log afterwards (best effort: it is skipped while another connection reads), so a
+deleted user's events do not linger in the file.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from urllib.parse import parse_qsl
+
+from lmrec.errors import ConfigError
+from lmrec.serve.store.base import (
+    SCHEMA_VERSION,
+    ConnectionPool,
+    DeleteResult,
+    EventIn,
+    EventStore,
+    IngestResult,
+    StoredEvent,
+    StoreError,
+    check_limit,
+    check_state,
+    check_text,
+    event_rows,
+    group_histories,
+    new_audit_id,
+    now,
+)
+
+PREFIX = "sqlite:///"
+BUSY_TIMEOUT_S = 30.0
+DEFAULT_POOL = 8
+_USERS_PER_QUERY = 500  # bound parameters per IN list stay far below SQLite's limit
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS lmrec_schema (version INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS lmrec_events (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,  -- AUTOINCREMENT: a seq is never reused
+    user_id TEXT NOT NULL, item_id TEXT NOT NULL, type TEXT NOT NULL, ts REAL NOT NULL,
+    event_id TEXT, value REAL);
+CREATE UNIQUE INDEX IF NOT EXISTS lmrec_events_event_id ON lmrec_events (event_id);
+CREATE INDEX IF NOT EXISTS lmrec_events_user ON lmrec_events (user_id, ts, seq);
+CREATE TABLE IF NOT EXISTS lmrec_user_state (
+    user_id TEXT NOT NULL, key TEXT NOT NULL, value BLOB NOT NULL, updated_at REAL NOT NULL,
+    PRIMARY KEY (user_id, key));
+CREATE TABLE IF NOT EXISTS lmrec_deletions (
+    audit_id INTEGER PRIMARY KEY, deleted_at REAL NOT NULL,
+    events_removed INTEGER NOT NULL, state_removed INTEGER NOT NULL);
+"""
+_INSERT = ("INSERT INTO lmrec_events (user_id, item_id, type, ts, event_id, value) "
+           "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING")
+_COLUMNS = "seq, user_id, item_id, type, ts, event_id, value"
+
+
+class SQLiteStore(EventStore):
+    """Events in one SQLite file (or in memory, for tests). See the module docstring."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        target, params = _parse(url)
+        self._memory = target == ":memory:"
+        if not self._memory:
+            Path(target).parent.mkdir(parents=True, exist_ok=True)
+        self._target = target
+        self._synchronous = params.get("synchronous", "full").upper()
+        size = 1 if self._memory else _int_param(params, "pool_size", DEFAULT_POOL)
+        self._pool: ConnectionPool[sqlite3.Connection] = ConnectionPool(
+            self._connect, sqlite3.Connection.close, lambda c: not c.in_transaction, size, url)
+        with self._write() as conn:
+            # one statement at a time: executescript would commit the open transaction
+            for statement in filter(str.strip, _SCHEMA.split(";")):
+                conn.execute(statement)
+            row = conn.execute("SELECT max(version) FROM lmrec_schema").fetchone()
+            if row[0] is None:
+                conn.execute("INSERT INTO lmrec_schema (version) VALUES (?)", (SCHEMA_VERSION,))
+            elif row[0] > SCHEMA_VERSION:
+                raise ConfigError(f"{url} has store schema version {row[0]}; this lmrec reads "
+                                  f"up to {SCHEMA_VERSION}: upgrade lmrec")
+
+    def _connect(self) -> sqlite3.Connection:
+        try:
+            # isolation_level=None: no implicit transactions; writes use BEGIN IMMEDIATE
+            conn = sqlite3.connect(self._target, timeout=BUSY_TIMEOUT_S, isolation_level=None,
+                                   check_same_thread=False)  # the pool hands it to one thread
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute(f"PRAGMA synchronous={self._synchronous}")
+            conn.execute("PRAGMA secure_delete=ON")
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open {self.url}: {exc}") from exc
+        return conn
+
+    @contextmanager
+    def _read(self) -> Iterator[sqlite3.Connection]:
+        with self._pool.connection() as conn, _store_errors(self.url):
+            yield conn
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction, committed on success and rolled back on any error."""
+        with self._pool.connection() as conn, _store_errors(self.url):
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+
+    # --- EventStore -------------------------------------------------------------------
+    def add_events(self, events: Sequence[EventIn]) -> IngestResult:
+        rows = event_rows(events, now())
+        if not rows:
+            return IngestResult(0, 0)
+        with self._write() as conn:
+            # executemany sums the changes; a row skipped by ON CONFLICT changes nothing
+            accepted = conn.executemany(_INSERT, rows).rowcount
+        return IngestResult(accepted, len(rows) - accepted)
+
+    def histories(self, users: Sequence[str], limit: int | None = None
+                  ) -> dict[str, list[StoredEvent]]:
+        users = [check_text(u, "user") for u in users]
+        limit = check_limit(limit)
+        rows: list[tuple] = []
+        with self._read() as conn:
+            for start in range(0, len(users), _USERS_PER_QUERY):
+                chunk = sorted(set(users[start : start + _USERS_PER_QUERY]))
+                marks = ",".join("?" * len(chunk))
+                if limit is None:
+                    sql = (f"SELECT {_COLUMNS} FROM lmrec_events WHERE user_id IN ({marks}) "
+                           "ORDER BY user_id, ts, seq")
+                    rows += conn.execute(sql, chunk).fetchall()
+                else:  # the latest `limit` per user, then oldest first
+                    sql = (f"SELECT {_COLUMNS} FROM (SELECT {_COLUMNS}, row_number() OVER "
+                           "(PARTITION BY user_id ORDER BY ts DESC, seq DESC) AS rn "
+                           f"FROM lmrec_events WHERE user_id IN ({marks})) WHERE rn <= ? "
+                           "ORDER BY user_id, ts, seq")
+                    rows += conn.execute(sql, [*chunk, limit]).fetchall()
+        return group_histories(users, rows)
+
+    def delete_user(self, user: str) -> DeleteResult:
+        user = check_text(user, "user")
+        audit_id = new_audit_id()
+        with self._write() as conn:
+            events = conn.execute("DELETE FROM lmrec_events WHERE user_id = ?", (user,)).rowcount
+            state = conn.execute("DELETE FROM lmrec_user_state WHERE user_id = ?",
+                                 (user,)).rowcount
+            conn.execute("INSERT INTO lmrec_deletions (audit_id, deleted_at, events_removed, "
+                         "state_removed) VALUES (?, ?, ?, ?)", (audit_id, now(), events, state))
+        if not self._memory:
+            with self._read() as conn:  # drop the log's copies of the deleted pages
+                conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+        return DeleteResult(events, audit_id)
+
+    def put_state(self, user: str, key: str, value: bytes) -> None:
+        args = (check_text(user, "user"), check_text(key, "key"), check_state(value), now())
+        with self._write() as conn:
+            conn.execute("INSERT INTO lmrec_user_state (user_id, key, value, updated_at) "
+                         "VALUES (?, ?, ?, ?) ON CONFLICT (user_id, key) DO UPDATE SET "
+                         "value = excluded.value, updated_at = excluded.updated_at", args)
+
+    def get_state(self, user: str, key: str) -> bytes | None:
+        args = (check_text(user, "user"), check_text(key, "key"))
+        with self._read() as conn:
+            row = conn.execute("SELECT value FROM lmrec_user_state WHERE user_id = ? AND "
+                               "key = ?", args).fetchone()
+        return None if row is None else bytes(row[0])
+
+    def count_events(self) -> int:
+        with self._read() as conn:
+            return int(conn.execute("SELECT count(*) FROM lmrec_events").fetchone()[0])
+
+    def ping(self) -> bool:
+        try:
+            with self._read() as conn:
+                return conn.execute("SELECT 1").fetchone() == (1,)
+        except StoreError:
+            return False
+
+    def close(self) -> None:
+        self._pool.close()
+
+
+@contextmanager
+def _store_errors(url: str) -> Iterator[None]:
+    """Operational failures (locked past the busy timeout, I/O, full disk) as StoreError."""
+    try:
+        yield
+    except sqlite3.OperationalError as exc:
+        raise StoreError(f"{url}: {exc}") from exc
+
+
+def _parse(url: str) -> tuple[str, dict[str, str]]:
+    """"sqlite:///rel/path.db", "sqlite:////abs/path.db" or "sqlite:///:memory:", with optional
+    ?synchronous=full|normal&pool_size=N -> (path or ":memory:", params)."""
+    rest, _, query = url[len(PREFIX):].partition("?")
+    if not rest:
+        raise ConfigError(f"store url {url!r} names no database file (sqlite:///path/to.db)")
+    params = dict(parse_qsl(query, keep_blank_values=True))
+    unknown = sorted(set(params) - {"synchronous", "pool_size"})
+    if unknown:
+        raise ConfigError(f"store url {url!r}: unknown parameter(s) {unknown} (known: "
+                          "synchronous, pool_size)")
+    sync = params.get("synchronous", "full").lower()
+    if sync not in ("full", "normal"):
+        raise ConfigError(f"store url {url!r}: synchronous must be full or normal, got {sync!r}")
+    params["synchronous"] = sync
+    return rest, params
+
+
+def _int_param(params: dict[str, str], name: str, default: int) -> int:
+    raw = params.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise ConfigError(f"store url parameter {name} must be a positive integer, got {raw!r}")
+    return value
