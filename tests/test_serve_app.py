@@ -3,14 +3,25 @@ CORS, metrics. The same app over a real socket is tested in test_serve_http.py."
 
 from __future__ import annotations
 
+import json
+import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 
+from helpers_cli import run
 from helpers_serve import API_KEY, READ_KEY, auth, planted_bundle
-from lmrec.serve.app import ServeSettings, create_app
+from lmrec.serve.app import (
+    APP_ENV,
+    LOAD_FAILED,
+    STORE_ENV,
+    ServeSettings,
+    app_from_env,
+    create_app,
+)
 from lmrec.serve.security import KeyRing
 
 
@@ -143,11 +154,12 @@ def test_internal_errors_say_nothing_about_the_internals(client: TestClient) -> 
             'status="500"} 1.0') in metrics
 
 
-def test_reload_errors_and_success(client: TestClient, tmp_path: Path) -> None:
-    r = client.post("/v1/admin/reload", json={"bundle": str(tmp_path / "nothing")},
-                    headers=auth())
-    assert r.status_code == 400 and "not a model bundle" in r.json()["detail"]
-    other = planted_bundle(tmp_path / "knn", "itemknn")
+def test_reload_errors_and_success(client: TestClient, bundle: Path, tmp_path: Path) -> None:
+    root = bundle.parent  # the default bundle root: the served bundle's parent folder
+    missing = client.post("/v1/admin/reload", json={"bundle": str(root / "nothing")},
+                          headers=auth())
+    assert missing.status_code == 400 and missing.json() == {"detail": LOAD_FAILED}
+    other = planted_bundle(root / f"knn-{tmp_path.name}", "itemknn")
     before = client.get("/v1/health").json()["model_version"]
     r = client.post("/v1/admin/reload", json={"bundle": str(other)}, headers=auth())
     assert r.status_code == 200 and r.json()["previous_version"] == before
@@ -157,6 +169,54 @@ def test_reload_errors_and_success(client: TestClient, tmp_path: Path) -> None:
     assert 'lmrec_model_info{model="itemknn"' in client.get("/v1/metrics").text
     r = client.post("/v1/admin/reload", headers=auth())  # no body: the current folder again
     assert r.status_code == 200 and r.json()["model_version"] == r.json()["previous_version"]
+
+
+def test_reload_stays_under_the_bundle_root(client: TestClient, bundle: Path,
+                                            tmp_path: Path) -> None:
+    outside = planted_bundle(tmp_path / "elsewhere", "itemknn")
+    answers = []
+    for path in (str(outside), str(tmp_path / "nothing"), "/etc", "/etc/passwd",
+                 str(bundle.parent / ".." / bundle.parent.name / ".." / "x")):
+        r = client.post("/v1/admin/reload", json={"bundle": path}, headers=auth())
+        assert r.status_code == 400
+        assert "/" not in r.json()["detail"]  # no path echoed
+        answers.append(r.json())
+    assert all(a == answers[0] for a in answers)  # whether the path exists does not show
+    (bundle.parent / f"link-{tmp_path.name}").symlink_to(outside)  # resolved: still outside
+    r = client.post("/v1/admin/reload", json={"bundle": str(bundle.parent /
+                                                            f"link-{tmp_path.name}")},
+                    headers=auth())
+    assert r.status_code == 400
+    assert client.get("/v1/health").json()["model_version"].startswith("ease-")
+    with _client(bundle, tmp_path, bundle_root=tmp_path) as c:  # a configured root
+        r = c.post("/v1/admin/reload", json={"bundle": str(outside)}, headers=auth())
+        assert r.status_code == 200 and r.json()["model_version"].startswith("itemknn-")
+
+
+def test_a_broken_bundle_is_a_generic_400(client: TestClient, bundle: Path,
+                                          tmp_path: Path) -> None:
+    broken = planted_bundle(bundle.parent / f"broken-{tmp_path.name}", "itemknn")
+    data = (broken / "histories.npz").read_bytes()
+    (broken / "histories.npz").write_bytes(data[: len(data) // 2])  # half written
+    r = client.post("/v1/admin/reload", json={"bundle": str(broken)}, headers=auth())
+    assert r.status_code == 400 and r.json() == {"detail": LOAD_FAILED}
+    assert 'lmrec_model_reloads_total{outcome="failed"} 1.0' in client.get("/v1/metrics").text
+    assert client.get("/v1/users/a0/recommendations").status_code == 200  # still serving
+
+
+def test_ids_with_a_slash_are_refused(client: TestClient) -> None:
+    for field in ("user", "item"):
+        event = {"user": "u", "item": "A1", field: "x/y"}
+        r = client.post("/v1/events", json={"events": [event]}, headers=auth())
+        assert r.status_code == 422
+        [error] = r.json()["detail"]
+        assert error["loc"] == ["body", "events", 0, field]
+        assert error["msg"].startswith(f"Value error, {field}: ") and "'/'" in error["msg"]
+    r = client.post("/v1/recommendations", json={"history": ["A1", "A/2"]})
+    assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "history", 1]
+    # the same ids without a slash go through
+    assert client.post("/v1/events", json={"events": [{"user": "x.y", "item": "A1"}]},
+                       headers=auth()).status_code == 200
 
 
 def test_cors_is_off_unless_configured(client: TestClient, bundle: Path, tmp_path: Path
@@ -186,6 +246,30 @@ def test_metrics_count_requests_and_events(client: TestClient) -> None:
     assert f'lmrec_model_info{{model="ease",model_version="{version}"}} 1.0' in text
 
 
+def test_metric_labels_stay_bounded(client: TestClient) -> None:
+    for n in range(5):
+        client.request(f"BREW{n}", "/v1/health")  # servers accept any token as a method
+        client.get(f"/v1/no-such-{n}")
+        client.get(f"/nothing/{n}")
+    text = client.get("/v1/metrics").text
+    assert "BREW" not in text and "no-such" not in text and "/nothing" not in text
+    assert ('lmrec_http_requests_total{method="OTHER",route="/v1/health",status="405"} 5.0'
+            in text)
+    assert ('lmrec_http_requests_total{method="GET",route="unmatched",status="404"} 10.0'
+            in text)
+
+
+def test_model_info_follows_a_background_swap(client: TestClient, bundle: Path,
+                                              tmp_path: Path) -> None:
+    other = planted_bundle(tmp_path / "knn", "itemknn")
+    service = client.app.state.service  # type: ignore[attr-defined]
+    service.reload(other, publish=False)  # what following another worker does, off any route
+    text = client.get("/v1/metrics").text
+    version = service.engine.model_version
+    assert f'lmrec_model_info{{model="itemknn",model_version="{version}"}} 1.0' in text
+    assert 'model="ease"' not in text  # one series: the bundle served now
+
+
 def test_openapi_documents_the_api(client: TestClient) -> None:
     doc = client.get("/openapi.json").json()
     paths = doc["paths"]
@@ -195,3 +279,54 @@ def test_openapi_documents_the_api(client: TestClient) -> None:
         assert path in paths, path
     assert "HTTPBearer" in doc["components"]["securitySchemes"]
     assert client.get("/docs").status_code == 200
+
+
+# --- `lmrec serve`: the settings the CLI hands to uvicorn ---------------------------------------
+@pytest.fixture
+def served(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[tuple[Any, dict[str, Any]]]]:
+    """What `lmrec serve` passes to uvicorn.run (nothing listens)."""
+    import uvicorn
+
+    calls: list[tuple[Any, dict[str, Any]]] = []
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: calls.append((app, kw)))
+    monkeypatch.setenv(APP_ENV, "")  # restored afterwards: `serve` sets it for its workers
+    monkeypatch.delenv(STORE_ENV, raising=False)
+    yield calls
+    for app, _ in calls:
+        if not isinstance(app, str):
+            app.state.service.close()
+
+
+def test_serve_syncs_bundles_whenever_the_store_is_shared(
+        served: list[tuple[Any, dict[str, Any]]], bundle: Path, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    # separate single-worker servers on one store must follow each other's reloads
+    db = f"sqlite:///{tmp_path / 'events.db'}"
+    for store, synced in ((db, True), ("sqlite:///:memory:", False)):
+        assert run(["serve", str(bundle), "--store", store], capsys)[0] == 0
+        app = served[-1][0]
+        assert app.state.settings.sync_workers is synced
+        assert (app.state.service.sync is not None) is synced
+        assert app.state.settings.bundle_root is None
+
+
+def test_serve_reads_the_store_url_from_the_environment(
+        served: list[tuple[Any, dict[str, Any]]], bundle: Path, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(["serve", "--help"], capsys)
+    assert code == 0 and STORE_ENV in out
+    monkeypatch.setenv(STORE_ENV, f"sqlite:///{tmp_path / 'from-env.db'}")
+    assert run(["serve", str(bundle), "--bundle-root", str(tmp_path)], capsys)[0] == 0
+    app = served[-1][0]
+    assert (tmp_path / "from-env.db").exists()
+    assert app.state.settings.bundle_root == tmp_path.resolve()
+    # with workers, the URL is not copied into the settings the workers read
+    assert run(["serve", str(bundle), "--workers", "2"], capsys)[0] == 0
+    assert served[-1][0] == "lmrec.serve.app:app_from_env"
+    assert json.loads(os.environ[APP_ENV])["store"] is None
+    assert "from-env.db" not in os.environ[APP_ENV]
+    worker = app_from_env()  # what each worker builds: the store from $LMREC_STORE_URL
+    try:
+        assert worker.state.service.sync is not None
+    finally:
+        worker.state.service.close()

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +16,8 @@ from helpers_cli import run
 from helpers_serve import planted_bundle
 from lmrec.errors import ConfigError, InputError
 from lmrec.models import Recommender, create_model
-from lmrec.serve.bundle import load_bundle, read_bundle_meta, write_bundle
+from lmrec.serve import bundle as bundle_module
+from lmrec.serve.bundle import bundle_lock, load_bundle, read_bundle_meta, write_bundle
 from lmrec.testing import planted_dataset
 
 
@@ -110,3 +113,54 @@ def test_serve_refuses_a_folder_that_is_not_a_bundle(tmp_path: Path,
     create_model("ease").fit(planted_dataset(), rng=0).save(tmp_path / "model-only")
     code, _, err = run(["serve", str(tmp_path / "model-only"), "--port", "1"], capsys)
     assert code == 2 and "not a model bundle" in err and "Traceback" not in err
+
+
+def _load_in_thread(folder: Path) -> threading.Thread:
+    t = threading.Thread(target=load_bundle, args=(folder,), daemon=True)
+    t.start()
+    return t
+
+
+def test_readers_wait_for_writers_and_not_for_each_other(tmp_path: Path) -> None:
+    folder = planted_bundle(tmp_path / "b")
+    with bundle_lock(folder):  # a writer (write_bundle, redact_bundle) holds the folder
+        reader = _load_in_thread(folder)
+        reader.join(0.5)
+        assert reader.is_alive()  # a reload cannot read files half replaced
+    reader.join(30)
+    assert not reader.is_alive()
+    with bundle_lock(folder, shared=True):  # another reader
+        reader = _load_in_thread(folder)
+        reader.join(30)
+        assert not reader.is_alive()
+    with bundle_lock(folder):  # the writer itself may read (a redaction reloads)
+        assert load_bundle(folder).model_version == read_bundle_meta(folder)["model_version"]
+
+
+def test_a_reader_of_a_read_only_folder_needs_no_lock_file(tmp_path: Path) -> None:
+    folder = planted_bundle(tmp_path / "b")
+    # a lock file that cannot be opened, as in a read-only folder without one (chmod would
+    # not stop root)
+    (folder / bundle_module.LOCK_FILE).unlink()
+    (folder / bundle_module.LOCK_FILE).mkdir()
+    assert load_bundle(folder).model.name == "ease"
+
+
+def test_write_bundle_replaces_every_file_and_bundle_json_last(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    folder = planted_bundle(tmp_path / "b")  # written over below, as a retraining would
+    moved: list[str] = []
+    real = os.replace
+
+    def replace(src: str | Path, dst: str | Path) -> None:
+        moved.append(Path(dst).name)
+        real(src, dst)
+
+    monkeypatch.setattr(bundle_module.os, "replace", replace)
+    planted_bundle(folder, "itemknn")
+    assert moved[-1] == "bundle.json"
+    assert {"config.json", "arrays.npz", "items.parquet", "histories.npz"} <= set(moved[:-1])
+    assert sorted(p.name for p in folder.iterdir()) == sorted(
+        [".lock", "arrays.npz", "bundle.json", "config.json", "histories.npz",
+         "items.parquet"])  # no temporary files left
+    assert load_bundle(folder).model.name == "itemknn"

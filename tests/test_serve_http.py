@@ -220,7 +220,8 @@ def test_acknowledged_events_survive_sigkill(kind: str, bundle: Path, tmp_path: 
 
 
 def test_hot_swap_under_load(server: LiveServer, tmp_path: Path) -> None:
-    other = planted_bundle(tmp_path / "itemknn", "itemknn")
+    # under the server's bundle root (the served bundle's parent folder)
+    other = planted_bundle(server.bundle.parent / f"itemknn-{tmp_path.name}", "itemknn")
     old_version = read_bundle_meta(server.bundle)["model_version"]
     new_version = read_bundle_meta(other)["model_version"]
     failures: list[str] = []

@@ -258,6 +258,32 @@ def test_forget_redacts_in_memory_and_other_workers_follow(tmp_path: Path) -> No
         two.close()
 
 
+def test_forget_never_reverts_a_reload_made_meanwhile(tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    first = planted_bundle(tmp_path / "first", "als", TINY_PARAMS["als"])
+    second = planted_bundle(tmp_path / "second", "itemknn")  # also trained on user a3
+    svc = Service.open(first, open_store(f"sqlite:///{tmp_path / 'events.db'}"))
+    delete_user = svc.store.delete_user
+
+    def delete_then_reload(key: str) -> Any:
+        done = delete_user(key)
+        svc.reload(second)  # an admin reload lands while the erasure is under way
+        return done
+
+    monkeypatch.setattr(svc.store, "delete_user", delete_then_reload)
+    try:
+        done = svc.forget("a3")
+        assert svc.engine.bundle.path == second  # the reload stands
+        assert svc.engine.model.name == "itemknn"
+        assert done.redacted_from_model and done.model_version == svc.engine.model_version
+        assert done.model_version == read_bundle_meta(second)["model_version"]
+        for folder in (first, second):  # both copies on disk forgot the user
+            assert _npz(folder / HISTORIES_FILE)["redacted"][_index("a3")]
+        assert _ids(svc, "a3") == _ids(svc, "stranger")
+    finally:
+        svc.close()
+
+
 # --- over HTTP, with a restart -----------------------------------------------------------------
 def _recs(srv: LiveServer, user: str) -> dict[str, Any]:
     r = httpx.get(f"{srv.url}/v1/users/{user}/recommendations", params={"k": 8}, timeout=30)

@@ -8,8 +8,9 @@ own schema (dropped afterwards), so parallel runs never share tables.
 from __future__ import annotations
 
 import hashlib
-import os
-import secrets
+import logging
+import random
+import re
 import signal
 import sqlite3
 import subprocess
@@ -20,41 +21,21 @@ from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import pytest
 
+from helpers_serve import postgres_base_url, postgres_schema
 from lmrec.errors import ConfigError, InputError
 from lmrec.serve.store import EventIn, EventStore, StoreError, open_store
 from lmrec.serve.store.base import TABLES, mask_url
-
-PG_ENV = "LMREC_TEST_POSTGRES_URL"
-PG_DEFAULT = "postgresql://postgres@127.0.0.1:5432/test"
 
 
 # --- fixtures ----------------------------------------------------------------------------
 @pytest.fixture(scope="session")
 def postgres_url() -> str:
     """A reachable PostgreSQL server, or a skip that says why."""
-    url = os.environ.get(PG_ENV, PG_DEFAULT)
-    try:
-        import psycopg
-    except ImportError:
-        pytest.skip("psycopg is not installed (pip install 'lmrec[serve]')")
-    try:
-        with psycopg.connect(url, connect_timeout=3):
-            pass
-    except psycopg.OperationalError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        pytest.skip(f"no PostgreSQL answers at {mask_url(url)} ({first}); set ${PG_ENV}")
-    return url
-
-
-def _with_search_path(url: str, schema: str) -> str:
-    parts = urlsplit(url)
-    query = dict(parse_qsl(parts.query))
-    query["options"] = (query.get("options", "") + f" -csearch_path={schema}").strip()
-    return urlunsplit(parts._replace(query=urlencode(query)))
+    return postgres_base_url()
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -63,17 +44,8 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'events.db'}"  # an absolute path: sqlite:////tmp/...
         return
-    import psycopg
-
-    base = request.getfixturevalue("postgres_url")
-    schema = f"lmrec_test_{os.getpid()}_{secrets.token_hex(4)}"
-    with psycopg.connect(base, autocommit=True) as conn:
-        conn.execute(f"CREATE SCHEMA {schema}")
-    try:
-        yield _with_search_path(base, schema)
-    finally:
-        with psycopg.connect(base, autocommit=True) as conn:
-            conn.execute(f"DROP SCHEMA {schema} CASCADE")
+    with postgres_schema(request.getfixturevalue("postgres_url")) as url:
+        yield url
 
 
 @pytest.fixture
@@ -162,13 +134,22 @@ def test_idempotent_on_event_id(store: EventStore) -> None:
     again = store.add_events([ev("u", "a", 1.0, "id-1"), ev("u", "c", 3.0, "id-3"),
                               ev("u", "c", 3.0, "id-3"), ev("u", "b", 2.0, "id-2")])
     assert (again.accepted, again.duplicates) == (1, 3)
-    # the id alone decides: a different payload under a stored id is still a duplicate
-    assert store.add_events([ev("other", "z", 9.0, "id-1")]).duplicates == 1
+    # the key is (user, event_id): a different payload under a stored key is still a duplicate
+    assert store.add_events([ev("u", "z", 9.0, "id-1")]).duplicates == 1
     # events without an id are never merged
     assert store.add_events([ev("u", "d", 4.0), ev("u", "d", 4.0)]).accepted == 2
     assert [e.item for e in store.history("u")] == ["a", "b", "c", "d", "d"]
-    assert store.history("other") == []
     assert store.count_events() == 5
+
+
+def test_event_ids_are_scoped_to_their_user(store: EventStore) -> None:
+    """Two clients that both number their events from 1 do not swallow each other's."""
+    assert store.add_events([ev("alice", "a", 1.0, "1"), ev("bob", "b", 1.0, "1")]).accepted == 2
+    res = store.add_events([ev("carol", "c", 2.0, "1"), ev("bob", "b", 1.0, "1")])
+    assert (res.accepted, res.duplicates) == (1, 1)
+    got = store.histories(["alice", "bob", "carol"])
+    assert {u: [e.item for e in h] for u, h in got.items()} == {
+        "alice": ["a"], "bob": ["b"], "carol": ["c"]}
 
 
 def test_bad_events_reject_the_whole_batch(store: EventStore) -> None:
@@ -248,8 +229,8 @@ def test_delete_user_leaves_no_row_about_them(store_url: str) -> None:
         again = store.delete_user(alice)
         assert again.events == 0 and again.audit_id != res.audit_id
         # nothing keeps the deleted event id either: the same id is new again
-        assert store.add_events([ev("carol", "i3", 3.0, "alice-click-1")]).accepted == 1
-        store.delete_user("carol")
+        assert store.add_events([ev(alice, "i3", 3.0, "alice-click-1")]).accepted == 1
+        assert store.delete_user(alice).events == 1
 
     rows = all_rows(store_url)
     assert set(TABLES) <= set(rows)
@@ -276,6 +257,50 @@ def test_sqlite_file_holds_no_deleted_text(tmp_path: Path) -> None:
         store.delete_user("zed-the-unique-user")
         for f in tmp_path.iterdir():
             assert b"zed-the-unique-user" not in f.read_bytes(), f.name
+
+
+def test_sqlite_delete_does_not_wait_for_readers(tmp_path: Path,
+                                                 caplog: pytest.LogCaptureFixture) -> None:
+    """A reader blocks the log truncation; the deletion still returns at once, with a warning,
+    and the next deletion without readers truncates the log."""
+    path = tmp_path / "busy.db"
+    with open_store(f"sqlite:///{path}") as store:
+        store.add_events([ev("u", f"i{k}", float(k)) for k in range(50)] + [ev("v", "i", 1.0)])
+        reader = sqlite3.connect(path, isolation_level=None)
+        try:
+            reader.execute("BEGIN")  # a read transaction pinned to the snapshot before the delete
+            assert reader.execute("SELECT count(*) FROM lmrec_events").fetchone() == (51,)
+            start = time.monotonic()
+            with caplog.at_level(logging.WARNING, logger="lmrec.serve.store"):
+                res = store.delete_user("u")
+            elapsed = time.monotonic() - start
+        finally:
+            reader.close()
+        assert res.events == 50 and store.history("u") == []
+        assert elapsed < 5.0, f"delete_user waited {elapsed:.1f} s for a reader"
+        assert "write-ahead log" in caplog.text and "'u'" not in caplog.text
+        # the connection that checkpointed is back in the pool with the full busy timeout
+        with store._read() as conn:  # type: ignore[attr-defined]
+            assert conn.execute("PRAGMA busy_timeout").fetchone() == (30_000,)
+            assert conn.execute("PRAGMA secure_delete").fetchone() == (1,)
+        store.delete_user("v")
+        assert (tmp_path / "busy.db-wal").stat().st_size == 0
+
+
+def test_corrupt_sqlite_file_is_a_store_error(tmp_path: Path) -> None:
+    path = tmp_path / "corrupt.db"
+    url = f"sqlite:///{path}"
+    with open_store(url) as store:
+        store.add_events([ev(f"u{k}", "i" * 50, 1.0) for k in range(2000)])
+    data = bytearray(path.read_bytes())
+    page = int.from_bytes(data[16:18], "big")  # the header survives, every table page is noise
+    data[page:] = random.Random(0).randbytes(len(data) - page)
+    path.write_bytes(bytes(data))
+    with pytest.raises(StoreError, match=re.escape(url) + ".*malformed"):
+        open_store(url)
+    path.write_bytes(random.Random(1).randbytes(8192))  # not a database at all
+    with pytest.raises(StoreError, match=re.escape(url) + ".*not a database"):
+        open_store(url)
 
 
 # --- per-user state ----------------------------------------------------------------------

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import sys
 from collections.abc import Iterator, Sequence
@@ -282,8 +283,17 @@ def test_folder_encoder_name_and_dim_come_from_its_files(tmp_path: Path) -> None
     enc = SentenceTransformerEncoder(tmp_path, device="cpu")
     assert enc.dim == 512 and not enc.loaded
     assert enc.name.startswith(f"path:{tmp_path.resolve()}@")
-    (tmp_path / "model.safetensors").write_bytes(b"x" * 11)  # new weights, new cache identity
-    assert SentenceTransformerEncoder(tmp_path, device="cpu").name != enc.name
+    assert SentenceTransformerEncoder(tmp_path, device="cpu").name == enc.name  # stable
+    weights = tmp_path / "model.safetensors"
+    weights.write_bytes(b"x" * 11)  # new weights, new cache identity
+    resized = SentenceTransformerEncoder(tmp_path, device="cpu").name
+    assert resized != enc.name
+    # fine-tuned weights re-saved with the same size: only the mtime tells them apart (set
+    # explicitly, since a coarse file-system clock may not tick between two writes)
+    mtime = weights.stat().st_mtime_ns
+    weights.write_bytes(b"y" * 11)
+    os.utime(weights, ns=(mtime + 1_000_000_000, mtime + 1_000_000_000))
+    assert SentenceTransformerEncoder(tmp_path, device="cpu").name not in (enc.name, resized)
     assert isinstance(enc, TextEncoder) and isinstance(HashedWords(), TextEncoder)
 
 

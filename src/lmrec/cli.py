@@ -646,13 +646,18 @@ def compare_cmd(
 def serve(
     bundle: Annotated[Path, typer.Argument(help="A bundle folder written by `lmrec train`.")],
     store: Annotated[str, typer.Option(
-        help="Event store: sqlite:///PATH (WAL) or postgresql://USER@HOST:PORT/DB.")
+        envvar="LMREC_STORE_URL",
+        help="Event store: sqlite:///PATH (WAL) or postgresql://USER@HOST:PORT/DB. Give a URL "
+             "with a password in $LMREC_STORE_URL: options are visible to every local user.")
                      ] = "sqlite:///lmrec-events.db",
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
     workers: Annotated[int, typer.Option(help="Worker processes.")] = 1,
     rules: Annotated[Path | None, typer.Option(
         help="Business rules (JSON or TOML), instead of the bundle's.")] = None,
+    bundle_root: Annotated[Path | None, typer.Option(
+        help="POST /v1/admin/reload loads only bundles under this folder (default: the "
+             "bundle's parent folder).")] = None,
     keys_file: Annotated[Path | None, typer.Option(
         help="API keys file (besides $LMREC_API_KEYS).")] = None,
     cors_origin: Annotated[list[str] | None, typer.Option(
@@ -672,7 +677,7 @@ def serve(
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     import uvicorn
 
-    from lmrec.serve.app import APP_ENV, ServeSettings, create_app
+    from lmrec.serve.app import APP_ENV, STORE_ENV, ServeSettings, create_app
     from lmrec.serve.bundle import read_bundle_meta
 
     read_bundle_meta(bundle)  # a clear error before any worker starts
@@ -680,14 +685,19 @@ def serve(
         raise ConfigError(f"--workers must be at least 1, got {workers}")
     settings = ServeSettings(rules=rules, keys_file=keys_file, max_body_bytes=max_body_bytes,
                              max_batch=max_batch, cors_origins=tuple(cors_origin or ()),
-                             sync_workers=workers > 1, started_at=time.time())
+                             bundle_root=bundle_root.resolve() if bundle_root else None,
+                             # other workers, or other servers, may share the store
+                             sync_workers=store.split("?")[0] != "sqlite:///:memory:",
+                             started_at=time.time())
     options: dict[str, Any] = {"host": host, "port": port, "log_level": log_level,
                                "server_header": False, "access_log": access_log}
     if workers == 1:
         uvicorn.run(create_app(bundle, store, settings), **options)
         return
     # each worker process builds its own app from these settings (uvicorn imports a factory)
-    os.environ[APP_ENV] = json.dumps({"bundle": str(bundle.resolve()), "store": store,
+    # a URL from $LMREC_STORE_URL (workers inherit it) is not copied into a second variable
+    shared_url = None if store == os.environ.get(STORE_ENV) else store
+    os.environ[APP_ENV] = json.dumps({"bundle": str(bundle.resolve()), "store": shared_url,
                                       "settings": settings.model_dump(mode="json")})
     uvicorn.run("lmrec.serve.app:app_from_env", factory=True, workers=workers, **options)
 

@@ -195,14 +195,19 @@ def _resolve_device(device: Device) -> str:
 
 
 def _folder_fingerprint(folder: Path) -> str:
-    """A short hash of every file's relative path and size: changes when the weights do.
+    """A short hash of every file's relative path, size and modification time (ns).
 
-    Sizes rather than contents keep this instant for large weights; a retrained model saved
-    over the old one with identical sizes would need a new folder name.
+    Re-saving fine-tuned weights over the old ones changes the mtime even when every size stays
+    the same, so stale cached vectors are never reused. Hashing the contents would be exact but
+    reads hundreds of MB per encoder; mtime + size stays instant. A copy that does not keep
+    mtimes (plain `cp`) only costs a cache miss.
     """
-    entries = sorted(f"{p.relative_to(folder).as_posix()}:{p.stat().st_size}"
-                     for p in folder.rglob("*") if p.is_file() and ".git" not in p.parts)
-    return hashlib.sha256("\n".join(entries).encode()).hexdigest()[:16]
+    entries = []
+    for p in folder.rglob("*"):
+        if p.is_file() and ".git" not in p.parts:
+            st = p.stat()
+            entries.append(f"{p.relative_to(folder).as_posix()}:{st.st_size}:{st.st_mtime_ns}")
+    return hashlib.sha256("\n".join(sorted(entries)).encode()).hexdigest()[:16]
 
 
 def _dim_from_config(folder: Path) -> int | None:

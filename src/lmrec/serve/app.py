@@ -9,7 +9,8 @@ Endpoints (OpenAPI docs at /docs, schema at /openapi.json):
     GET    /v1/items/{item}/similar           ?k=
     POST   /v1/events                         a batch; write key; durable before the answer
     DELETE /v1/users/{user}                   forget a user; write key
-    POST   /v1/admin/reload                   swap in a (new) bundle; admin key
+    POST   /v1/admin/reload                   swap in a (new) bundle under the bundle root; admin
+                                              key
     GET    /v1/health, /v1/ready, /v1/metrics
 
 Handlers that touch the store or score are plain `def`: FastAPI runs them in its threadpool, so
@@ -19,7 +20,8 @@ for keys, 404 for unknown items, 413 for oversized bodies and batches, 422 for i
 503 when the store is unavailable, and a generic 500 that says nothing about the internals.
 
 With several workers (`lmrec serve --workers N`) uvicorn imports `app_from_env`, which rebuilds
-the same app in each worker from the settings the CLI put in the environment.
+the same app in each worker from the settings the CLI put in the environment (the store URL
+from $LMREC_STORE_URL when it came from there, so that a password appears in one place only).
 """
 
 from __future__ import annotations
@@ -60,6 +62,8 @@ from lmrec.serve.store import EventIn, StoreError, open_store
 log = logging.getLogger("lmrec.serve")
 
 APP_ENV = "LMREC_SERVE_APP"  # JSON {"bundle", "store", "settings"} for worker processes
+STORE_ENV = "LMREC_STORE_URL"  # the store URL, kept out of command lines (it may hold a password)
+LOAD_FAILED = "the bundle could not be loaded"
 _ID_PATTERN = r"^[^\x00-\x1f\x7f]+$"
 
 Send = Callable[[dict[str, Any]], Awaitable[None]]  # an ASGI send
@@ -78,7 +82,10 @@ class ServeSettings(BaseModel):
     cors_origins: tuple[str, ...] = Field((), description="origins allowed by CORS (off when "
                                                           "empty)")
     torch_threads: int = Field(1, ge=1, description="torch intra-op threads per process")
-    sync_workers: bool = Field(False, description="follow reloads made by other workers")
+    sync_workers: bool = Field(False, description="follow reloads made by other workers or "
+                               "servers sharing the store")
+    bundle_root: Path | None = Field(None, description="POST /v1/admin/reload loads only bundles "
+                                     "under this folder (default: the served bundle's parent)")
     started_at: float | None = Field(None, description="server start, shared by its workers")
     docs: bool = Field(True, description="serve /docs and /openapi.json")
 
@@ -103,6 +110,7 @@ def create_app(bundle_path: str | Path, store_url: str,
     metrics = ServiceMetrics()
     eng = service.engine
     metrics.set_model(eng.model.name, eng.model_version, eng.loaded_at)
+    root = Path(settings.bundle_root or Path(bundle_path).resolve().parent).resolve()
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -119,7 +127,7 @@ def create_app(bundle_path: str | Path, store_url: str,
     app.state.keys = keys
     app.state.settings = settings
     _add_error_handlers(app)
-    app.include_router(_router(service, metrics, settings))
+    app.include_router(_router(service, metrics, settings, root))
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=list(settings.cors_origins),
                            allow_methods=["GET", "POST", "DELETE"],
@@ -132,7 +140,8 @@ def create_app(bundle_path: str | Path, store_url: str,
 def app_from_env() -> FastAPI:
     """The app of one worker process, from the settings `lmrec serve` put in $LMREC_SERVE_APP."""
     doc = json.loads(os.environ[APP_ENV])
-    return create_app(doc["bundle"], doc["store"], ServeSettings.model_validate(doc["settings"]))
+    store = doc["store"] if doc.get("store") is not None else os.environ[STORE_ENV]
+    return create_app(doc["bundle"], store, ServeSettings.model_validate(doc["settings"]))
 
 
 # --- routes --------------------------------------------------------------------------------
@@ -171,7 +180,8 @@ ItemId = Annotated[str, PathParam(min_length=1, max_length=S.MAX_ID_LENGTH, patt
 K = Annotated[int, QueryParam(ge=1, le=S.MAX_K, description="how many items")]
 
 
-def _router(service: Service, metrics: ServiceMetrics, settings: ServeSettings) -> APIRouter:
+def _router(service: Service, metrics: ServiceMetrics, settings: ServeSettings,
+            bundle_root: Path) -> APIRouter:
     r = APIRouter(prefix="/v1")
     read = [Depends(_need("read"))]
 
@@ -235,9 +245,6 @@ def _router(service: Service, metrics: ServiceMetrics, settings: ServeSettings) 
         bundle (memory and disk); an audit record without personal data is kept."""
         done = svc.forget(user)
         metrics.users_forgotten.inc()
-        if done.in_training_data:  # a redacted bundle was swapped in
-            eng = svc.engine
-            metrics.set_model(eng.model.name, eng.model_version, eng.loaded_at)
         return S.ForgetResponse(user=done.user, events_deleted=done.events_deleted,
                                 audit_id=done.audit_id, in_training_data=done.in_training_data,
                                 redacted_from_model=done.redacted_from_model,
@@ -246,16 +253,18 @@ def _router(service: Service, metrics: ServiceMetrics, settings: ServeSettings) 
     @r.post("/admin/reload", response_model=S.ReloadResponse, tags=["admin"],
             dependencies=[Depends(_need("admin"))])
     def reload(svc: Svc, body: S.ReloadRequest | None = None) -> S.ReloadResponse:
-        """Load a bundle (the current folder again when none is given) in the background of
-        this request, then swap it in; requests in flight finish on the old one."""
+        """Load a bundle (the current folder again when none is given; else a folder under
+        the server's bundle root) in the background of this
+        request, then swap it in; requests in flight finish on the old one. Errors name
+        neither paths nor whether a path exists: the details go to the server's log."""
+        path = _under_root(bundle_root, body.bundle) if body and body.bundle else None
         try:
-            new, old = svc.reload(body.bundle if body else None)
-        except (LmrecError, OSError) as exc:
+            new, old = svc.reload(path)
+        except Exception:  # whatever a bad or half-written bundle raises: not a 500
             metrics.reloads.labels(outcome="failed").inc()
-            raise HTTPException(400, f"cannot load the bundle: {_problem(exc)}") from None
+            log.exception("reload of bundle %s failed", path or "(the served one)")
+            raise HTTPException(400, LOAD_FAILED) from None
         metrics.reloads.labels(outcome="ok").inc()
-        eng = svc.engine
-        metrics.set_model(eng.model.name, eng.model_version, eng.loaded_at)
         return S.ReloadResponse(model_version=new, previous_version=old)
 
     @r.get("/health", response_model=S.Health, tags=["operations"])
@@ -281,6 +290,8 @@ def _router(service: Service, metrics: ServiceMetrics, settings: ServeSettings) 
            responses={200: {"content": {"text/plain": {}}}})
     def prometheus() -> Response:
         """Prometheus metrics of this process."""
+        eng = service.engine  # also after a background follow or a redaction
+        metrics.set_model(eng.model.name, eng.model_version, eng.loaded_at)
         return Response(metrics.render(), media_type=metrics.content_type)
 
     return r
@@ -295,8 +306,13 @@ def _recommendations(res: Result) -> S.Recommendations:
                              model_version=res.model_version, note=res.note)
 
 
-def _problem(exc: BaseException) -> str:
-    return str(exc) if isinstance(exc, LmrecError) else type(exc).__name__
+def _under_root(root: Path, raw: str) -> Path:
+    """`raw` (absolute, or relative to the working directory) resolved, when it lies under
+    `root` (a resolved folder); else a 400 that says neither the path nor whether it exists."""
+    path = Path(raw).resolve()
+    if not path.is_relative_to(root):
+        raise HTTPException(400, "the bundle must be a folder under the server's bundle root")
+    return path
 
 
 # --- errors --------------------------------------------------------------------------------

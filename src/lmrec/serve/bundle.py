@@ -32,8 +32,12 @@ integer ids have no free value to put there. The id then maps to nothing: `redac
 and the service treats it as an unknown user. Item-side state learned from the user's data
 (item factors, item similarities, network weights, item popularity in the model's own
 scores) stays until retraining; so do copies outside this folder (older bundles, the training
-dataset), which are the operator's to purge before retraining. Writers of one folder
-(`write_bundle`, `redact_bundle`, in any process) take an exclusive lock on its `.lock` file.
+dataset), which are the operator's to purge before retraining.
+
+Locking: writers of one folder (`write_bundle`, `redact_bundle`, in any process) take its lock
+(`.lock`) exclusively and readers (`load_bundle`) in shared mode, so a reload never reads a mix
+of old and new files. Writers also write every file under a temporary name and move it in with
+`os.replace`, bundle.json last, for readers that take no lock.
 """
 
 from __future__ import annotations
@@ -49,7 +53,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 import polars as pl
@@ -110,17 +114,29 @@ def write_bundle(model: Recommender, dataset: Dataset, folder: str | Path, *,
         raise InputError("the model was not trained on this dataset (id vocabularies differ)")
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
+    rules_file = Path(rules) if rules is not None else None
+    if rules_file is not None:
+        if rules_file.suffix not in (".json", ".toml"):
+            raise InputError("a rules file must be .json or .toml",
+                             location=Location(str(rules_file)))
+        from lmrec.serve.service import Rules
+
+        Rules.from_file(rules_file)  # refuse a bad file now, not when the bundle is served
     with bundle_lock(folder):
-        return _write_bundle(model, dataset, folder, ann_threshold, rules)
+        tmp = Path(tempfile.mkdtemp(prefix=".write-", dir=folder))
+        try:
+            return _write_bundle(model, dataset, folder, tmp, ann_threshold, rules_file)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _write_bundle(model: Recommender, dataset: Dataset, folder: Path, ann_threshold: int,
-                  rules: str | Path | None) -> Path:
-    (folder / BUNDLE_FILE).unlink(missing_ok=True)  # the folder is unfinished until the end
-    model.save(folder)
-    dataset.item_table.write_parquet(folder / ITEMS_FILE)
+def _write_bundle(model: Recommender, dataset: Dataset, folder: Path, tmp: Path,
+                  ann_threshold: int, rules: Path | None) -> Path:
+    """Write the files in `tmp` (inside `folder`), then move them in; bundle.json last."""
+    model.save(tmp)
+    dataset.item_table.write_parquet(tmp / ITEMS_FILE)
     seqs = dataset.sequences()
-    np.savez(folder / HISTORIES_FILE, allow_pickle=False,
+    np.savez(tmp / HISTORIES_FILE, allow_pickle=False,
              indptr=seqs.indptr, items=seqs.items, events=seqs.events,
              timestamps=seqs.timestamps, event_types=np.asarray(seqs.event_types, dtype=np.str_),
              user_ids=_ids_array(dataset.users), item_ids=_ids_array(dataset.items),
@@ -130,18 +146,19 @@ def _write_bundle(model: Recommender, dataset: Dataset, folder: Path, ann_thresh
         from lmrec.serve.retrieval import ItemIndex
 
         ItemIndex.build(model.item_embeddings(), kind="auto",
-                        exact_below=ann_threshold).save(folder / INDEX_DIR)
+                        exact_below=ann_threshold).save(tmp / INDEX_DIR)
         index_name = INDEX_DIR
+    if rules is not None:
+        (tmp / f"rules{rules.suffix}").write_bytes(rules.read_bytes())
+    (folder / BUNDLE_FILE).unlink(missing_ok=True)  # the folder is unfinished until the end
     for name in RULES_FILES:
         (folder / name).unlink(missing_ok=True)
-    if rules is not None:
-        rules = Path(rules)
-        if rules.suffix not in (".json", ".toml"):
-            raise InputError("a rules file must be .json or .toml", location=Location(str(rules)))
-        from lmrec.serve.service import Rules
-
-        Rules.from_file(rules)  # refuse a bad file now, not when the bundle is served
-        (folder / f"rules{rules.suffix}").write_bytes(rules.read_bytes())
+    shutil.rmtree(folder / INDEX_DIR, ignore_errors=True)  # a directory cannot be replaced
+    for entry in sorted(tmp.iterdir()):
+        if entry.is_file():
+            _fsync(entry)
+        os.replace(entry, folder / entry.name)
+    _fsync_dir(folder)
     created = time.time()
     digest = _content_hash(folder, index_name)
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(created))
@@ -160,7 +177,10 @@ def _write_bundle(model: Recommender, dataset: Dataset, folder: Path, ann_thresh
         "item_roles": {col: str(spec.role) for col, spec in dataset.item_schema.items()},
         "embedding_scorer": isinstance(model, EmbeddingScorer),
     }
-    (folder / BUNDLE_FILE).write_text(json.dumps(meta, indent=2))
+    (tmp / BUNDLE_FILE).write_text(json.dumps(meta, indent=2))
+    _fsync(tmp / BUNDLE_FILE)
+    os.replace(tmp / BUNDLE_FILE, folder / BUNDLE_FILE)
+    _fsync_dir(folder)
     return folder
 
 
@@ -185,9 +205,16 @@ def read_bundle_meta(folder: str | Path) -> dict[str, Any]:
 
 
 def load_bundle(folder: str | Path) -> Bundle:
-    """Load a bundle written by `write_bundle` (the model, items, histories, index)."""
+    """Load a bundle written by `write_bundle` (the model, items, histories, index), holding
+    its lock in shared mode so that no writer changes files in between."""
     folder = Path(folder)
-    meta = read_bundle_meta(folder)
+    read_bundle_meta(folder)  # a clear error for a folder that is not a bundle
+    with bundle_lock(folder, shared=True):
+        return _load_bundle(folder)
+
+
+def _load_bundle(folder: Path) -> Bundle:
+    meta = read_bundle_meta(folder)  # again, under the lock
     model = Recommender.load(folder)
     items = pl.read_parquet(folder / ITEMS_FILE)
     with np.load(folder / HISTORIES_FILE, allow_pickle=False) as z:
@@ -277,37 +304,95 @@ def redact_bundle(folder: str | Path, users: Sequence[Any]) -> Redaction:
     return Redaction(meta, int(idx.size))
 
 
-_LOCKS: dict[Path, threading.Lock] = {}
+class _SharedLock:
+    """A readers-writer lock within one process: any number of shared holders or one
+    exclusive holder. Writers waiting keep new readers out, so a reload cannot starve them."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._readers = 0
+        self._writer = False
+        self._writers_waiting = 0
+
+    def acquire(self, shared: bool) -> None:
+        with self._cond:
+            if shared:
+                self._cond.wait_for(lambda: not self._writer and not self._writers_waiting)
+                self._readers += 1
+                return
+            self._writers_waiting += 1
+            try:
+                self._cond.wait_for(lambda: not self._writer and not self._readers)
+            finally:
+                self._writers_waiting -= 1
+            self._writer = True
+
+    def release(self, shared: bool) -> None:
+        with self._cond:
+            if shared:
+                self._readers -= 1
+            else:
+                self._writer = False
+            self._cond.notify_all()
+
+
+_LOCKS: dict[Path, _SharedLock] = {}
 _LOCKS_GUARD = threading.Lock()
-_HELD = threading.local()  # .folders: the folders this thread holds
+_HELD = threading.local()  # .folders: folder -> shared (bool), the folders this thread holds
 
 
 @contextmanager
-def bundle_lock(folder: str | Path) -> Iterator[None]:
-    """Exclusive access to a bundle folder for writers: a lock per folder in this process,
-    plus `flock` on `folder/.lock` across processes where the platform has it (elsewhere
-    one writing process per folder). Reentrant within a thread."""
+def bundle_lock(folder: str | Path, *, shared: bool = False) -> Iterator[None]:
+    """Access to a bundle folder: exclusive for writers, shared for readers. A lock per folder
+    in this process, plus `flock` on `folder/.lock` across processes where the platform has it
+    (elsewhere one writing process per folder). Reentrant within a thread; a thread holding
+    the exclusive lock may also read. A reader of a folder it cannot write to (no `.lock` can
+    be created there) only takes the in-process lock."""
     key = Path(folder).resolve()
-    held: set[Path] = _HELD.__dict__.setdefault("folders", set())
+    held: dict[Path, bool] = _HELD.__dict__.setdefault("folders", {})
     if key in held:
+        if held[key] and not shared:
+            raise RuntimeError("a shared bundle lock cannot be upgraded to an exclusive one")
         yield
         return
     with _LOCKS_GUARD:
-        local = _LOCKS.setdefault(key, threading.Lock())
-    with local, (key / LOCK_FILE).open("a+b") as f:
+        local = _LOCKS.setdefault(key, _SharedLock())
+    local.acquire(shared)
+    try:
+        with _lock_file(key / LOCK_FILE, shared) as f:
+            try:
+                import fcntl
+            except ImportError:
+                fcntl = None  # type: ignore[assignment]
+            if fcntl is not None and f is not None:
+                fcntl.flock(f.fileno(), fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
+            held[key] = shared
+            try:
+                yield
+            finally:
+                del held[key]
+                if fcntl is not None and f is not None:
+                    fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+    finally:
+        local.release(shared)
+
+
+@contextmanager
+def _lock_file(path: Path, shared: bool) -> Iterator[BinaryIO | None]:
+    """The open lock file; for a reader, read-only when it cannot be created or written, and
+    None when it cannot be opened at all (a read-only folder: no writer can change it)."""
+    try:
+        f = path.open("a+b")
+    except OSError:
+        if not shared:
+            raise
         try:
-            import fcntl
-        except ImportError:
-            fcntl = None  # type: ignore[assignment]
-        if fcntl is not None:
-            fcntl.flock(f.fileno(), fcntl.LOCK_EX)
-        held.add(key)
-        try:
-            yield
-        finally:
-            held.discard(key)
-            if fcntl is not None:
-                fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+            f = path.open("rb")
+        except OSError:
+            yield None
+            return
+    with f:
+        yield f
 
 
 def _fsync(path: Path) -> None:

@@ -4,8 +4,9 @@ A registry per app (not the global default) lets several apps live in one proces
 keeps library-wide collectors out of the scrape. With `--workers N` each worker process counts
 its own requests; a scrape reaches one worker.
 
-Route labels are the route templates ("/v1/users/{user}/recommendations"), never raw paths, so
-the number of series stays bounded whatever ids clients send.
+Route labels are the route templates ("/v1/users/{user}/recommendations"), never raw paths, and
+method labels are the standard methods or "OTHER" (servers accept any token as a method), so
+the number of series stays bounded whatever clients send.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from prometheus_client import (
     generate_latest,
 )
 
+METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"})
 # seconds; recommendation latencies sit between 1 ms and a few hundred ms
 _BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
@@ -39,7 +41,7 @@ class ServiceMetrics:
         self.events_ingested = Counter("lmrec_events_ingested",
                                        "Events stored (durable) by POST /v1/events", registry=r)
         self.events_duplicate = Counter("lmrec_events_duplicate",
-                                        "Events acknowledged as already stored (same event_id)",
+                                        "Events already stored (same user and event_id)",
                                         registry=r)
         self.users_forgotten = Counter("lmrec_users_forgotten", "DELETE /v1/users/{id} done",
                                        registry=r)
@@ -48,13 +50,18 @@ class ServiceMetrics:
                                 ["model", "model_version"], registry=r)
         self.model_loaded = Gauge("lmrec_model_loaded_timestamp_seconds",
                                   "When the served bundle was loaded", registry=r)
+        self._model: tuple[str, str] | None = None
 
     def set_model(self, model: str, version: str, loaded_at: float) -> None:
-        self.model_info.clear()  # one series: the bundle served now
-        self.model_info.labels(model=model, model_version=version).set(1)
+        """Show the bundle served now (cheap when unchanged: called on every scrape)."""
+        if self._model != (model, version):
+            self.model_info.clear()  # one series: the bundle served now
+            self.model_info.labels(model=model, model_version=version).set(1)
+            self._model = (model, version)
         self.model_loaded.set(loaded_at)
 
     def observe(self, method: str, route: str, status: int, seconds: float) -> None:
+        method = method if method in METHODS else "OTHER"
         self.requests.labels(method=method, route=route, status=str(status)).inc()
         self.latency.labels(method=method, route=route).observe(seconds)
 

@@ -3,23 +3,44 @@
 Ids travel as JSON strings or integers and are handled as strings inside the service (the
 store keeps TEXT ids; integer vocabularies are matched by value, so "196" and 196 are the same
 user). Text fields refuse control characters, which no id needs and PostgreSQL TEXT cannot hold
-(NUL).
+(NUL). User and item ids also refuse "/": routes decode %2F, so such an id could be stored but
+never read or deleted through /v1/users/{user} or /v1/items/{item}.
 """
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationInfo,
+)
 
 MAX_ID_LENGTH = 256
 MAX_HISTORY = 1_000  # items in an anonymous visitor's history
 MAX_K = 1_000
 _TEXT = r"^[^\x00-\x1f\x7f]+$"
+_ID_TEXT = r"^[^\x00-\x1f\x7f/]+$"
+
+
+def _no_slash(value: Any, info: ValidationInfo) -> Any:
+    """One clear error for a "/" in an id (the pattern alone would report every union arm)."""
+    if isinstance(value, str) and "/" in value:
+        raise ValueError(f"{info.field_name}: an id may not contain '/' (it could not be used "
+                         "in a URL path)")
+    return value
+
 
 Text = Annotated[str, StringConstraints(min_length=1, max_length=MAX_ID_LENGTH, pattern=_TEXT)]
-# an external id: a string, or an integer for integer-keyed catalogues (|id| < 2^63)
-Id = Text | Annotated[int, Field(ge=-(2**63) + 1, le=2**63 - 1)]
+# an external id: a string without "/", or an integer for integer-keyed catalogues (|id| < 2^63)
+Id = Annotated[
+    Annotated[str, StringConstraints(min_length=1, max_length=MAX_ID_LENGTH, pattern=_ID_TEXT)]
+    | Annotated[int, Field(ge=-(2**63) + 1, le=2**63 - 1)],
+    BeforeValidator(_no_slash)]
 EventType = Annotated[str, StringConstraints(min_length=1, max_length=64,
                                              pattern=r"^[A-Za-z0-9_.:-]+$")]
 # a filter "column:value"; "column:a|b" matches either value
@@ -34,8 +55,8 @@ class Strict(BaseModel):
 # --- requests ------------------------------------------------------------------------------
 class EventBody(Strict):
     """One behaviour event. `timestamp`: Unix seconds (the server's clock when missing);
-    `event_id`: an idempotency key (an event id already stored is acknowledged, not stored
-    again); `value`: e.g. a rating or a quantity."""
+    `event_id`: an idempotency key scoped to the user (an id this user already sent is
+    acknowledged, not stored again); `value`: e.g. a rating or a quantity."""
 
     user: Id
     item: Id
@@ -91,7 +112,7 @@ class SimilarItems(BaseModel):
 
 class IngestResponse(BaseModel):
     accepted: int = Field(description="events stored now (durable before this answer)")
-    duplicates: int = Field(description="events whose event_id was already stored")
+    duplicates: int = Field(description="events whose (user, event_id) was already stored")
 
 
 class ForgetResponse(BaseModel):

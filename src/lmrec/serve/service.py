@@ -557,8 +557,10 @@ class Service:
     def ingest(self, events: Sequence[EventIn]) -> IngestResult:
         """Store events (durable when this returns); ids are stored in canonical form."""
         eng = self._engine
-        canon = [EventIn(eng.user_key(e.user)[0], eng.item_key(e.item), e.type, e.timestamp,
-                         e.event_id, e.value) for e in events]
+        # canonical ids only: a vocabulary lookup per event would cost more than the insert
+        users, items = eng.bundle.users, eng.bundle.item_ids
+        canon = [EventIn(_canonical(users, e.user)[0], _canonical(items, e.item)[0], e.type,
+                         e.timestamp, e.event_id, e.value) for e in events]
         return self.store.add_events(canon)
 
     def forget(self, raw_user: Any) -> Forgotten:
@@ -566,9 +568,12 @@ class Service:
         bundle was trained on them, their rows in the bundle (`redact_bundle`).
 
         The store goes first, so a failing bundle write (e.g. a read-only folder) leaves the
-        store erased and raises: asking again finishes the job. A redacted bundle is swapped
-        in (and published to the other workers) under the bundle's lock, so the order of
-        versions published is the order of the writes.
+        store erased and raises: asking again finishes the job. The bundle the user was found
+        in is redacted; so is the bundle served by the time the reload lock is held, when a
+        reload swapped in another one meanwhile that holds the user. The served bundle's
+        redacted version is swapped in (and published to the other workers) under the reload
+        lock and the bundle's lock, so a reload is never reverted and the order of versions
+        published is the order of the writes.
         """
         eng = self._engine
         key, public, u = eng.user_key(raw_user)
@@ -576,12 +581,17 @@ class Service:
         if u < 0:
             return Forgotten(public, deleted.events, deleted.audit_id, False, False,
                              eng.model_version)
-        path = eng.bundle.path
-        with bundle_lock(path):
-            redaction = redact_bundle(path, [key])
-            if self._engine.model_version != redaction.model_version:
-                self.reload(path)  # the redacted bundle, or one another worker redacted
-            served = self._engine
+        with self._reload_lock:
+            served = self._engine  # the same bundle, or one an admin reload swapped in since
+            if served.bundle.path != eng.bundle.path:
+                redact_bundle(eng.bundle.path, [key])  # no longer served, still on disk
+            if served.user_key(key)[2] >= 0:
+                path = served.bundle.path
+                with bundle_lock(path):
+                    redaction = redact_bundle(path, [key])
+                    if redaction.model_version != served.model_version:
+                        # the redacted bundle, or one another worker redacted further
+                        served = self._swap(path)
         return Forgotten(public, deleted.events, deleted.audit_id, True,
                          served.user_key(key)[2] < 0, served.model_version)
 
@@ -593,12 +603,19 @@ class Service:
         """
         with self._reload_lock:
             old = self._engine
-            engine = build_engine(Path(path) if path else old.bundle.path, self.rules_path)
-            self._engine = engine  # one reference assignment: atomic for request threads
+            engine = self._swap(Path(path) if path else old.bundle.path, publish=publish)
+        return engine.model_version, old.model_version
+
+    def _swap(self, path: Path, *, publish: bool = True) -> Engine:
+        """Load the bundle at `path` and serve it (the caller holds `_reload_lock`); publish it
+        under the lock, so that the pointer's order is the order of the swaps."""
+        old = self._engine
+        engine = build_engine(path, self.rules_path)
+        self._engine = engine  # one reference assignment: atomic for request threads
         if publish and self.sync is not None:
             self.sync.publish(engine.bundle.path, engine.model_version)
         log.info("serving bundle %s (was %s)", engine.model_version, old.model_version)
-        return engine.model_version, old.model_version
+        return engine
 
     def follow(self) -> None:
         """With several workers: start a background reload when another worker has swapped
@@ -640,7 +657,9 @@ class BundleSync:
         self.interval = interval
 
     def publish(self, path: Path, version: str) -> None:
-        doc = {"path": str(path), "model_version": version, "set_at": time.time()}
+        # resolved: another server process may run in another working directory
+        doc = {"path": str(Path(path).resolve()), "model_version": version,
+               "set_at": time.time()}
         self.store.put_state(SYSTEM_USER, POINTER_KEY, json.dumps(doc).encode())
 
     def wanted(self) -> tuple[str, str] | None:

@@ -4,7 +4,8 @@ Four tables, the same in both back ends (ids are TEXT, times epoch seconds as fl
 
     lmrec_schema      version                  one row; refused when newer than this code
     lmrec_events      seq, user_id, item_id, type, ts, event_id, value
-                      unique index on event_id (NULLs never collide): the idempotency key
+                      unique index on (user_id, event_id) (NULLs never collide): the
+                      idempotency key, per user, so clients may each number events from 1
                       index on (user_id, ts, seq): a user's history in time order
     lmrec_user_state  user_id, key, value (bytes), updated_at     a small per-user cache
     lmrec_deletions   audit_id, deleted_at, events_removed, state_removed
@@ -22,7 +23,7 @@ import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager, suppress
+from contextlib import AbstractContextManager, contextmanager, suppress
 from dataclasses import dataclass
 from typing import Any, Generic, Self, TypeVar
 from urllib.parse import urlsplit, urlunsplit
@@ -45,7 +46,8 @@ class StoreError(LmrecError):
 @dataclass(frozen=True)
 class EventIn:
     """An event to store. `timestamp` is epoch seconds (the server's clock when None);
-    `event_id` is the client's idempotency key (the same id is stored only once)."""
+    `event_id` is the client's idempotency key (the same id for the same user is stored only
+    once)."""
 
     user: str
     item: str
@@ -71,7 +73,7 @@ class StoredEvent:
 @dataclass(frozen=True)
 class IngestResult:
     accepted: int  # newly stored events
-    duplicates: int  # events whose event_id was already stored (or repeated in the batch)
+    duplicates: int  # events whose (user, event_id) was already stored (or repeated in the batch)
 
 
 @dataclass(frozen=True)
@@ -116,7 +118,8 @@ class EventStore(ABC):
 
     @abstractmethod
     def ping(self) -> bool:
-        """True when the database answers a trivial query."""
+        """True when the database answers a trivial query; False on any StoreError (closed,
+        unreachable, pool exhausted, a corrupt database file)."""
 
     @abstractmethod
     def close(self) -> None:
@@ -130,6 +133,68 @@ class EventStore(ABC):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.url!r})"
+
+
+class SQLEventStore(EventStore):
+    """The operations both SQL back ends write alike; only the parameter placeholder (`?` or
+    `%s`) and the two connection hooks differ."""
+
+    placeholder: str
+
+    @abstractmethod
+    def _read(self) -> AbstractContextManager[Any]:
+        """A connection for statements that need no explicit transaction."""
+
+    @abstractmethod
+    def _write(self) -> AbstractContextManager[Any]:
+        """A connection inside one transaction, committed on success, rolled back on error."""
+
+    def _after_delete(self) -> None:
+        """Back-end clean-up once a user's rows are gone (e.g. SQLite's write-ahead log)."""
+
+    def _sql(self, statement: str) -> str:
+        return statement.replace("?", self.placeholder)
+
+    def delete_user(self, user: str) -> DeleteResult:
+        user = check_text(user, "user")
+        audit_id = new_audit_id()
+        with self._write() as conn:
+            events = conn.execute(self._sql("DELETE FROM lmrec_events WHERE user_id = ?"),
+                                  (user,)).rowcount
+            state = conn.execute(self._sql("DELETE FROM lmrec_user_state WHERE user_id = ?"),
+                                 (user,)).rowcount
+            conn.execute(self._sql("INSERT INTO lmrec_deletions (audit_id, deleted_at, "
+                                   "events_removed, state_removed) VALUES (?, ?, ?, ?)"),
+                         (audit_id, now(), events, state))
+        self._after_delete()
+        return DeleteResult(events, audit_id)
+
+    def put_state(self, user: str, key: str, value: bytes) -> None:
+        args = (check_text(user, "user"), check_text(key, "key"), check_state(value), now())
+        with self._write() as conn:
+            conn.execute(self._sql(
+                "INSERT INTO lmrec_user_state (user_id, key, value, updated_at) VALUES "
+                "(?, ?, ?, ?) ON CONFLICT (user_id, key) DO UPDATE SET value = excluded.value, "
+                "updated_at = excluded.updated_at"), args)
+
+    def get_state(self, user: str, key: str) -> bytes | None:
+        args = (check_text(user, "user"), check_text(key, "key"))
+        with self._read() as conn:
+            row = conn.execute(self._sql("SELECT value FROM lmrec_user_state WHERE "
+                                         "user_id = ? AND key = ?"), args).fetchone()
+        return None if row is None else bytes(row[0])
+
+    def count_events(self) -> int:
+        with self._read() as conn:
+            row = conn.execute("SELECT count(*) FROM lmrec_events").fetchone()
+        return int(row[0]) if row else 0
+
+    def ping(self) -> bool:
+        try:
+            with self._read() as conn:
+                return conn.execute("SELECT 1").fetchone() == (1,)
+        except StoreError:
+            return False
 
 
 # --- shared helpers ------------------------------------------------------------------------

@@ -9,8 +9,8 @@ number of events newly stored.
 
 Concurrency: a small lock-protected pool (psycopg_pool is not a dependency) lends each thread
 its own connection, in autocommit mode with explicit transactions where a write spans several
-statements. Two writers racing on the same event_id serialise on the unique index: the second
-waits for the first to commit, then skips the row.
+statements. Two writers racing on the same (user_id, event_id) serialise on the unique index:
+the second waits for the first to commit, then skips the row.
 
 Isolation: tables are created in the first schema of the connection's search_path, so a URL
 such as `postgresql://u@h/db?options=-csearch_path%3Dmy_schema` keeps deployments or test runs
@@ -34,19 +34,16 @@ from lmrec.errors import ConfigError
 from lmrec.serve.store.base import (
     SCHEMA_VERSION,
     ConnectionPool,
-    DeleteResult,
     EventIn,
-    EventStore,
     IngestResult,
+    SQLEventStore,
     StoredEvent,
     StoreError,
     check_limit,
-    check_state,
     check_text,
     event_rows,
     group_histories,
     mask_url,
-    new_audit_id,
     now,
 )
 
@@ -59,7 +56,8 @@ _SCHEMA = (
         seq BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
         user_id TEXT NOT NULL, item_id TEXT NOT NULL, type TEXT NOT NULL,
         ts DOUBLE PRECISION NOT NULL, event_id TEXT, value DOUBLE PRECISION)""",
-    "CREATE UNIQUE INDEX IF NOT EXISTS lmrec_events_event_id ON lmrec_events (event_id)",
+    "CREATE UNIQUE INDEX IF NOT EXISTS lmrec_events_user_event_id "
+    "ON lmrec_events (user_id, event_id)",
     "CREATE INDEX IF NOT EXISTS lmrec_events_user ON lmrec_events (user_id, ts, seq)",
     """CREATE TABLE IF NOT EXISTS lmrec_user_state (
         user_id TEXT NOT NULL, key TEXT NOT NULL, value BYTEA NOT NULL,
@@ -75,7 +73,7 @@ SELECT u, i, t, ts, e, v
 FROM unnest(%s::text[], %s::text[], %s::text[], %s::float8[], %s::text[], %s::float8[])
      WITH ORDINALITY AS batch (u, i, t, ts, e, v, n)
 ORDER BY n
-ON CONFLICT DO NOTHING"""
+ON CONFLICT (user_id, event_id) DO NOTHING"""
 _COLUMNS = "seq, user_id, item_id, type, ts, event_id, value"
 _HISTORY = (f"SELECT {_COLUMNS} FROM lmrec_events WHERE user_id = ANY(%s) "
             "ORDER BY user_id, ts, seq")
@@ -87,8 +85,10 @@ _HISTORY_LIMIT = (
 _SCHEMA_LOCK = 0x6C6D726563
 
 
-class PostgresStore(EventStore):
+class PostgresStore(SQLEventStore):
     """Events in PostgreSQL tables. See the module docstring."""
+
+    placeholder = "%s"
 
     def __init__(self, url: str) -> None:
         self.url = mask_url(url)
@@ -113,7 +113,7 @@ class PostgresStore(EventStore):
                                   f"got {size_raw[-1]!r}")
         self._pool: ConnectionPool[psycopg.Connection] = ConnectionPool(
             self._connect, psycopg.Connection.close, _healthy, size, self.url)
-        with self._transaction() as conn:
+        with self._write() as conn:
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
             for statement in _SCHEMA:
                 conn.execute(statement)
@@ -128,17 +128,17 @@ class PostgresStore(EventStore):
     def _connect(self) -> psycopg.Connection:
         try:
             return psycopg.connect(**self._params, autocommit=True)
-        except psycopg.OperationalError as exc:
+        except psycopg.Error as exc:
             raise StoreError(f"cannot connect to {self.url}: {exc}".strip()) from exc
 
     @contextmanager
-    def _conn(self) -> Iterator[psycopg.Connection]:
+    def _read(self) -> Iterator[psycopg.Connection]:
         with self._pool.connection() as conn, _store_errors(self.url):
             yield conn
 
     @contextmanager
-    def _transaction(self) -> Iterator[psycopg.Connection]:
-        with self._conn() as conn, conn.transaction():
+    def _write(self) -> Iterator[psycopg.Connection]:
+        with self._read() as conn, conn.transaction():
             yield conn
 
     # --- EventStore -------------------------------------------------------------------
@@ -147,7 +147,7 @@ class PostgresStore(EventStore):
         if not rows:
             return IngestResult(0, 0)
         columns = [list(col) for col in zip(*rows, strict=True)]
-        with self._conn() as conn:  # one statement in autocommit: one transaction
+        with self._read() as conn:  # one statement in autocommit: one transaction
             accepted = conn.execute(_INSERT, columns).rowcount
         return IngestResult(accepted, len(rows) - accepted)
 
@@ -158,51 +158,12 @@ class PostgresStore(EventStore):
         if not users:
             return {}
         wanted = sorted(set(users))
-        with self._conn() as conn:
+        with self._read() as conn:
             if limit is None:
                 rows = conn.execute(_HISTORY, (wanted,)).fetchall()
             else:
                 rows = conn.execute(_HISTORY_LIMIT, (wanted, limit)).fetchall()
         return group_histories(users, rows)
-
-    def delete_user(self, user: str) -> DeleteResult:
-        user = check_text(user, "user")
-        audit_id = new_audit_id()
-        with self._transaction() as conn:
-            events = conn.execute("DELETE FROM lmrec_events WHERE user_id = %s",
-                                  (user,)).rowcount
-            state = conn.execute("DELETE FROM lmrec_user_state WHERE user_id = %s",
-                                 (user,)).rowcount
-            conn.execute("INSERT INTO lmrec_deletions (audit_id, deleted_at, events_removed, "
-                         "state_removed) VALUES (%s, %s, %s, %s)",
-                         (audit_id, now(), events, state))
-        return DeleteResult(events, audit_id)
-
-    def put_state(self, user: str, key: str, value: bytes) -> None:
-        args = (check_text(user, "user"), check_text(key, "key"), check_state(value), now())
-        with self._conn() as conn:
-            conn.execute("INSERT INTO lmrec_user_state (user_id, key, value, updated_at) "
-                         "VALUES (%s, %s, %s, %s) ON CONFLICT (user_id, key) DO UPDATE SET "
-                         "value = excluded.value, updated_at = excluded.updated_at", args)
-
-    def get_state(self, user: str, key: str) -> bytes | None:
-        args = (check_text(user, "user"), check_text(key, "key"))
-        with self._conn() as conn:
-            row = conn.execute("SELECT value FROM lmrec_user_state WHERE user_id = %s AND "
-                               "key = %s", args).fetchone()
-        return None if row is None else bytes(row[0])
-
-    def count_events(self) -> int:
-        with self._conn() as conn:
-            row = conn.execute("SELECT count(*) FROM lmrec_events").fetchone()
-        return int(row[0]) if row else 0
-
-    def ping(self) -> bool:
-        try:
-            with self._conn() as conn:
-                return conn.execute("SELECT 1").fetchone() == (1,)
-        except StoreError:
-            return False
 
     def close(self) -> None:
         self._pool.close()
@@ -216,8 +177,12 @@ def _healthy(conn: psycopg.Connection) -> bool:
 
 @contextmanager
 def _store_errors(url: str) -> Iterator[None]:
-    """A lost or refused connection as StoreError (the pool then drops the connection)."""
+    """Failures of the server or the connection (lost, refused, disk full, an internal error) as
+    StoreError; the pool then drops a broken connection. Errors in the statement itself
+    (ProgrammingError, DataError) are bugs and pass through."""
     try:
         yield
-    except psycopg.OperationalError as exc:
+    except (psycopg.ProgrammingError, psycopg.DataError):
+        raise
+    except psycopg.Error as exc:
         raise StoreError(f"{url}: {exc}".strip()) from exc

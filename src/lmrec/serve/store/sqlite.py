@@ -11,13 +11,15 @@ lock (`BEGIN IMMEDIATE` takes it up front, so a transaction never fails half way
 is locked") and wait up to the busy timeout. Each thread borrows its own connection from a
 small pool; an in-memory database has one connection, so its pool doubles as a lock.
 
-Erasure: `secure_delete` overwrites removed rows with zeros, and `delete_user` truncates the
-write-ahead log afterwards (best effort: it is skipped while another connection reads), so a
-deleted user's events do not linger in the file.
+Erasure: `secure_delete` overwrites removed rows with zeros, and `delete_user` then truncates
+the write-ahead log so it keeps no older copy of their pages. That truncation cannot finish while
+another connection reads; it then gives up after about a second and leaves the log to SQLite's
+automatic checkpoints (see `SQLiteStore._after_delete`).
 """
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -28,23 +30,21 @@ from lmrec.errors import ConfigError
 from lmrec.serve.store.base import (
     SCHEMA_VERSION,
     ConnectionPool,
-    DeleteResult,
     EventIn,
-    EventStore,
     IngestResult,
+    SQLEventStore,
     StoredEvent,
     StoreError,
     check_limit,
-    check_state,
     check_text,
     event_rows,
     group_histories,
-    new_audit_id,
     now,
 )
 
 PREFIX = "sqlite:///"
 BUSY_TIMEOUT_S = 30.0
+CHECKPOINT_BUSY_TIMEOUT_S = 1.0  # a deletion waits no longer than this for readers to leave
 DEFAULT_POOL = 8
 _USERS_PER_QUERY = 500  # bound parameters per IN list stay far below SQLite's limit
 
@@ -54,7 +54,7 @@ CREATE TABLE IF NOT EXISTS lmrec_events (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,  -- AUTOINCREMENT: a seq is never reused
     user_id TEXT NOT NULL, item_id TEXT NOT NULL, type TEXT NOT NULL, ts REAL NOT NULL,
     event_id TEXT, value REAL);
-CREATE UNIQUE INDEX IF NOT EXISTS lmrec_events_event_id ON lmrec_events (event_id);
+CREATE UNIQUE INDEX IF NOT EXISTS lmrec_events_user_event_id ON lmrec_events (user_id, event_id);
 CREATE INDEX IF NOT EXISTS lmrec_events_user ON lmrec_events (user_id, ts, seq);
 CREATE TABLE IF NOT EXISTS lmrec_user_state (
     user_id TEXT NOT NULL, key TEXT NOT NULL, value BLOB NOT NULL, updated_at REAL NOT NULL,
@@ -64,12 +64,16 @@ CREATE TABLE IF NOT EXISTS lmrec_deletions (
     events_removed INTEGER NOT NULL, state_removed INTEGER NOT NULL);
 """
 _INSERT = ("INSERT INTO lmrec_events (user_id, item_id, type, ts, event_id, value) "
-           "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING")
+           "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (user_id, event_id) DO NOTHING")
 _COLUMNS = "seq, user_id, item_id, type, ts, event_id, value"
 
+log = logging.getLogger(__name__)
 
-class SQLiteStore(EventStore):
+
+class SQLiteStore(SQLEventStore):
     """Events in one SQLite file (or in memory, for tests). See the module docstring."""
+
+    placeholder = "?"
 
     def __init__(self, url: str) -> None:
         self.url = url
@@ -118,7 +122,8 @@ class SQLiteStore(EventStore):
             try:
                 yield conn
             except BaseException:
-                conn.execute("ROLLBACK")
+                if conn.in_transaction:  # some errors (I/O, corruption) already rolled back
+                    conn.execute("ROLLBACK")
                 raise
             conn.execute("COMMIT")
 
@@ -153,44 +158,29 @@ class SQLiteStore(EventStore):
                     rows += conn.execute(sql, [*chunk, limit]).fetchall()
         return group_histories(users, rows)
 
-    def delete_user(self, user: str) -> DeleteResult:
-        user = check_text(user, "user")
-        audit_id = new_audit_id()
-        with self._write() as conn:
-            events = conn.execute("DELETE FROM lmrec_events WHERE user_id = ?", (user,)).rowcount
-            state = conn.execute("DELETE FROM lmrec_user_state WHERE user_id = ?",
-                                 (user,)).rowcount
-            conn.execute("INSERT INTO lmrec_deletions (audit_id, deleted_at, events_removed, "
-                         "state_removed) VALUES (?, ?, ?, ?)", (audit_id, now(), events, state))
-        if not self._memory:
-            with self._read() as conn:  # drop the log's copies of the deleted pages
-                conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
-        return DeleteResult(events, audit_id)
+    def _after_delete(self) -> None:
+        """Fold the write-ahead log into the file and truncate it, dropping its older copies
+        of the deleted rows' pages.
 
-    def put_state(self, user: str, key: str, value: bytes) -> None:
-        args = (check_text(user, "user"), check_text(key, "key"), check_state(value), now())
-        with self._write() as conn:
-            conn.execute("INSERT INTO lmrec_user_state (user_id, key, value, updated_at) "
-                         "VALUES (?, ?, ?, ?) ON CONFLICT (user_id, key) DO UPDATE SET "
-                         "value = excluded.value, updated_at = excluded.updated_at", args)
-
-    def get_state(self, user: str, key: str) -> bytes | None:
-        args = (check_text(user, "user"), check_text(key, "key"))
+        TRUNCATE waits for every reader to leave the log, so it gets a short busy timeout
+        (CHECKPOINT_BUSY_TIMEOUT_S) rather than the 30 s writers get. When readers keep it
+        busy, it checkpoints what it can, logs a warning and leaves the rest to SQLite's
+        automatic checkpoints (about every 1000 pages of log). Until one runs, the file and
+        the log may still hold the deleted rows; `secure_delete=ON` (set on every connection)
+        makes what the checkpoint writes back zeros rather than the old bytes.
+        """
+        if self._memory:
+            return
         with self._read() as conn:
-            row = conn.execute("SELECT value FROM lmrec_user_state WHERE user_id = ? AND "
-                               "key = ?", args).fetchone()
-        return None if row is None else bytes(row[0])
-
-    def count_events(self) -> int:
-        with self._read() as conn:
-            return int(conn.execute("SELECT count(*) FROM lmrec_events").fetchone()[0])
-
-    def ping(self) -> bool:
-        try:
-            with self._read() as conn:
-                return conn.execute("SELECT 1").fetchone() == (1,)
-        except StoreError:
-            return False
+            conn.execute(f"PRAGMA busy_timeout = {int(CHECKPOINT_BUSY_TIMEOUT_S * 1000)}")
+            try:
+                busy, _, _ = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+            finally:
+                conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
+        if busy:
+            log.warning("%s: could not truncate the write-ahead log after a deletion (another "
+                        "connection is reading); SQLite's automatic checkpoints will fold it "
+                        "in later", self.url)
 
     def close(self) -> None:
         self._pool.close()
@@ -198,10 +188,13 @@ class SQLiteStore(EventStore):
 
 @contextmanager
 def _store_errors(url: str) -> Iterator[None]:
-    """Operational failures (locked past the busy timeout, I/O, full disk) as StoreError."""
+    """Failures of the database rather than of the statement (locked past the busy timeout,
+    I/O, full disk, a corrupt file) as StoreError."""
     try:
         yield
-    except sqlite3.OperationalError as exc:
+    except (sqlite3.ProgrammingError, sqlite3.DataError):
+        raise  # a bug in the statement or its parameters: not the store's fault
+    except sqlite3.DatabaseError as exc:
         raise StoreError(f"{url}: {exc}") from exc
 
 
