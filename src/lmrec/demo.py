@@ -14,6 +14,7 @@ from lmrec.console import metrics_summary, out, steps, table
 from lmrec.data import Dataset
 from lmrec.models import MODELS, Recommender, create_model
 from lmrec.prepare import PrepareConfig, prepare
+from lmrec.serve.bundle import write_bundle
 
 # The models the demo compares, in the order shown; only those available are used.
 DEMO_MODELS = ("popularity", "content", "itemknn", "userknn", "ease", "als", "bpr", "neumf",
@@ -83,10 +84,10 @@ def run_demo(out_dir: Path, *, n_users: int = 1000, n_items: int = 1000, seed: i
     best = max(valid_ndcg, key=lambda n: valid_ndcg[n])
     with steps(f"training {best} on all data"):
         model = create_model(best).fit(ds, rng=seed)
-        model_dir = model.save(out_dir / "model")
-        ds.item_table.write_parquet(model_dir / "items.parquet")
+        # a servable bundle, as `lmrec train` writes: `lmrec serve demo-output/model`
+        model_dir = write_bundle(model, ds, out_dir / "model")
     out.print(f"4. Trained {best} (best validation NDCG@10 = {valid_ndcg[best]:.4f}) on all "
-              f"data; saved to {model_dir}")
+              f"data; saved to {model_dir} (serve it with `lmrec serve {model_dir}`)")
 
     # 5. recommend: a few users, with what they did and what they get
     loaded = Recommender.load(model_dir)
