@@ -26,6 +26,7 @@ from lmrec import columns as C
 from lmrec.columns import Role
 from lmrec.data.vocab import IdVocabulary
 from lmrec.errors import InputError, Location
+from lmrec.jsonfile import read_json
 
 FORMAT_VERSION = 1
 MatrixValue = Literal["weight", "binary", "count", "value"]
@@ -244,11 +245,7 @@ class Dataset:
                 location=Location(str(folder)),
                 expected="a folder written by `lmrec data prepare` or `lmrec datasets get`",
             )
-        try:
-            meta = json.loads(meta_path.read_text())
-        except json.JSONDecodeError as exc:
-            raise InputError(f"metadata.json is not valid JSON ({exc.msg})",
-                             location=Location(str(meta_path), line=exc.lineno)) from exc
+        meta = read_json(meta_path)
         if meta.get("format") != "lmrec-dataset" or meta.get("format_version") != FORMAT_VERSION:
             raise InputError(
                 f"dataset format {meta.get('format')!r} version {meta.get('format_version')!r} "

@@ -38,6 +38,7 @@ from lmrec import __version__
 from lmrec.data.dataset import Dataset, Sequences
 from lmrec.data.vocab import IdVocabulary
 from lmrec.errors import ConfigError, InputError, Location, UnknownUserError
+from lmrec.jsonfile import read_json
 
 ARTIFACT_FORMAT = "lmrec-model"
 ARTIFACT_VERSION = 1
@@ -469,11 +470,7 @@ def read_artifact_meta(folder: Path) -> dict[str, Any]:
     if not cfg.exists() or not (folder / "arrays.npz").exists():
         raise InputError("not a saved lmrec model (config.json and arrays.npz expected)",
                          location=Location(str(folder)))
-    try:
-        meta = json.loads(cfg.read_text())
-    except json.JSONDecodeError as exc:
-        raise InputError(f"config.json is not valid JSON ({exc.msg})",
-                         location=Location(str(cfg), line=exc.lineno)) from exc
+    meta = read_json(cfg)
     if meta.get("format") != ARTIFACT_FORMAT:
         raise InputError("not a saved lmrec model", location=Location(str(cfg)))
     if meta.get("format_version") != ARTIFACT_VERSION:

@@ -63,6 +63,7 @@ from lmrec import columns as C
 from lmrec.data.dataset import Dataset, Sequences
 from lmrec.data.vocab import IdVocabulary
 from lmrec.errors import InputError, Location
+from lmrec.jsonfile import read_json
 from lmrec.models.base import EmbeddingScorer, Recommender, kept_entries
 
 BUNDLE_FORMAT = "lmrec-bundle"
@@ -191,11 +192,7 @@ def read_bundle_meta(folder: str | Path) -> dict[str, Any]:
     if not path.exists():
         raise InputError("not a model bundle (no bundle.json); train with `lmrec train --out`",
                          location=Location(str(folder)))
-    try:
-        meta = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise InputError(f"bundle.json is not valid JSON ({exc.msg})",
-                         location=Location(str(path), line=exc.lineno)) from exc
+    meta = read_json(path)
     if meta.get("format") != BUNDLE_FORMAT or meta.get("format_version") != BUNDLE_VERSION:
         raise InputError(
             f"bundle format {meta.get('format')!r} version {meta.get('format_version')!r} is "

@@ -41,6 +41,7 @@ from typing import Any, Literal
 import numpy as np
 
 from lmrec.errors import ConfigError, InputError, Location
+from lmrec.jsonfile import read_json
 
 INDEX_FORMAT = "lmrec-item-index"
 INDEX_VERSION = 1
@@ -320,11 +321,7 @@ class ItemIndex:
         if not meta_path.exists():
             raise InputError(f"not a saved item index ({_META} missing)",
                              location=Location(str(folder)))
-        try:
-            meta = json.loads(meta_path.read_text())
-        except json.JSONDecodeError as exc:
-            raise InputError(f"{_META} is not valid JSON ({exc.msg})",
-                             location=Location(str(meta_path), line=exc.lineno)) from exc
+        meta = read_json(meta_path)
         if meta.get("format") != INDEX_FORMAT or meta.get("format_version") != INDEX_VERSION:
             raise InputError(f"not a version {INDEX_VERSION} lmrec item index",
                              location=Location(str(meta_path)),
