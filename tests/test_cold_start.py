@@ -176,6 +176,27 @@ def test_cli_evaluate_cold_items(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert code == 0, err
     # every test item is cold: popularity (no training events, no score) cannot rank one
     assert json.loads(out)["popularity"]["recall@5"] == 0.0 and "6 of 20 items" in err
+    # the same model twice under labels, with parameters (`--variant LABEL=MODEL:k=v,...`)
+    code, out, err = run(["compare", "--data", str(folder), "--models", "popularity",
+                          "--variant", "content-genre=content:columns=genres",
+                          "--variant", "content-all=content:min_df=1,idf=false",
+                          "--report", str(tmp_path / "report2"), "--split", "cold-items",
+                          "--k", "5", "--json"], capsys)
+    assert code == 0, err
+    assert set(json.loads(out)) == {"popularity", "content-genre", "content-all"}
+    code, _, err = run(["compare", "--data", str(folder), "--variant", "popularity=content",
+                        "--models", "popularity", "--report", str(tmp_path / "r3")], capsys)
+    assert code != 0 and "already taken" in err
+
+
+def test_parse_variant_keeps_list_values_together() -> None:
+    from lmrec.cli import parse_variant
+
+    assert parse_variant("tt=two-tower:text=true,layers=128,64, dim=32") == (
+        "tt", "two-tower", {"text": "true", "layers": "128,64", "dim": "32"})
+    assert parse_variant("plain=ease") == ("plain", "ease", {})
+    with pytest.raises(ConfigError, match="LABEL=MODEL"):
+        parse_variant("no-model=")
 
 
 # --- text-aware models -------------------------------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import time
 import tomllib
@@ -73,6 +74,17 @@ def parse_params(pairs: list[str] | None, config_file: Path | None = None) -> di
             raise ConfigError(f"--param {p!r} is not KEY=VALUE")
         params[key.strip()] = value.strip()
     return params
+
+
+def parse_variant(spec: str) -> tuple[str, str, dict[str, Any]]:
+    """`LABEL=MODEL:key=value,key=value` -> (label, model, params). A comma starts a new pair
+    only before `key=`, so `layers=128,64` stays one value."""
+    label, sep, rest = spec.partition("=")
+    model, _, body = rest.partition(":")
+    if not sep or not label.strip() or not model.strip():
+        raise ConfigError(f"--variant {spec!r} is not LABEL=MODEL[:key=value,...]")
+    pairs = [p for p in re.split(r",(?=\s*[A-Za-z_][A-Za-z0-9_]*=)", body) if p.strip()]
+    return label.strip(), model.strip(), parse_params(pairs)
 
 
 def _split_list(value: str | None) -> list[str]:
@@ -594,8 +606,11 @@ def _tune(model: str, params: dict[str, Any], split: Any, ks: list[int], trials:
 @app.command("compare")
 def compare_cmd(
     data: Annotated[Path, typer.Option("--data", help="A prepared dataset folder.")],
-    models: Annotated[str, typer.Option("--models", help="Comma-separated model names.")],
     report: Annotated[Path, typer.Option("--report", help="Folder for the report.")],
+    models: Annotated[str, typer.Option("--models", help="Comma-separated model names.")] = "",
+    variant: Annotated[list[str] | None, typer.Option(
+        "--variant", help="A model with parameters, LABEL=MODEL:key=value,key=value "
+                          "(repeatable), e.g. tt-text=two-tower:text=true")] = None,
     split: Annotated[str, typer.Option(
         help="random | loo | temporal | cold-items | cold-users")] = "random",
     ratios: Annotated[str, typer.Option()] = "0.8,0.1,0.1",
@@ -613,10 +628,14 @@ def compare_cmd(
     from lmrec.evaluate import fit_and_evaluate, metrics_table, write_report
     from lmrec.models import create_model
 
-    names = _split_list(models)
-    if not names:
-        raise ConfigError("--models is empty")
-    recs = {n: create_model(n) for n in names}
+    recs = {n: create_model(n) for n in _split_list(models)}
+    for spec in variant or []:
+        label, model_name, params = parse_variant(spec)
+        if label in recs:
+            raise ConfigError(f"--variant {spec!r}: the label {label!r} is already taken")
+        recs[label] = create_model(model_name, params)
+    if not recs:
+        raise ConfigError("give --models and/or --variant")
     ks = _parse_ks(k)
     ds = Dataset.load(data)
     if ks[-1] > ds.n_items:
