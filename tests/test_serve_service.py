@@ -155,6 +155,58 @@ def test_explanations_name_the_history_item_behind_each_recommendation(
         assert b.model.B_[h, r] == pytest.approx(b.model.B_[hist, r].max())
 
 
+def test_a_live_type_unseen_in_training_counts_as_a_neutral_event(tmp_path: Path) -> None:
+    from lmrec.collect import ColumnMapping
+    from lmrec.models import create_model
+    from lmrec.models.sequential import PAD, SeqData
+    from lmrec.prepare import PrepareConfig, prepare
+    from lmrec.serve.bundle import write_bundle
+    from lmrec.testing import planted_dataset
+
+    planted = planted_dataset()
+    ev = planted.events
+    frame = pl.DataFrame({"user": planted.users.id_of(ev["user_idx"].to_numpy()),
+                          "item": planted.items.id_of(ev["item_idx"].to_numpy()),
+                          "event": "purchase"})  # purchases only: weight 4 by default
+    ds = prepare(frame, items=planted.item_table, mapping=ColumnMapping(event="event"),
+                 config=PrepareConfig(item_roles={"genres": "multi", "title": "text"})).dataset
+    assert ds.behaviour_weights == {"purchase": 4.0}
+    model = create_model("ease", {"l2": 10.0, "weighting": "weight"}).fit(ds, rng=0)
+    svc = Service.open(write_bundle(model, ds, tmp_path / "b"),
+                       open_store(f"sqlite:///{tmp_path / 'e.db'}"))
+    try:
+        before = _items(svc, "b0", k=6)
+        svc.ingest(_views("b0", ["A1"]))
+        res = svc.recommend_user("b0", Query(k=6, explain=True))
+        assert [s.item for s in res.items] != before
+        assert any(s.item.startswith("A") for s in res.items)
+        # EASE scores the weighted history row: 4 per training purchase, 1 for the view
+        b = svc.engine.bundle
+        u = int(b.users.index(["b0"])[0])
+        bought = b.histories.of(u)
+        a1 = int(b.item_ids.index(["A1"])[0])
+        for s in res.items:
+            r = int(b.item_ids.index([s.item])[0])
+            expect = 4 * model.B_[bought, r].sum() + model.B_[a1, r]
+            assert s.score == pytest.approx(expect, rel=1e-4, abs=1e-5)
+        by_view = [s for s in res.items if s.because == "A1"]
+        by_purchase = [s for s in res.items if s.because not in (None, "A1")]
+        assert by_view and by_purchase
+        assert all(s.reason == f"because of {_title(b, 'A1')} in your history" for s in by_view)
+        assert all(s.reason and s.reason.startswith("because you bought") for s in by_purchase)
+        # sequential models read the same names: the view is their padding/unknown token
+        hist, n_live = svc.engine.history(u, svc.store.history("b0"))
+        assert n_live == 1
+        tokens = SeqData.from_sequences(hist, b.histories.event_types).events
+        assert tokens[-1] == PAD and (tokens[:-1] == 1).all()
+    finally:
+        svc.close()
+
+
+def _title(bundle: Any, item: str) -> str:
+    return str(bundle.items.filter(pl.col("item") == item)["title"][0])
+
+
 def test_similar_items_and_visitors(service: Service) -> None:
     _, sims, _ = service.similar("A1", 5)
     assert [s.item for s in sims if not s.item.startswith("A")] == []

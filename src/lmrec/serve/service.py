@@ -20,6 +20,13 @@ so an accepted event changes the next recommendation without retraining, and a n
 personalised results from their first event. A user with no history at all gets the most popular
 items (the same answer for every such user).
 
+Behaviour types. A live event keeps its type when the bundle was trained on that type. Any other
+type (a "view" sent to a bundle trained on purchases only), and a visitor's items, which have no
+type, count as a neutral event: the history names it `UNKNOWN_EVENT`, a type no model knows, so
+behaviour-weighted models give it weight 1.0, sequential models with behaviour embeddings give
+it their padding/unknown token, and its explanation names no behaviour ("because of X in your
+history").
+
 Erasure (`Service.forget`): the user's events and cached state leave the store; when the bundle
 was trained on the user, `redact_bundle` also empties their training history, seen items and
 per-user learned rows in the bundle's files, and the service swaps in the redacted bundle
@@ -81,6 +88,9 @@ MMR_POOL = 50  # at least this many candidates for diversity re-ranking
 BOOST_OVERFETCH = 4
 MAX_CACHED_FILTERS = 256
 _INT_ID = re.compile(r"[+-]?[0-9]{1,19}")
+# The behaviour-type name of live events whose type the bundle was not trained on; no type sent
+# to the API can take it (types are [A-Za-z0-9_.:-]+).
+UNKNOWN_EVENT = "\x1funknown"
 _VERBS = {"view": "viewed", "pv": "viewed", "click": "clicked", "cart": "added to your cart",
           "add_to_cart": "added to your cart", "purchase": "bought", "buy": "bought",
           "order": "ordered", "favourite": "liked", "favorite": "liked", "fav": "liked",
@@ -194,8 +204,13 @@ class Engine:
         self._redacted = bundle.redacted  # (n_users,) bool or None
         types = self.histories.event_types
         self._codes = {t: i for i, t in enumerate(types)}
-        counts = np.bincount(self.histories.events, minlength=max(len(types), 1))
-        self._default_code = int(counts.argmax())  # live events of a type unseen in training
+        # Models look behaviour codes up by name (`Sequences.event_types`), so one extra name
+        # that no model was trained on makes an event of unknown type neutral everywhere:
+        # `history_matrix` and content-text weigh unknown names 1.0, and `SeqData` maps them to
+        # PAD, whose embedding stays zero in SASRec/GRU4Rec (padding_idx): the item then enters
+        # without any behaviour signal, instead of posing as the most common training type.
+        self._event_types = (*types, UNKNOWN_EVENT)
+        self._unknown_code = len(types)
         self._roles = {c: Role(r) for c, r in bundle.meta.get("item_roles", {}).items()}
         self.filter_columns = [c for c in bundle.items.columns if c != C.ITEM
                                and self._roles.get(c) not in (Role.VECTOR, Role.TEXT)]
@@ -246,7 +261,7 @@ class Engine:
             else (0, 0)
         t_items, t_events, t_ts = h.items[lo:hi], h.events[lo:hi], h.timestamps[lo:hi]
         items = self.item_indices([ev.item for ev in live])
-        codes = np.array([self._codes.get(ev.type, self._default_code) for ev in live],
+        codes = np.array([self._codes.get(ev.type, self._unknown_code) for ev in live],
                          dtype=np.int32)
         ts = np.array([int(ev.timestamp) for ev in live], dtype=np.int64)
         keep = items >= 0
@@ -257,14 +272,15 @@ class Engine:
         all_items = np.concatenate([t_items, items[keep].astype(np.int32)])
         return Sequences(np.array([0, all_items.size], dtype=np.int64), all_items,
                          np.concatenate([t_events, codes[keep]]),
-                         np.concatenate([t_ts, ts[keep]]), h.event_types), n_live
+                         np.concatenate([t_ts, ts[keep]]), self._event_types), n_live
 
     def visitor_history(self, items: Sequence[Any]) -> Sequences:
+        """A visitor's items (unknown ones left out) as one history of untyped events."""
         idx = self.item_indices(list(items))
         idx = idx[idx >= 0].astype(np.int32)
         return Sequences(np.array([0, idx.size], dtype=np.int64), idx,
-                         np.full(idx.size, self._default_code, dtype=np.int32),
-                         np.full(idx.size, -1, dtype=np.int64), self.histories.event_types)
+                         np.full(idx.size, self._unknown_code, dtype=np.int32),
+                         np.full(idx.size, -1, dtype=np.int64), self._event_types)
 
     # --- recommendations ----------------------------------------------------------------------
     def recommend(self, user_idx: int, hist: Sequences, n_live: int, query: Query
@@ -494,14 +510,14 @@ class Engine:
                 out.append((None, None))
                 continue
             item = int(src[b])
-            etype = self.histories.event_types[src_events[b]] \
-                if self.histories.event_types else "view"
+            etype = hist.event_types[src_events[b]] if hist.event_types else UNKNOWN_EVENT
             out.append((self.external_item(item), self._reason(item, etype)))
         return out
 
     def _reason(self, item: int, event_type: str) -> str:
         label = self._labels[item] if self._labels is not None else str(self.external_item(item))
-        verb = _VERBS.get(event_type.lower())
+        # an event of a type unseen in training has no verb we could vouch for
+        verb = None if event_type == UNKNOWN_EVENT else _VERBS.get(event_type.lower())
         return f"because you {verb} {label}" if verb else f"because of {label} in your history"
 
 
