@@ -172,6 +172,7 @@ class _NextIndex(Recommender):
         pass
 
     scores_from_history = True
+    evaluates_from_history = True
 
     def _fit(self, dataset: Dataset, rng: np.random.Generator) -> None:
         self.seqs_ = dataset.sequences()

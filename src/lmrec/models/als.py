@@ -66,7 +66,6 @@ class ALS(Recommender):
     Config = ALSConfig
     config: ALSConfig
     scores_from_history = True
-    evaluates_from_history = False  # evaluated from the trained state
     user_state = (("U", 0),)
 
     def _fit(self, dataset: Dataset, rng: np.random.Generator) -> None:

@@ -198,9 +198,9 @@ class Recommender(ABC):
     scores_from_history: ClassVar[bool] = False
     # True when the evaluation protocol ranks each user from the history as of the evaluated
     # part (train, plus valid when testing) instead of `score(user)`: next-item models, whose
-    # user state is that history. Classic models score histories too (serving folds fresh
+    # user state is that history. Other models may score histories too (serving folds fresh
     # events in) but are evaluated from their trained state, as RecBole evaluates them.
-    evaluates_from_history: ClassVar[bool] = True
+    evaluates_from_history: ClassVar[bool] = False
     # The per-user learned state among the keys of `_arrays()`, for `redact_users`: (name,
     # row offset of user u) pairs. A dense array: row u + offset is user u (offset 1 where
     # row 0 is an "unknown user" row). A row-compressed group, named by its prefix ("X" for

@@ -83,7 +83,6 @@ class Content(Recommender):
     Config = ContentConfig
     config: ContentConfig
     scores_from_history = True
-    evaluates_from_history = False  # evaluated from the trained state
     user_state = (("X", 0),)  # the weighted user-item matrix (weighting "weight")
 
     def _fit(self, dataset: Dataset, rng: np.random.Generator) -> None:

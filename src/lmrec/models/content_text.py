@@ -84,6 +84,7 @@ class ContentText(Recommender):
     Config = ContentTextConfig
     config: ContentTextConfig
     scores_from_history = True
+    evaluates_from_history = True  # its user state is the history itself
     user_state = (("history", 0),)
 
     # --- fitting ----------------------------------------------------------------------------

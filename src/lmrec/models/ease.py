@@ -55,7 +55,6 @@ class EASE(Recommender):
     Config = EASEConfig
     config: EASEConfig
     scores_from_history = True
-    evaluates_from_history = False  # evaluated from the trained state
     user_state = (("X", 0),)  # the weighted user-item matrix (weighting != "binary")
 
     def _fit(self, dataset: Dataset, rng: np.random.Generator) -> None:

@@ -37,9 +37,6 @@ class GRU4RecConfig(SequentialConfig):
     lr: float = Field(5e-3, gt=0, description="Adam learning rate")
     epochs: int = Field(20, ge=1, description="passes over the training targets (the cap "
                                               "when early stopping)")
-    patience: int | None = Field(
-        10, ge=1, description="early stopping after this many validations without a better "
-                              "NDCG@10 (only when fit gets `valid`)")
 
 
 class GRU4RecNet(SequenceNet):

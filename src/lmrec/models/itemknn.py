@@ -66,7 +66,6 @@ class NeighbourModel(Recommender):
 
     config: KNNConfig
     scores_from_history = True
-    evaluates_from_history = False  # evaluated from the trained state
     user_state = (("X", 0),)  # the weighted user-item matrix (weighting != "binary")
 
     def _matrix(self, dataset: Dataset) -> sp.csr_matrix:

@@ -125,7 +125,6 @@ class NeuMF(NeuralRecommender):
     Config = NeuMFConfig
     config: NeuMFConfig
     scores_from_history = True
-    evaluates_from_history = False  # evaluated from the trained state
     user_state = (("state.gmf_user.weight", 0), ("state.mlp_user.weight", 0))
 
     def _prepare(self, dataset: Dataset, x: sp.csr_matrix) -> None:

@@ -34,7 +34,6 @@ class Popularity(Recommender):
     Config = PopularityConfig
     config: PopularityConfig
     scores_from_history = True
-    evaluates_from_history = False  # evaluated from the trained state
 
     def _fit(self, dataset: Dataset, rng: np.random.Generator) -> None:
         ev = dataset.events

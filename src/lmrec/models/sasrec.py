@@ -63,9 +63,6 @@ class SASRecConfig(TextItemFields, SequentialConfig):
     lr: float = Field(3e-3, gt=0, description="Adam learning rate")
     epochs: int = Field(30, ge=1, description="passes over the training targets (the cap "
                                               "when early stopping)")
-    patience: int | None = Field(
-        10, ge=1, description="early stopping after this many validations without a better "
-                              "NDCG@10 (only when fit gets `valid`)")
     item_id_dropout: float | None = Field(
         None, ge=0, le=1, description="text: replace an item's id by the learned 'unknown "
         "item' row while training (items without training events always use it); None: "

@@ -217,8 +217,8 @@ class SequentialConfig(TrainConfig, ModelConfig):
     batch_size: int = Field(128, ge=1, description="training windows per step")
     grad_clip: float | None = Field(5.0, gt=0, description="clip the global gradient norm")
     patience: int | None = Field(
-        5, ge=1, description="early stopping after this many validations without a better "
-                             "NDCG@10 (only when fit gets `valid`)")
+        10, ge=1, description="early stopping after this many validations without a better "
+                              "NDCG@10 (only when fit gets `valid`; both models' grids chose 10)")
 
     def train_config(self) -> TrainConfig:
         return TrainConfig(**{k: getattr(self, k) for k in TRAIN_FIELDS})
@@ -248,6 +248,7 @@ class SequentialRecommender(Recommender):
     """
 
     scores_from_history = True
+    evaluates_from_history = True
     early_stops_on_valid = True
     config: SequentialConfig
     user_state = (("history", 0),)

@@ -34,8 +34,8 @@ into the user side; `history_embeddings` embeds any given history through the us
 an unknown user id and unknown user attributes (serving uses it for live events and new users).
 `history_embeddings(h, user_idx)` keeps a known user's id and attributes beside the given
 history. `score_histories` (no user ids) scores histories as unknown users; the evaluation
-protocol does not use it (`evaluates_from_history = False`): dropping the trained id and
-attributes costs about 30% NDCG@10 on ML-100K (RecBole protocol: .269 -> .192).
+protocol does not use it (`evaluates_from_history` keeps its default, False): dropping the
+trained id and attributes costs about 30% NDCG@10 on ML-100K (RecBole protocol: .269 -> .192).
 
 Feature arrays are kept as numpy state (saved in the npz) and handed to the module as
 non-persistent buffers, so the module's state_dict holds only learned weights.
@@ -318,7 +318,6 @@ class TwoTower(NeuralRecommender):
     Config = TwoTowerConfig
     config: TwoTowerConfig
     scores_from_history = True
-    evaluates_from_history = False  # the trained state keeps user ids (module docstring)
     # row 0 of the user id table is "unknown user"; the feature arrays have one row per user
     user_state = (("state.user_id.weight", 1), ("extra.a.user_cat_codes", 0),
                   ("extra.a.user_num", 0), ("extra.a.user_hist", 0))
