@@ -286,14 +286,11 @@ def split_cold_items(
     _check_shares(holdout_share, valid_share)
     items_col = dataset.events[C.ITEM_IDX].to_numpy()
     active = np.flatnonzero(np.bincount(items_col, minlength=dataset.n_items) > 0)
-    n_test, n_valid = _share_counts(active.size, holdout_share, valid_share, "items")
-    order = np.random.default_rng(seed).permutation(active)
-    role = np.full(dataset.n_items, TRAIN, dtype=np.int8)
-    role[order[:n_test]] = TEST
-    role[order[n_test : n_test + n_valid]] = VALID
+    role, n_test, n_valid = _holdout_roles(dataset.n_items, active, holdout_share, valid_share,
+                                           seed, "items")
     pairs = _pair_table(dataset)
     part = role[pairs[C.ITEM_IDX].to_numpy()]
-    share_txt = f"{holdout_share:g}" + (f" valid {valid_share:g}" if n_valid else "")
+    share_txt = _share_text(holdout_share, valid_share, n_valid)
     notes = [f"{n_test} of {active.size} items with events held out for test"
              + (f" and {n_valid} for validation" if n_valid else "")
              + f", with all their events; ranking covers all {dataset.n_items} items"]
@@ -331,12 +328,9 @@ def split_cold_users(
     users = pairs[C.USER_IDX].to_numpy().astype(np.int64)
     n_pairs = np.bincount(users, minlength=dataset.n_users)
     eligible = np.flatnonzero(n_pairs > max_train_events)
-    n_test, n_valid = _share_counts(eligible.size, holdout_share, valid_share,
-                                    f"users with more than {max_train_events} items")
-    order = np.random.default_rng(seed).permutation(eligible)
-    role = np.full(dataset.n_users, TRAIN, dtype=np.int8)
-    role[order[:n_test]] = TEST
-    role[order[n_test : n_test + n_valid]] = VALID
+    role, n_test, n_valid = _holdout_roles(dataset.n_users, eligible, holdout_share,
+                                           valid_share, seed,
+                                           f"users with more than {max_train_events} items")
     early = _rank_in_group(users) < max_train_events  # pairs sorted by user, then time
     part = np.where(early, TRAIN, role[users]).astype(np.int8)
     notes = [f"{n_test} of {eligible.size} users with more than {max_train_events} items "
@@ -344,7 +338,7 @@ def split_cold_users(
              + (f" ({n_valid} more users likewise for validation)" if n_valid else "")]
     if dataset.events[C.TIME].null_count() == dataset.n_events:
         notes.append("no timestamps: the file order of events was used as time order")
-    share_txt = f"{holdout_share:g}" + (f" valid {valid_share:g}" if n_valid else "")
+    share_txt = _share_text(holdout_share, valid_share, n_valid)
     return _build(dataset, pairs.select(C.USER_IDX, C.ITEM_IDX), part,
                   f"cold-users {max_train_events} shots {share_txt} seed {seed}", "cold-users",
                   has_valid=n_valid > 0, notes=notes,
@@ -435,6 +429,22 @@ def _share_counts(n: int, holdout_share: float, valid_share: float, what: str
         raise InputError(f"too few {what} ({n}) to hold out {holdout_share:g} (+ {valid_share:g} "
                          "for validation) and keep some for training")
     return n_test, n_valid
+
+
+def _holdout_roles(n: int, candidates: np.ndarray, holdout_share: float, valid_share: float,
+                   seed: int, what: str) -> tuple[np.ndarray, int, int]:
+    """(n,) int8 role of every item (or user) -- TEST for the first `n_test` candidates of a
+    seeded permutation, VALID for the next `n_valid`, TRAIN otherwise -- and the two counts."""
+    n_test, n_valid = _share_counts(candidates.size, holdout_share, valid_share, what)
+    order = np.random.default_rng(seed).permutation(candidates)
+    role = np.full(n, TRAIN, dtype=np.int8)
+    role[order[:n_test]] = TEST
+    role[order[n_test : n_test + n_valid]] = VALID
+    return role, n_test, n_valid
+
+
+def _share_text(holdout_share: float, valid_share: float, n_valid: int) -> str:
+    return f"{holdout_share:g}" + (f" valid {valid_share:g}" if n_valid else "")
 
 
 def _rank_in_group(sorted_keys: np.ndarray) -> np.ndarray:
