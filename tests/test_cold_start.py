@@ -273,6 +273,9 @@ def test_two_tower_embedding_scorer_and_histories(two_groups: Dataset, text_cach
     np.testing.assert_array_equal(hists[0], hists[1])
     one = model.user_embedding_from_history(np.array([a0, a1]))  # unscaled, unit length
     np.testing.assert_allclose(one * model.scale_, hists[0], rtol=1e-5)
+    for bad in (-1, ds.n_items):  # like every model's history entry points
+        with pytest.raises(InputError, match="internal indices"):
+            model.history_embeddings([np.array([a0, bad])])
     # B histories of new users, vectorised, rank their own group first
     top = np.argsort(-(hists @ items.T), axis=1)[:, :3]
     assert all(ds.items.to_python(int(i)).startswith("A") for i in top.ravel())
@@ -287,6 +290,29 @@ def test_two_tower_sum_fusion_projects_each_modality(two_groups: Dataset) -> Non
     scores = model.score(np.arange(ds.n_users))
     # the vector column and genres place the unseen A12 with the alpha items
     assert group_preference(scores, ds, "A12") > 0 > group_preference(scores, ds, "B12")
+
+
+def test_two_tower_reads_text_once_per_fit(two_groups: Dataset,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    import lmrec.models.two_tower as tt
+
+    calls: list[int] = []
+
+    def fake_text(dataset: Dataset, cfg: object, *, progress: bool) -> np.ndarray:
+        calls.append(dataset.n_items)  # one distinct vector per item, no encoder needed
+        return np.eye(dataset.n_items, 8, dtype=np.float32)
+
+    monkeypatch.setattr(tt, "item_text_matrix", fake_text)
+    params = {**TINY, "epochs": 2, "patience": 1, "text": True}
+    # holdout validation prepares twice (holdout, then all pairs): the vectors are read once
+    model = TwoTower(**params).fit(two_groups, rng=0)
+    assert calls == [two_groups.n_items]
+    # a new fit on other data reads its own texts, never the previous fit's
+    other = make_dataset(base_rows())
+    model.fit(other, rng=0)
+    assert calls == [two_groups.n_items, other.n_items]
+    assert model.arrays_["item_text"].shape == (other.n_items, 8)
+    assert not hasattr(model, "_fit_text")  # nothing of the fit's scratch state is kept
 
 
 def test_sasrec_text_scores_unseen_items(two_groups: Dataset, text_cache: str,

@@ -79,6 +79,14 @@ def test_profile_is_recency_and_behaviour_weighted(cache_dir: str) -> None:
                                atol=1e-6)
 
 
+def test_history_embeddings_refuse_out_of_range_items(cache_dir: str) -> None:
+    m = ContentText(progress=False, cache_dir=cache_dir).fit(T.planted_dataset())
+    for bad in (-1, m.n_items):
+        with pytest.raises(InputError, match="internal indices"):
+            m.history_embeddings([np.array([0, bad])])
+    assert m.history_embeddings([np.array([0, m.n_items - 1])]).shape[0] == 1
+
+
 def test_items_nobody_interacted_with_are_scored_from_text(cache_dir: str) -> None:
     ds = planted_with_new_items()
     m = ContentText(progress=False, cache_dir=cache_dir).fit(ds)

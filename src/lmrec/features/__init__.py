@@ -5,6 +5,7 @@ from lmrec.features.embedding_cache import (
     EncodedTexts,
     default_cache_dir,
     encode_cached,
+    encode_item_texts,
     item_text_vectors,
     text_vectors,
 )
@@ -20,6 +21,7 @@ __all__ = [
     "as_template",
     "default_cache_dir",
     "encode_cached",
+    "encode_item_texts",
     "get_encoder",
     "item_text_vectors",
     "item_texts",

@@ -32,6 +32,7 @@ from lmrec.data.dataset import Dataset
 from lmrec.errors import ConfigError
 from lmrec.features.item_text import ItemTextTemplate, item_texts
 from lmrec.features.text_encoder import TextEncoder, get_encoder
+from lmrec.jsonfile import read_json
 
 CACHE_ENV = "LMREC_CACHE_DIR"
 MAX_PARTS = 16
@@ -117,7 +118,7 @@ class EmbeddingCache:
         """Refuse a folder that belongs to another encoder (a hash collision or a hand edit)."""
         meta = self.folder / "encoder.json"
         if meta.is_file():
-            owner = json.loads(meta.read_text()).get("encoder")
+            owner = read_json(meta).get("encoder")
             if owner != self.encoder_name:
                 raise ConfigError(f"embedding cache {self.folder} belongs to encoder {owner!r}, "
                                   f"not {self.encoder_name!r}")
@@ -236,6 +237,7 @@ def item_text_vectors(
     encoder: TextEncoder | str | None = None,
     template: ItemTextTemplate | str | Sequence[str] | None = None,
     cache_dir: str | Path | None = None,
+    batch_size: int = 64,
     progress: bool = True,
 ) -> np.ndarray:
     """(dataset.n_items, dim) float32 text vectors in internal item order (row i = item i).
@@ -244,8 +246,22 @@ def item_text_vectors(
     row. Texts come from `item_texts(dataset, template)`; vectors are cached on disk per
     encoder, so only new or changed texts are encoded.
     """
-    texts = item_texts(dataset, template)
-    return encode_cached(texts, encoder, cache_dir=cache_dir, progress=progress).vectors
+    return encode_item_texts(dataset, encoder=encoder, template=template, cache_dir=cache_dir,
+                             batch_size=batch_size, progress=progress).vectors
+
+
+def encode_item_texts(
+    dataset: Dataset,
+    *,
+    encoder: TextEncoder | str | None = None,
+    template: ItemTextTemplate | str | Sequence[str] | None = None,
+    cache_dir: str | Path | None = None,
+    batch_size: int = 64,
+    progress: bool = True,
+) -> EncodedTexts:
+    """`item_text_vectors` with how they were obtained (the encoder's name, cache hits)."""
+    return encode_cached(item_texts(dataset, template), encoder, cache_dir=cache_dir,
+                         batch_size=batch_size, progress=progress)
 
 
 def text_vectors(

@@ -27,12 +27,13 @@ from pydantic import Field
 from threadpoolctl import threadpool_limits
 
 from lmrec.data.dataset import Dataset, Sequences
-from lmrec.models.base import FloatRange, IntRange, ModelConfig, Recommender, SearchSpace
-from lmrec.models.history import (
+from lmrec.models.base import (
+    FloatRange,
+    IntRange,
+    ModelConfig,
+    Recommender,
+    SearchSpace,
     checked_histories,
-    history_matrix,
-    weights_arrays,
-    weights_from_arrays,
 )
 
 # Entries of the padded (b, L, f) history block held at once by the fold-in (32 MB float64)
@@ -88,13 +89,17 @@ class ALS(Recommender):
             model.fit(conf, show_progress=False)
         self.U_ = np.ascontiguousarray(model.user_factors, dtype=np.float32)
         self.V_ = np.ascontiguousarray(model.item_factors, dtype=np.float32)
-        self.behaviour_weights_ = dict(dataset.behaviour_weights)
 
     def _score(self, user_idx: np.ndarray) -> np.ndarray:
         return self.U_[user_idx] @ self.V_.T  # (B, f) @ (f, n_items)
 
     def _score_histories(self, histories: Sequences) -> np.ndarray:
-        return self.history_embeddings(histories) @ self.V_.T  # (B, f) @ (f, n_items)
+        return self._fold_in(histories) @ self.V_.T  # (B, f) @ (f, n_items)
+
+    def _fold_in(self, histories: Sequences) -> np.ndarray:
+        """B checked histories -> (B, f) float32 folded-in user factors."""
+        x = self._history_rows(histories, self.config.weighting)
+        return fold_in(x, self.V_, self.config.reg, self.config.alpha)
 
     # --- EmbeddingScorer --------------------------------------------------------------
     def item_embeddings(self) -> np.ndarray:
@@ -111,17 +116,14 @@ class ALS(Recommender):
                            user_idx: np.ndarray | None = None) -> np.ndarray:
         """B histories -> (B, f) float32 folded-in user factors (see the module docstring)."""
         self._check_fitted()
-        x = history_matrix(checked_histories(histories, self.n_items), self.n_items,
-                           self.config.weighting, self.behaviour_weights_)
-        return fold_in(x, self.V_, self.config.reg, self.config.alpha)
+        return self._fold_in(checked_histories(histories, self.n_items))
 
     def _arrays(self) -> dict[str, np.ndarray]:
-        return {"U": self.U_, "V": self.V_, **weights_arrays(self.behaviour_weights_)}
+        return {"U": self.U_, "V": self.V_}
 
     def _load_arrays(self, arrays: Mapping[str, np.ndarray]) -> None:
         self.U_ = arrays["U"]
         self.V_ = arrays["V"]
-        self.behaviour_weights_ = weights_from_arrays(arrays)
 
 
 def fold_in(x: sp.csr_matrix, v: np.ndarray, reg: float, alpha: float) -> np.ndarray:

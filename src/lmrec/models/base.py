@@ -39,6 +39,7 @@ from lmrec.data.dataset import Dataset, Sequences
 from lmrec.data.vocab import IdVocabulary
 from lmrec.errors import ConfigError, InputError, Location, UnknownUserError
 from lmrec.jsonfile import read_json
+from lmrec.models.history import history_matrix, weights_arrays, weights_from_arrays
 
 ARTIFACT_FORMAT = "lmrec-model"
 ARTIFACT_VERSION = 1
@@ -232,6 +233,7 @@ class Recommender(ABC):
         self.items_ = dataset.items
         self.seen_ = dataset.matrix("binary").tocsr().astype(np.float32)
         self.popularity_ = np.asarray(self.seen_.sum(axis=0)).ravel().astype(np.float32)
+        self.behaviour_weights_ = dict(dataset.behaviour_weights)
         self._fit(dataset, rng)
         self._fitted = True
         return self
@@ -276,10 +278,13 @@ class Recommender(ABC):
         self._check_fitted()
         if not self.scores_from_history:
             raise InputError(f"{type(self).__name__} does not score from item histories")
-        seqs = as_sequences(histories)
-        if seqs.items.size and (seqs.items.min() < 0 or seqs.items.max() >= self.n_items):
-            raise InputError(f"history items must be internal indices in [0, {self.n_items})")
+        seqs = checked_histories(histories, self.n_items)
         return np.asarray(self._score_histories(seqs), dtype=np.float32)
+
+    def _history_rows(self, histories: Sequences, weighting: str) -> sp.csr_matrix:
+        """(B, n_items) float32 CSR rows of the histories, built as `Dataset.matrix(weighting)`
+        builds the training rows (with the training behaviour weights)."""
+        return history_matrix(histories, self.n_items, weighting, self.behaviour_weights_)
 
     def recommend_idx(
         self,
@@ -423,10 +428,11 @@ class Recommender(ABC):
         arrays = {f"model.{k}": v for k, v in self._arrays().items()}
         seen = self.seen_.tocsr()
         arrays.update({
-            "user_ids": _ids_array(self.users_),
-            "item_ids": _ids_array(self.items_),
+            "user_ids": ids_array(self.users_),
+            "item_ids": ids_array(self.items_),
             "seen.indptr": seen.indptr, "seen.indices": seen.indices,
             "popularity": self.popularity_,
+            **weights_arrays(self.behaviour_weights_),
         })
         np.savez(folder / "arrays.npz", allow_pickle=False, **arrays)
         (folder / "config.json").write_text(json.dumps(meta, indent=2))
@@ -445,14 +451,18 @@ class Recommender(ABC):
         model = klass(klass.Config.from_params(meta["config"]))
         with np.load(folder / "arrays.npz", allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}
-        model.users_ = IdVocabulary(_ids_series(arrays["user_ids"]))
-        model.items_ = IdVocabulary(_ids_series(arrays["item_ids"]))
+        model.users_ = IdVocabulary(ids_series(arrays["user_ids"]))
+        model.items_ = IdVocabulary(ids_series(arrays["item_ids"]))
         indices = arrays["seen.indices"]
         model.seen_ = sp.csr_matrix(
             (np.ones(indices.size, dtype=np.float32), indices, arrays["seen.indptr"]),
             shape=(len(model.users_), len(model.items_)))
         model.popularity_ = arrays["popularity"]
-        model._load_arrays({k[6:]: v for k, v in arrays.items() if k.startswith("model.")})
+        model_arrays = {k[6:]: v for k, v in arrays.items() if k.startswith("model.")}
+        # artifacts without weights load as weight 1; older ones kept them among the model's
+        model.behaviour_weights_ = (weights_from_arrays(arrays)
+                                    or weights_from_arrays(model_arrays))
+        model._load_arrays(model_arrays)
         model._fitted = True
         return model
 
@@ -494,6 +504,15 @@ def as_sequences(histories: Sequences | Sequence[np.ndarray]) -> Sequences:
                      np.full(items.size, -1, np.int64), ())
 
 
+def checked_histories(histories: Sequences | Sequence[np.ndarray], n_items: int) -> Sequences:
+    """`histories` as Sequences, refused (InputError) when an item index is outside
+    [0, n_items); for public entry points (`score_histories`, `history_embeddings`)."""
+    seqs = as_sequences(histories)
+    if seqs.items.size and (seqs.items.min() < 0 or seqs.items.max() >= n_items):
+        raise InputError(f"history items must be internal indices in [0, {n_items})")
+    return seqs
+
+
 def take_histories(seqs: Sequences, rows: np.ndarray) -> Sequences:
     """The rows `rows` (B,) of `seqs`, in that order, as a new `Sequences` (vectorised)."""
     rows = np.asarray(rows, dtype=np.int64)
@@ -519,6 +538,28 @@ def unpack_csr(arrays: Mapping[str, np.ndarray], prefix: str) -> sp.csr_matrix:
     shape = tuple(int(v) for v in arrays[f"{prefix}.shape"])
     return sp.csr_matrix((arrays[f"{prefix}.data"], arrays[f"{prefix}.indices"],
                           arrays[f"{prefix}.indptr"]), shape=shape)
+
+
+def pack_sequences(seqs: Sequences, prefix: str, *, timestamps: bool = True
+                   ) -> dict[str, np.ndarray]:
+    """`Sequences` as named arrays for an .npz artifact: `prefix.indptr` (n + 1,) and
+    `prefix.items`, `prefix.events`, `prefix.timestamps` (n_events,) each, the row-compressed
+    group layout `redact_users` empties rows of. The event types are the caller's to save."""
+    out = {f"{prefix}.indptr": np.asarray(seqs.indptr), f"{prefix}.items": np.asarray(seqs.items),
+           f"{prefix}.events": np.asarray(seqs.events)}
+    if timestamps:
+        out[f"{prefix}.timestamps"] = np.asarray(seqs.timestamps)
+    return out
+
+
+def unpack_sequences(arrays: Mapping[str, np.ndarray], prefix: str,
+                     event_types: Sequence[str] = ()) -> Sequences:
+    """The inverse of `pack_sequences`; timestamps -1 (unknown) where none were saved."""
+    events = arrays[f"{prefix}.events"]
+    key = f"{prefix}.timestamps"
+    times = arrays[key] if key in arrays else np.full(events.size, -1, np.int64)
+    return Sequences(arrays[f"{prefix}.indptr"], arrays[f"{prefix}.items"], events, times,
+                     tuple(event_types))
 
 
 def drop_entries(m: sp.spmatrix, rows: np.ndarray, cols: np.ndarray | None = None
@@ -564,13 +605,13 @@ def _mask_rows(scores: np.ndarray, mask: sp.csr_matrix, rows: np.ndarray) -> Non
     scores[sub.row, sub.col] = -np.inf
 
 
-def _ids_array(vocab: IdVocabulary) -> np.ndarray:
+def ids_array(vocab: IdVocabulary) -> np.ndarray:
     if vocab.dtype == pl.Int64:
         return vocab.ids.to_numpy().astype(np.int64)
     return np.asarray(vocab.ids.to_list(), dtype=np.str_)
 
 
-def _ids_series(arr: np.ndarray) -> pl.Series:
+def ids_series(arr: np.ndarray) -> pl.Series:
     if arr.dtype.kind in "iu":
         return pl.Series(arr.astype(np.int64))
     return pl.Series(arr.astype(str).tolist(), dtype=pl.String)

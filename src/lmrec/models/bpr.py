@@ -30,13 +30,15 @@ import torch
 from pydantic import Field
 
 from lmrec.data.dataset import Dataset, Sequences
-from lmrec.models.base import FloatRange, IntRange, ModelConfig, Recommender, SearchSpace
-from lmrec.models.history import (
+from lmrec.models.base import (
+    FloatRange,
+    IntRange,
+    ModelConfig,
+    Recommender,
+    SearchSpace,
     checked_histories,
-    fit_linear_fold_in,
-    history_matrix,
-    mean_item_features,
 )
+from lmrec.models.history import fit_linear_fold_in, history_matrix, mean_item_features
 from lmrec.train.loop import torch_threads
 
 
@@ -109,23 +111,29 @@ class BPR(Recommender):
         self._fit_fold_in()
 
     def _fit_fold_in(self) -> None:
-        # derived from U, V, b and the seen items alone, so it is not saved but rebuilt on load
-        self.fold_in_ = fit_linear_fold_in(self.seen_, self._item_side(), self.U_)
-
-    def _item_side(self) -> np.ndarray:
-        return np.hstack([self.V_, self.b_[:, None]])  # (n_items, f + 1)
+        # derived from U, V, b and the seen items alone, so it is not saved but rebuilt after
+        # fit and load (redact_users reloads); the item side is cached for per-call scoring
+        self.item_side_ = np.hstack([self.V_, self.b_[:, None]]).astype(np.float32)  # (n, f+1)
+        self.item_side64_ = self.item_side_.astype(np.float64)
+        self.fold_in_ = fit_linear_fold_in(self.seen_, self.item_side64_, self.U_)
 
     def _score(self, user_idx: np.ndarray) -> np.ndarray:
         return self.U_[user_idx] @ self.V_.T + self.b_[None, :]  # (B, n_items)
 
     def _score_histories(self, histories: Sequences) -> np.ndarray:
-        return self.history_embeddings(histories) @ self.item_embeddings().T
+        return self._fold_in(histories) @ self.item_side_.T  # (B, f + 1) @ (f + 1, n_items)
+
+    def _fold_in(self, histories: Sequences) -> np.ndarray:
+        """B checked histories -> (B, f + 1) float32: [u_h, 1]."""
+        x = history_matrix(histories, self.n_items)
+        u = mean_item_features(x, self.item_side64_) @ self.fold_in_  # (B, f)
+        return np.hstack([u, np.ones((u.shape[0], 1))]).astype(np.float32)
 
     # --- EmbeddingScorer --------------------------------------------------------------
     def item_embeddings(self) -> np.ndarray:
         """(n_items, f + 1) float32: [V_i, b_i]."""
         self._check_fitted()
-        return self._item_side().astype(np.float32)
+        return self.item_side_
 
     def user_embeddings(self, user_idx: np.ndarray) -> np.ndarray:
         """(B,) internal user indices -> (B, f + 1) float32: [U_u, 1]."""
@@ -137,9 +145,7 @@ class BPR(Recommender):
                            user_idx: np.ndarray | None = None) -> np.ndarray:
         """B histories -> (B, f + 1) float32: [u_h, 1], u_h folded in (module docstring)."""
         self._check_fitted()
-        x = history_matrix(checked_histories(histories, self.n_items), self.n_items)
-        u = mean_item_features(x, self._item_side()) @ self.fold_in_  # (B, f)
-        return np.hstack([u, np.ones((u.shape[0], 1))]).astype(np.float32)
+        return self._fold_in(checked_histories(histories, self.n_items))
 
     def _arrays(self) -> dict[str, np.ndarray]:
         return {"U": self.U_, "V": self.V_, "b": self.b_}

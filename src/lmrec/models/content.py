@@ -37,7 +37,6 @@ from lmrec.models.base import (
     pack_csr,
     unpack_csr,
 )
-from lmrec.models.history import history_matrix, weights_arrays, weights_from_arrays
 
 _WORD = r"[\p{L}\p{N}]+"
 
@@ -93,15 +92,13 @@ class Content(Recommender):
             np.float32)
         self.X_ = (dataset.matrix("weight").tocsr().astype(np.float32)
                    if cfg.weighting == "weight" else None)
-        self.behaviour_weights_ = dict(dataset.behaviour_weights)
 
     def _score(self, user_idx: np.ndarray) -> np.ndarray:
         x = self.seen_ if self.X_ is None else self.X_
         return self._score_rows(x[user_idx])
 
     def _score_histories(self, histories: Sequences) -> np.ndarray:
-        return self._score_rows(history_matrix(histories, self.n_items, self.config.weighting,
-                                               self.behaviour_weights_))
+        return self._score_rows(self._history_rows(histories, self.config.weighting))
 
     def _score_rows(self, rows: sp.csr_matrix) -> np.ndarray:
         """(B, n_items) user rows -> (B, n_items) cosine scores."""
@@ -114,7 +111,6 @@ class Content(Recommender):
     def _arrays(self) -> dict[str, np.ndarray]:
         out = pack_csr(self.F_, "F")
         out["item_norm"] = self.item_norm_
-        out.update(weights_arrays(self.behaviour_weights_))
         if self.X_ is not None:
             out.update(pack_csr(self.X_, "X"))
         return out
@@ -123,7 +119,6 @@ class Content(Recommender):
         self.F_ = unpack_csr(arrays, "F")
         self.item_norm_ = arrays["item_norm"]
         self.X_ = unpack_csr(arrays, "X") if "X.data" in arrays else None
-        self.behaviour_weights_ = weights_from_arrays(arrays)
 
 
 def item_profiles(dataset: Dataset, cfg: ContentConfig) -> sp.csr_matrix:

@@ -35,9 +35,11 @@ from lmrec.models.base import (
     ModelConfig,
     Recommender,
     SearchSpace,
-    as_sequences,
+    checked_histories,
+    pack_sequences,
     take_histories,
     top_k,
+    unpack_sequences,
 )
 
 
@@ -89,12 +91,12 @@ class ContentText(Recommender):
 
     # --- fitting ----------------------------------------------------------------------------
     def _fit(self, dataset: Dataset, rng: np.random.Generator) -> None:
-        from lmrec.features import encode_cached, get_encoder, item_texts
+        from lmrec.features import encode_item_texts, get_encoder
 
         cfg = self.config
-        encoder = get_encoder(cfg.encoder, device=cfg.device)
-        res = encode_cached(item_texts(dataset, cfg.template), encoder, cache_dir=cfg.cache_dir,
-                            batch_size=cfg.batch_size, progress=cfg.progress)
+        res = encode_item_texts(dataset, encoder=get_encoder(cfg.encoder, device=cfg.device),
+                                template=cfg.template, cache_dir=cfg.cache_dir,
+                                batch_size=cfg.batch_size, progress=cfg.progress)
         self.item_vectors_ = res.vectors
         self.encoder_name_ = res.encoder
         self.history_ = dataset.sequences()
@@ -125,10 +127,11 @@ class ContentText(Recommender):
                            user_idx: np.ndarray | None = None) -> np.ndarray:
         """B histories (internal item indices, oldest first) -> (B, d) float32 unit profiles.
 
-        An empty history gives a zero profile (every item then scores 0).
+        An empty history gives a zero profile (every item then scores 0); an item index out
+        of range raises InputError.
         """
         self._check_fitted()
-        seqs = as_sequences(histories)
+        seqs = checked_histories(histories, self.n_items)
         w = self._event_weights(seqs)  # (B, n_items) sparse: each item's summed event weight
         profile = np.asarray(w @ self.item_vectors_, dtype=np.float32)  # (B, d)
         norm = np.linalg.norm(profile, axis=1, keepdims=True)
@@ -217,11 +220,9 @@ class ContentText(Recommender):
 
     # --- persistence ------------------------------------------------------------------------
     def _arrays(self) -> dict[str, np.ndarray]:
-        h = self.history_
         return {"item_vectors": self.item_vectors_,
                 "encoder_name": np.asarray(self.encoder_name_, dtype=np.str_),
-                "history.indptr": np.asarray(h.indptr), "history.items": np.asarray(h.items),
-                "history.events": np.asarray(h.events),
+                **pack_sequences(self.history_, "history", timestamps=False),
                 "event_types": np.asarray(self.event_types_, dtype=np.str_),
                 "event_weights": self.event_weights_}
 
@@ -230,6 +231,4 @@ class ContentText(Recommender):
         self.encoder_name_ = str(arrays["encoder_name"])
         self.event_types_ = tuple(str(t) for t in arrays["event_types"])
         self.event_weights_ = arrays["event_weights"].astype(np.float32)
-        events = arrays["history.events"]
-        self.history_ = Sequences(arrays["history.indptr"], arrays["history.items"], events,
-                                  np.full(events.size, -1, np.int64), self.event_types_)
+        self.history_ = unpack_sequences(arrays, "history", self.event_types_)

@@ -29,7 +29,6 @@ from lmrec.models.base import (
     pack_csr,
     unpack_csr,
 )
-from lmrec.models.history import history_matrix, weights_arrays, weights_from_arrays
 
 # Refuse item-item matrices above this size: G and its inverse are dense (n_items^2 floats).
 MAX_ITEMS = 60_000
@@ -73,7 +72,6 @@ class EASE(Recommender):
         b[np.diag_indices(n)] = 0.0
         self.B_ = np.ascontiguousarray(b, dtype=np.float32)
         self.X_ = x if cfg.weighting != "binary" else None
-        self.behaviour_weights_ = dict(dataset.behaviour_weights)
 
     def _matrix(self, dataset: Dataset) -> sp.csr_matrix:
         return dataset.matrix(self.config.weighting).tocsr().astype(np.float32)
@@ -86,15 +84,14 @@ class EASE(Recommender):
         return self._score_rows(self._user_rows(user_idx))
 
     def _score_histories(self, histories: Sequences) -> np.ndarray:
-        return self._score_rows(history_matrix(histories, self.n_items, self.config.weighting,
-                                               self.behaviour_weights_))
+        return self._score_rows(self._history_rows(histories, self.config.weighting))
 
     def _score_rows(self, rows: sp.csr_matrix) -> np.ndarray:
         # (B, n_items) sparse @ (n_items, n_items) dense -> (B, n_items)
         return np.asarray(rows @ self.B_, dtype=np.float32)
 
     def _arrays(self) -> dict[str, np.ndarray]:
-        out = {"B": self.B_, **weights_arrays(self.behaviour_weights_)}
+        out = {"B": self.B_}
         if self.X_ is not None:
             out.update(pack_csr(self.X_, "X"))
         return out
@@ -102,7 +99,6 @@ class EASE(Recommender):
     def _load_arrays(self, arrays: Mapping[str, np.ndarray]) -> None:
         self.B_ = arrays["B"]
         self.X_ = unpack_csr(arrays, "X") if "X.data" in arrays else None
-        self.behaviour_weights_ = weights_from_arrays(arrays)
 
 
 def _spd_inverse(a: np.ndarray) -> np.ndarray:

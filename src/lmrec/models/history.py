@@ -5,31 +5,22 @@ A classic model scores a training user from that user's row of the interaction m
 (a fresh one from the event store, or the training one), so `_score_histories` can reuse each
 model's scoring on rows, and a training user's own history reproduces `score(user)`.
 
-Behaviour weights ("click" 1, "purchase" 5, ...) come from the training Dataset; models that
-can weight their input keep them (`weights_arrays` / `weights_from_arrays` save them in the
-model's npz). Behaviour types unknown to the model weigh 1, as unconfigured ones do in
-`lmrec.prepare`.
+Behaviour weights ("click" 1, "purchase" 5, ...) come from the training Dataset; every
+`Recommender` keeps them (`weights_arrays` / `weights_from_arrays` save them in its npz) and
+builds history rows with `Recommender._history_rows`. Behaviour types unknown to the model
+weigh 1, as unconfigured ones do in `lmrec.prepare`.
+
+This module imports nothing from `lmrec.models.base`, so that the base class can use it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 
 import numpy as np
 import scipy.sparse as sp
 
 from lmrec.data.dataset import Sequences
-from lmrec.errors import InputError
-from lmrec.models.base import as_sequences
-
-
-def checked_histories(histories: Sequences | Sequence[np.ndarray], n_items: int) -> Sequences:
-    """`histories` as Sequences, refused (InputError) when an item index is out of range; for
-    entry points that bypass `Recommender.score_histories` (`history_embeddings`)."""
-    seqs = as_sequences(histories)
-    if seqs.items.size and (seqs.items.min() < 0 or seqs.items.max() >= n_items):
-        raise InputError(f"history items must be internal indices in [0, {n_items})")
-    return seqs
 
 
 def history_matrix(histories: Sequences, n_items: int, weighting: str = "binary",
@@ -83,7 +74,7 @@ def mean_item_features(x: sp.csr_matrix, item_features: np.ndarray) -> np.ndarra
     ind.data[:] = 1.0
     n = np.asarray(ind.sum(axis=1)).ravel()
     mean = sp.diags(np.divide(1.0, n, out=np.zeros_like(n), where=n > 0)) @ ind
-    feats = np.asarray(mean @ item_features.astype(np.float64))
+    feats = np.asarray(mean @ item_features.astype(np.float64, copy=False))
     return np.hstack([feats, np.ones((x.shape[0], 1))])
 
 

@@ -32,7 +32,6 @@ from lmrec.models.base import (
     pack_csr,
     unpack_csr,
 )
-from lmrec.models.history import history_matrix, weights_arrays, weights_from_arrays
 
 # Entries of the dense similarity block held at once (16M float32: 64 MB per temporary).
 _BLOCK_ELEMENTS = 1 << 24
@@ -61,8 +60,7 @@ class ItemKNNConfig(KNNConfig):
 
 class NeighbourModel(Recommender):
     """Shared state of the neighbourhood models: a sparse similarity S and, for weighted
-    input, the user-item matrix X (binary input scores from the seen-item matrix) and the
-    behaviour weights that built it (to build a history's row the same way)."""
+    input, the user-item matrix X (binary input scores from the seen-item matrix)."""
 
     config: KNNConfig
     scores_from_history = True
@@ -71,19 +69,13 @@ class NeighbourModel(Recommender):
     def _matrix(self, dataset: Dataset) -> sp.csr_matrix:
         x = dataset.matrix(self.config.weighting).tocsr().astype(np.float32)
         self.X_ = x if self.config.weighting != "binary" else None
-        self.behaviour_weights_ = dict(dataset.behaviour_weights)
         return x
 
     def _input(self) -> sp.csr_matrix:
         return self.seen_ if self.X_ is None else self.X_
 
-    def _history_rows(self, histories: Sequences) -> sp.csr_matrix:
-        """(B, n_items) rows of the histories, weighted as the training matrix."""
-        return history_matrix(histories, self.n_items, self.config.weighting,
-                              self.behaviour_weights_)
-
     def _arrays(self) -> dict[str, np.ndarray]:
-        out = {**pack_csr(self.S_, "S"), **weights_arrays(self.behaviour_weights_)}
+        out = pack_csr(self.S_, "S")
         if self.X_ is not None:
             out.update(pack_csr(self.X_, "X"))
         return out
@@ -91,7 +83,6 @@ class NeighbourModel(Recommender):
     def _load_arrays(self, arrays: Mapping[str, np.ndarray]) -> None:
         self.S_ = unpack_csr(arrays, "S")
         self.X_ = unpack_csr(arrays, "X") if "X.data" in arrays else None
-        self.behaviour_weights_ = weights_from_arrays(arrays)
 
 
 class ItemKNN(NeighbourModel):
@@ -110,7 +101,7 @@ class ItemKNN(NeighbourModel):
         return self._score_rows(self._input()[user_idx])
 
     def _score_histories(self, histories: Sequences) -> np.ndarray:
-        return self._score_rows(self._history_rows(histories))
+        return self._score_rows(self._history_rows(histories, self.config.weighting))
 
     def _score_rows(self, rows: sp.csr_matrix) -> np.ndarray:
         # (B, n_items) sparse @ (n_items, n_items) sparse -> dense (B, n_items)

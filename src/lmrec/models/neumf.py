@@ -160,21 +160,20 @@ class NeuMF(NeuralRecommender):
         self._fit_fold_in()
 
     def _fit_fold_in(self) -> None:
-        # derived from the weights and the seen items, so rebuilt on load rather than saved
+        # derived from the weights and the seen items, so rebuilt after fit and load (which
+        # redact_users goes through) rather than saved
         m = self.module_
         with torch.no_grad():
             users = torch.cat([m.gmf_user.weight, m.mlp_user.weight], dim=1).numpy()
-        self.fold_in_ = fit_linear_fold_in(self.seen_, self._item_side(), users)
-
-    def _item_side(self) -> np.ndarray:
-        """(n_items, f + f_mlp): the GMF and MLP item embeddings side by side."""
-        m = self.module_
-        with torch.no_grad():
-            return torch.cat([m.gmf_item.weight, m.mlp_item.weight], dim=1).numpy()
+            # (n_items, f + f_mlp) float64: the GMF and MLP item embeddings side by side,
+            # cached for scoring histories (the weights only change through fit and load)
+            self.item_side_ = torch.cat([m.gmf_item.weight, m.mlp_item.weight],
+                                        dim=1).numpy().astype(np.float64)
+        self.fold_in_ = fit_linear_fold_in(self.seen_, self.item_side_, users)
 
     def _score_histories(self, histories: Sequences) -> np.ndarray:
         x = history_matrix(histories, self.n_items)
-        u = (mean_item_features(x, self._item_side()) @ self.fold_in_).astype(np.float32)
+        u = (mean_item_features(x, self.item_side_) @ self.fold_in_).astype(np.float32)
         f = self.config.factors
         with torch.no_grad(), torch_threads(self.config.num_threads):
             out = self.module_.score_vectors(torch.from_numpy(np.ascontiguousarray(u[:, :f])),

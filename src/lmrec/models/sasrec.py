@@ -38,11 +38,8 @@ from lmrec.models.text_items import (
     ItemIdGate,
     TextItemFields,
     cold_item_mask,
-    effective_dropout,
     item_text_matrix,
 )
-
-_TEXT_ITEM_ID_DROPOUT = 0.5  # item_id_dropout's default with text: as the two-tower's, untuned
 
 
 class SASRecConfig(TextItemFields, SequentialConfig):
@@ -63,10 +60,6 @@ class SASRecConfig(TextItemFields, SequentialConfig):
     lr: float = Field(3e-3, gt=0, description="Adam learning rate")
     epochs: int = Field(30, ge=1, description="passes over the training targets (the cap "
                                               "when early stopping)")
-    item_id_dropout: float | None = Field(
-        None, ge=0, le=1, description="text: replace an item's id by the learned 'unknown "
-        "item' row while training (items without training events always use it); None: "
-        f"{_TEXT_ITEM_ID_DROPOUT} with text, 0 without")
 
 
 class CausalSelfAttention(nn.Module):
@@ -125,8 +118,7 @@ class SASRecNet(SequenceNet):
                                  persistent=False)  # (n_items + 1, T)
             cold = np.concatenate([[False], np.zeros(n_items, bool) if item_cold is None
                                    else item_cold])
-            self.gate = ItemIdGate(d, torch.from_numpy(cold), effective_dropout(
-                cfg.item_id_dropout, True, _TEXT_ITEM_ID_DROPOUT))
+            self.gate = ItemIdGate(d, torch.from_numpy(cold), cfg.text_item_id_dropout)
             self.text_proj = nn.Linear(item_text.shape[1], d, bias=False)
         self.pos_emb = nn.Embedding(cfg.max_len, d)  # position L-1 = the most recent item
         self.event_emb = (nn.Embedding(n_event_types + 1, d, padding_idx=PAD)

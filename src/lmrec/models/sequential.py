@@ -31,7 +31,13 @@ from torch import Tensor, nn
 
 from lmrec.data.dataset import Dataset, Sequences
 from lmrec.errors import InputError
-from lmrec.models.base import ModelConfig, Recommender, take_histories
+from lmrec.models.base import (
+    ModelConfig,
+    Recommender,
+    pack_sequences,
+    take_histories,
+    unpack_sequences,
+)
 from lmrec.train import TRAIN_FIELDS, TrainConfig, train
 
 PAD = 0  # token of padding positions (items, behaviour types and time gaps alike)
@@ -314,19 +320,14 @@ class SequentialRecommender(Recommender):
 
     def _arrays(self) -> dict[str, np.ndarray]:
         out = {f"net.{k}": v.detach().cpu().numpy() for k, v in self.net_.state_dict().items()}
-        h = self.history_
-        out.update({"history.indptr": np.asarray(h.indptr), "history.items": np.asarray(h.items),
-                    "history.events": np.asarray(h.events),
-                    "history.timestamps": np.asarray(h.timestamps),
-                    "event_types": np.asarray(self.event_types_, dtype=np.str_)})
+        out.update(pack_sequences(self.history_, "history"))
+        out["event_types"] = np.asarray(self.event_types_, dtype=np.str_)
         out.update({f"items.{k}": v for k, v in self.item_arrays_.items()})
         return out
 
     def _load_arrays(self, arrays: Mapping[str, np.ndarray]) -> None:
         self.event_types_ = tuple(str(t) for t in arrays["event_types"])
-        self.history_ = Sequences(arrays["history.indptr"], arrays["history.items"],
-                                  arrays["history.events"], arrays["history.timestamps"],
-                                  self.event_types_)
+        self.history_ = unpack_sequences(arrays, "history", self.event_types_)
         self.item_arrays_ = {k[6:]: v for k, v in arrays.items() if k.startswith("items.")}
         net = self._new_net()
         net.load_state_dict({k[4:]: torch.from_numpy(np.array(v))

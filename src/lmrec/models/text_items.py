@@ -21,6 +21,8 @@ from torch import Tensor, nn
 
 from lmrec.data.dataset import Dataset
 
+_TEXT_ITEM_ID_DROPOUT = 0.5  # item_id_dropout's default with text
+
 
 class TextItemFields(BaseModel):
     """Config fields of a text-aware model (mixed into its Config)."""
@@ -34,6 +36,19 @@ class TextItemFields(BaseModel):
                                       "columns; None: title/genres/tags/... as present")
     text_cache_dir: str | None = Field(None, description="embedding cache folder (None: "
                                        "$LMREC_CACHE_DIR or ~/.cache/lmrec/embeddings)")
+    # .5 chosen for the two-tower on the ML-100K validation parts (see TwoTowerConfig); SASRec
+    # uses the same, untuned
+    item_id_dropout: float | None = Field(
+        None, ge=0, le=1, description="text: replace an item's id by the learned 'unknown "
+        "item' row while training (items without training events always use it); None: "
+        f"{_TEXT_ITEM_ID_DROPOUT} with text, 0 without")
+
+    @property
+    def text_item_id_dropout(self) -> float:
+        """`item_id_dropout` as configured, else the default: .5 with text, 0 without."""
+        if self.item_id_dropout is not None:
+            return self.item_id_dropout
+        return _TEXT_ITEM_ID_DROPOUT if self.text else 0.0
 
 
 def item_text_matrix(dataset: Dataset, cfg: TextItemFields, *, progress: bool) -> np.ndarray:
@@ -73,11 +88,4 @@ class ItemIdGate(nn.Module):
     def forward(self, emb: Tensor, item: Tensor) -> Tensor:
         drop = self.drop_mask(item)[..., None]  # (..., 1)
         return torch.where(drop, self.unknown.to(emb.dtype), emb)
-
-
-def effective_dropout(value: float | None, text: bool, with_text: float) -> float:
-    """`item_id_dropout` as configured, or the model's default: `with_text` with text, else 0."""
-    if value is not None:
-        return value
-    return with_text if text else 0.0
 

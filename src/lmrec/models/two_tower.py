@@ -57,21 +57,19 @@ from torch import Tensor, nn
 from lmrec.columns import Role
 from lmrec.data.dataset import Dataset, Sequences
 from lmrec.errors import InputError
-from lmrec.models.base import as_sequences, top_k
+from lmrec.models.base import checked_histories, kept_entries, top_k
 from lmrec.models.neural import IntTuple, NeuralConfig, NeuralRecommender
 from lmrec.models.sequential import gather_windows
 from lmrec.models.text_items import (
     ItemIdGate,
     TextItemFields,
     cold_item_mask,
-    effective_dropout,
     item_text_matrix,
 )
 from lmrec.train.losses import full_softmax_loss, in_batch_softmax_loss
 from lmrec.train.negatives import seen_keys
 
 _MAX_LABELS = 32  # multi-valued attributes: at most this many labels per row enter the bag
-_TEXT_ITEM_ID_DROPOUT = 0.5  # item_id_dropout's default with text (see TwoTowerConfig)
 
 
 class TwoTowerConfig(TextItemFields, NeuralConfig):
@@ -122,10 +120,6 @@ class TwoTowerConfig(TextItemFields, NeuralConfig):
                                    "history's item embedding (one table)")
     user_features: bool = Field(True, description="use user attribute columns")
     item_features: bool = Field(True, description="use item attribute columns")
-    item_id_dropout: float | None = Field(
-        None, ge=0, le=1, description="replace the item id by the learned 'unknown item' row "
-        "while training (items without training events always use it); None: "
-        f"{_TEXT_ITEM_ID_DROPOUT} with text, 0 without")
     fusion: Literal["concat", "sum"] = Field(
         "concat", description="item tower: concatenate the id, attribute, vector-column and "
         "text blocks, or project each to id_dim and sum them")
@@ -224,8 +218,7 @@ class TwoTowerModule(nn.Module):
                                         for c in cards["item_multi"])
         cold = arrays.get("item_cold", np.zeros(n_items, dtype=bool))
         self.item_gate = ItemIdGate(idd, torch.from_numpy(np.ascontiguousarray(cold)),
-                                    effective_dropout(cfg.item_id_dropout, cfg.text,
-                                                      _TEXT_ITEM_ID_DROPOUT))
+                                    cfg.text_item_id_dropout)
         text = arrays.get("item_text")
         self.text_proj = nn.Linear(text.shape[1], idd) if text is not None else None
         self.fusion = cfg.fusion
@@ -323,6 +316,17 @@ class TwoTower(NeuralRecommender):
                   ("extra.a.user_num", 0), ("extra.a.user_hist", 0))
 
     # --- data -------------------------------------------------------------------------
+    def _fit(self, dataset: Dataset, rng: np.random.Generator) -> None:
+        # the text vectors do not depend on the training pairs, but holdout validation
+        # prepares twice: read them once per fit (and never from an earlier fit)
+        cfg = self.config
+        self._fit_text: np.ndarray | None = (
+            item_text_matrix(dataset, cfg, progress=cfg.progress) if cfg.text else None)
+        try:
+            super()._fit(dataset, rng)
+        finally:
+            del self._fit_text
+
     def _prepare(self, dataset: Dataset, x: sp.csr_matrix) -> None:
         cfg = self.config
         users, ucards, self.user_meta_ = _side_arrays(dataset, "user", cfg.user_features)
@@ -334,8 +338,8 @@ class TwoTower(NeuralRecommender):
             **{f"item_multi_{j}": m for j, m in enumerate(items["multi"])},
             "item_cold": cold_item_mask(x),
         }
-        if cfg.text:
-            self.arrays_["item_text"] = item_text_matrix(dataset, cfg, progress=cfg.progress)
+        if self._fit_text is not None:
+            self.arrays_["item_text"] = self._fit_text
         self.cards_ = {"user_cat": ucards["cat"], "item_cat": icards["cat"],
                        "item_multi": icards["multi"], "item_num_groups": icards["num_groups"]}
         counts = np.asarray(x.astype(bool).sum(axis=0)).ravel().astype(np.float64)
@@ -425,7 +429,7 @@ class TwoTower(NeuralRecommender):
         attributes. Serving passes the user so live events do not cost a known user the id
         (history alone: ML-100K NDCG@10 .192 against .269 with the id)."""
         self._check_fitted()
-        hist = self._history_codes(as_sequences(histories))  # (B, L)
+        hist = self._history_codes(histories)  # (B, L)
         b = hist.shape[0]
         users = (np.full(b, -1, dtype=np.int64) if user_idx is None
                  else np.asarray(user_idx, dtype=np.int64).reshape(-1))
@@ -442,17 +446,15 @@ class TwoTower(NeuralRecommender):
                                         torch.from_numpy(num), torch.from_numpy(hist))
         return (self.scale_ * u.numpy()).astype(np.float32)
 
-    def _history_codes(self, seqs: Sequences) -> np.ndarray:
+    def _history_codes(self, histories: Sequences | Sequence[np.ndarray]) -> np.ndarray:
         """(B, L) int64 item + 1 of each history's last L items that have training events,
-        right-aligned, 0 = padding (the layout of the user_hist buffer)."""
+        right-aligned, 0 = padding (the layout of the user_hist buffer); InputError for an
+        item index out of range."""
+        seqs = checked_histories(histories, self.n_items)
         items = np.asarray(seqs.items, dtype=np.int64)
-        if items.size and (items.min() < 0 or items.max() >= self.n_items):
-            raise InputError(f"item indices must be in 0..{self.n_items - 1}")
-        lengths = np.diff(seqs.indptr)
-        keep = ~self.arrays_["item_cold"][items]  # cold items have no trained id row
-        rows = np.repeat(np.arange(lengths.size), lengths)[keep]
-        indptr = np.zeros(lengths.size + 1, dtype=np.int64)
-        np.cumsum(np.bincount(rows, minlength=lengths.size), out=indptr[1:])
+        cold = np.flatnonzero(self.arrays_["item_cold"])  # no trained id row: left out
+        indptr, keep = kept_entries(np.asarray(seqs.indptr, dtype=np.int64),
+                                    np.zeros(0, dtype=np.int64), items, cold)
         return gather_windows(items[keep], indptr[:-1], indptr[1:],
                               self.module_.user_hist.shape[1], offset=1)
 
@@ -466,7 +468,7 @@ class TwoTower(NeuralRecommender):
         numbers); missing columns count as unknown / average.
         """
         self._check_fitted()
-        hist = self._history_codes(as_sequences([np.asarray(item_idx, dtype=np.int64)]))
+        hist = self._history_codes([np.asarray(item_idx, dtype=np.int64)])
         cat, num = _encode_user(self.user_meta_, user_features or {})
         with torch.no_grad():
             u = self.module_.user_tower(torch.zeros(1, dtype=torch.int64),

@@ -57,17 +57,19 @@ class UserKNN(NeighbourModel):
         self.S_ = drop_entries(self.S_, user_idx, user_idx)
 
     def _cache_norms(self) -> None:
+        # after fit and load (redact_users reloads): what scoring a history needs of X
         x = self._input()
         self.user_norms_ = np.sqrt(np.asarray(x.multiply(x).sum(axis=1), np.float32).ravel())
+        self.input_t_ = x.T.tocsr()  # (n_items, n_users): a CSR product needs no conversion
 
     def _score(self, user_idx: np.ndarray) -> np.ndarray:
         return self._vote(self.S_[user_idx])
 
     def _score_histories(self, histories: Sequences) -> np.ndarray:
         cfg = self.config
-        h = self._history_rows(histories)  # (B, n_items)
+        h = self._history_rows(histories, cfg.weighting)  # (B, n_items)
         norms = np.sqrt(np.asarray(h.multiply(h).sum(axis=1), np.float32).ravel())  # (B,)
-        dots = (h @ self._input().T).toarray()  # (B, n_users)
+        dots = (h @ self.input_t_).toarray()  # (B, n_users)
         # the same float32 arithmetic as cosine_topk, so that ties break the same way
         sims = dots / (norms[:, None] * self.user_norms_[None, :]
                        + np.float32(cfg.shrink + 1e-12))
