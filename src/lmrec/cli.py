@@ -19,6 +19,8 @@ from lmrec import __version__
 from lmrec import columns as C
 from lmrec.console import download_bar, err, fail, metrics_summary, out, steps, table
 from lmrec.errors import ConfigError, InputError, LmrecError
+from lmrec.serve.retrieval import DEFAULT_ANN_THRESHOLD
+from lmrec.serve.security import split_list as _split_list
 
 app = typer.Typer(help="lmrec: recommendations from your event log and catalogue.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
@@ -85,10 +87,6 @@ def parse_variant(spec: str) -> tuple[str, str, dict[str, Any]]:
         raise ConfigError(f"--variant {spec!r} is not LABEL=MODEL[:key=value,...]")
     pairs = [p for p in re.split(r",(?=\s*[A-Za-z_][A-Za-z0-9_]*=)", body) if p.strip()]
     return label.strip(), model.strip(), parse_params(pairs)
-
-
-def _split_list(value: str | None) -> list[str]:
-    return [v.strip() for v in value.split(",") if v.strip()] if value else []
 
 
 def _parse_ks(value: str) -> list[int]:
@@ -342,7 +340,8 @@ def train(
     rules: Annotated[Path | None, typer.Option(
         help="Business rules (JSON or TOML) to ship in the bundle.")] = None,
     ann_threshold: Annotated[int, typer.Option(
-        help="Catalogue size from which embedding models get an ANN index.")] = 100_000,
+        help="Catalogue size from which embedding models get an ANN index.")
+    ] = DEFAULT_ANN_THRESHOLD,
 ) -> None:
     """Train a model on a dataset folder and save it as a servable bundle (model, items,
     training histories, version; see `lmrec serve`)."""
@@ -706,7 +705,8 @@ def serve(
                              max_batch=max_batch, cors_origins=tuple(cors_origin or ()),
                              bundle_root=bundle_root.resolve() if bundle_root else None,
                              # other workers, or other servers, may share the store
-                             sync_workers=store.split("?")[0] != "sqlite:///:memory:",
+                             # (create_app turns this off for a store no one else can open)
+                             sync_workers=True,
                              started_at=time.time())
     options: dict[str, Any] = {"host": host, "port": port, "log_level": log_level,
                                "server_header": False, "access_log": access_log}

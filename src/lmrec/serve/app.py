@@ -64,7 +64,6 @@ log = logging.getLogger("lmrec.serve")
 APP_ENV = "LMREC_SERVE_APP"  # JSON {"bundle", "store", "settings"} for worker processes
 STORE_ENV = "LMREC_STORE_URL"  # the store URL, kept out of command lines (it may hold a password)
 LOAD_FAILED = "the bundle could not be loaded"
-_ID_PATTERN = r"^[^\x00-\x1f\x7f]+$"
 
 Send = Callable[[dict[str, Any]], Awaitable[None]]  # an ASGI send
 
@@ -83,7 +82,7 @@ class ServeSettings(BaseModel):
                                                           "empty)")
     torch_threads: int = Field(1, ge=1, description="torch intra-op threads per process")
     sync_workers: bool = Field(False, description="follow reloads made by other workers or "
-                               "servers sharing the store")
+                               "servers sharing the store (off for an in-memory store)")
     bundle_root: Path | None = Field(None, description="POST /v1/admin/reload loads only bundles "
                                      "under this folder (default: the served bundle's parent)")
     started_at: float | None = Field(None, description="server start, shared by its workers")
@@ -97,6 +96,8 @@ def create_app(bundle_path: str | Path, store_url: str,
     keys = keys if keys is not None else KeyRing.from_env(keys_file=settings.keys_file)
     _limit_threads(settings.torch_threads)
     store = open_store(store_url)
+    if settings.sync_workers and not store.shared:  # an in-memory store: nobody to follow
+        settings = settings.model_copy(update={"sync_workers": False})
     try:
         sync = (BundleSync(store, settings.started_at or time.time())
                 if settings.sync_workers else None)
@@ -123,7 +124,6 @@ def create_app(bundle_path: str | Path, store_url: str,
         docs_url="/docs" if settings.docs else None, redoc_url=None,
         openapi_url="/openapi.json" if settings.docs else None)
     app.state.service = service
-    app.state.metrics = metrics
     app.state.keys = keys
     app.state.settings = settings
     _add_error_handlers(app)
@@ -175,8 +175,8 @@ def _current(request: Request) -> Service:
 
 
 Svc = Annotated[Service, Depends(_current)]
-UserId = Annotated[str, PathParam(min_length=1, max_length=S.MAX_ID_LENGTH, pattern=_ID_PATTERN)]
-ItemId = Annotated[str, PathParam(min_length=1, max_length=S.MAX_ID_LENGTH, pattern=_ID_PATTERN)]
+PathId = Annotated[str, PathParam(min_length=1, max_length=S.MAX_ID_LENGTH,
+                                  pattern=S.TEXT_PATTERN)]  # a user or item id in the path
 K = Annotated[int, QueryParam(ge=1, le=S.MAX_K, description="how many items")]
 
 
@@ -188,7 +188,7 @@ def _router(service: Service, metrics: ServiceMetrics, settings: ServeSettings,
     @r.get("/users/{user}/recommendations", response_model=S.Recommendations,
            response_model_exclude_none=True, dependencies=read, tags=["recommendations"])
     def user_recommendations(
-        user: UserId, svc: Svc, k: K = 10,
+        user: PathId, svc: Svc, k: K = 10,
         exclude_seen: Annotated[bool, QueryParam(
             description="leave out items in the user's history")] = True,
         filter: Annotated[list[str] | None, QueryParam(
@@ -215,7 +215,7 @@ def _router(service: Service, metrics: ServiceMetrics, settings: ServeSettings,
     @r.get("/items/{item}/similar", response_model=S.SimilarItems,
            response_model_exclude_none=True, dependencies=read, tags=["recommendations"],
            responses={404: {"description": "unknown item"}})
-    def similar_items(item: ItemId, svc: Svc, k: K = 10) -> S.SimilarItems:
+    def similar_items(item: PathId, svc: Svc, k: K = 10) -> S.SimilarItems:
         """The k items most similar to an item."""
         found, items, version = svc.similar(item, k)
         return S.SimilarItems(item=found, items=[_scored(s) for s in items],
@@ -239,7 +239,7 @@ def _router(service: Service, metrics: ServiceMetrics, settings: ServeSettings,
 
     @r.delete("/users/{user}", response_model=S.ForgetResponse, tags=["events"],
               dependencies=[Depends(_need("write"))])
-    def forget_user(user: UserId, svc: Svc) -> S.ForgetResponse:
+    def forget_user(user: PathId, svc: Svc) -> S.ForgetResponse:
         """Forget a user: their events and cached state are deleted and, for a training user,
         their history, seen items and per-user learned rows are redacted from the served
         bundle (memory and disk); an audit record without personal data is kept."""

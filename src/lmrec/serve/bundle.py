@@ -59,12 +59,12 @@ import numpy as np
 import polars as pl
 
 from lmrec import __version__
-from lmrec import columns as C
 from lmrec.data.dataset import Dataset, Sequences
 from lmrec.data.vocab import IdVocabulary
 from lmrec.errors import InputError, Location
 from lmrec.jsonfile import read_json
-from lmrec.models.base import EmbeddingScorer, Recommender, kept_entries
+from lmrec.models.base import EmbeddingScorer, Recommender, ids_array, kept_entries
+from lmrec.serve.retrieval import DEFAULT_ANN_THRESHOLD
 
 BUNDLE_FORMAT = "lmrec-bundle"
 BUNDLE_VERSION = 1
@@ -74,9 +74,6 @@ ITEMS_FILE = "items.parquet"
 INDEX_DIR = "index"
 RULES_FILES = ("rules.json", "rules.toml")
 LOCK_FILE = ".lock"
-# Catalogues from this size up get an ANN index in the bundle (below it exact search is fast:
-# 100k x 64 float32 inner products take about 1 ms a query).
-DEFAULT_ANN_THRESHOLD = 100_000
 
 
 @dataclass(frozen=True)
@@ -140,14 +137,13 @@ def _write_bundle(model: Recommender, dataset: Dataset, folder: Path, tmp: Path,
     np.savez(tmp / HISTORIES_FILE, allow_pickle=False,
              indptr=seqs.indptr, items=seqs.items, events=seqs.events,
              timestamps=seqs.timestamps, event_types=np.asarray(seqs.event_types, dtype=np.str_),
-             user_ids=_ids_array(dataset.users), item_ids=_ids_array(dataset.items),
+             user_ids=ids_array(dataset.users), item_ids=ids_array(dataset.items),
              redacted=np.zeros(dataset.n_users, dtype=bool))
     index_name = None
     if isinstance(model, EmbeddingScorer) and dataset.n_items >= ann_threshold:
         from lmrec.serve.retrieval import ItemIndex
 
-        ItemIndex.build(model.item_embeddings(), kind="auto",
-                        exact_below=ann_threshold).save(tmp / INDEX_DIR)
+        ItemIndex.build(model.item_embeddings(), kind="hnsw").save(tmp / INDEX_DIR)
         index_name = INDEX_DIR
     if rules is not None:
         (tmp / f"rules{rules.suffix}").write_bytes(rules.read_bytes())
@@ -433,18 +429,8 @@ def _content_hash(folder: Path, index_name: str | None) -> str:
     return h.hexdigest()
 
 
-def _ids_array(vocab: IdVocabulary) -> np.ndarray:
-    if vocab.dtype == pl.Int64:
-        return vocab.ids.to_numpy().astype(np.int64)
-    return np.asarray(vocab.ids.to_list(), dtype=np.str_)
-
-
 def _same_ids(arr: np.ndarray, vocab: IdVocabulary) -> bool:
-    if arr.dtype.kind in "iu":
-        return vocab.dtype == pl.Int64 and np.array_equal(arr, vocab.ids.to_numpy())
-    return vocab.dtype == pl.String and arr.astype(str).tolist() == vocab.ids.to_list()
-
-
-def item_column_names(items: pl.DataFrame) -> list[str]:
-    """Attribute columns of an item table (everything but the id)."""
-    return [c for c in items.columns if c != C.ITEM]
+    """Whether saved ids (`ids_array`'s form) are exactly the vocabulary's ids, in order."""
+    saved = ids_array(vocab)
+    return ((arr.dtype.kind in "iu") == (saved.dtype.kind in "iu")
+            and np.array_equal(arr, saved))

@@ -23,7 +23,7 @@ from pydantic import (
 MAX_ID_LENGTH = 256
 MAX_HISTORY = 1_000  # items in an anonymous visitor's history
 MAX_K = 1_000
-_TEXT = r"^[^\x00-\x1f\x7f]+$"
+TEXT_PATTERN = r"^[^\x00-\x1f\x7f]+$"
 _ID_TEXT = r"^[^\x00-\x1f\x7f/]+$"
 
 
@@ -35,7 +35,8 @@ def _no_slash(value: Any, info: ValidationInfo) -> Any:
     return value
 
 
-Text = Annotated[str, StringConstraints(min_length=1, max_length=MAX_ID_LENGTH, pattern=_TEXT)]
+Text = Annotated[str, StringConstraints(min_length=1, max_length=MAX_ID_LENGTH,
+                                        pattern=TEXT_PATTERN)]
 # an external id: a string without "/", or an integer for integer-keyed catalogues (|id| < 2^63)
 Id = Annotated[
     Annotated[str, StringConstraints(min_length=1, max_length=MAX_ID_LENGTH, pattern=_ID_TEXT)]
@@ -84,7 +85,7 @@ class VisitorRequest(Strict):
 
 class ReloadRequest(Strict):
     bundle: Annotated[str, StringConstraints(min_length=1, max_length=4096,
-                                             pattern=_TEXT)] | None = Field(
+                                             pattern=TEXT_PATTERN)] | None = Field(
         None, description="a bundle folder on the server; the current one when missing")
 
 

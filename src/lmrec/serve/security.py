@@ -68,11 +68,11 @@ class KeyRing:
         """Keys from LMREC_API_KEYS / LMREC_ADMIN_KEYS / LMREC_READ_KEYS and a keys file."""
         env = os.environ if environ is None else environ
         keys: dict[Role, list[str]] = {r: [] for r in ROLES}
-        api = _split(env.get("LMREC_API_KEYS", ""))
-        admin = _split(env.get("LMREC_ADMIN_KEYS", ""))
+        api = split_list(env.get("LMREC_API_KEYS", ""))
+        admin = split_list(env.get("LMREC_ADMIN_KEYS", ""))
         keys["write"] += api
         keys["admin"] += admin if admin else api
-        keys["read"] += _split(env.get("LMREC_READ_KEYS", ""))
+        keys["read"] += split_list(env.get("LMREC_READ_KEYS", ""))
         if keys_file is not None:
             for role, key in _read_keys_file(Path(keys_file)):
                 if role is None:
@@ -106,8 +106,9 @@ class KeyRing:
         return self.allows(key, "read")
 
 
-def _split(value: str) -> list[str]:
-    return [v.strip() for v in value.split(",") if v.strip()]
+def split_list(value: str | None) -> list[str]:
+    """The non-empty, stripped items of a comma-separated list ("a, b,," -> ["a", "b"])."""
+    return [v.strip() for v in value.split(",") if v.strip()] if value else []
 
 
 def _read_keys_file(path: Path) -> list[tuple[Role | None, str]]:

@@ -74,7 +74,8 @@ from lmrec import columns as C
 from lmrec.columns import Role
 from lmrec.data.dataset import Sequences
 from lmrec.data.vocab import IdVocabulary
-from lmrec.errors import ConfigError, LmrecError, Location
+from lmrec.errors import ConfigError, InputError, LmrecError, Location
+from lmrec.jsonfile import read_json
 from lmrec.models.base import EmbeddingScorer, as_sequences, top_k
 from lmrec.serve.bundle import Bundle, bundle_lock, find_rules, load_bundle, redact_bundle
 from lmrec.serve.store import EventIn, EventStore, IngestResult, StoredEvent
@@ -137,10 +138,11 @@ class Rules(BaseModel):
         if not path.is_file():
             raise ConfigError(f"rules file not found: {path}")
         try:
-            text = path.read_text()
-            doc = tomllib.loads(text) if path.suffix == ".toml" else json.loads(text)
-        except (tomllib.TOMLDecodeError, json.JSONDecodeError) as exc:
-            raise ConfigError(f"{path}: not valid {path.suffix[1:].upper()} ({exc})") from exc
+            doc = tomllib.loads(path.read_text()) if path.suffix == ".toml" else read_json(path)
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: not valid TOML ({exc})") from exc
+        except InputError as exc:  # a configuration file, so a configuration error
+            raise ConfigError(str(exc)) from exc
         try:
             return cls.model_validate(doc)
         except ValidationError as exc:
@@ -217,17 +219,20 @@ class Engine:
         self._masks: dict[str, np.ndarray] = {}
         self.embedding = isinstance(self.model, EmbeddingScorer)
         self.index: Any = None
-        self._unit: np.ndarray | None = None  # (n_items, d) unit item vectors
+        self._norms: np.ndarray | None = None  # (n_items,) item vector norms
         if self.embedding:
             from lmrec.serve.retrieval import ItemIndex
 
-            vecs = np.asarray(self.model.item_embeddings(), dtype=np.float32)
-            self.index = bundle.index or ItemIndex.build(vecs, kind="exact")
-            self._unit = _unit_rows(vecs)
-        self._attrs = _attribute_vectors(bundle.items, self._roles)  # (n_items, labels) CSR
+            # a saved index already holds the item vectors: no second copy of the catalogue
+            self.index = bundle.index or ItemIndex.build(
+                np.asarray(self.model.item_embeddings(), dtype=np.float32), kind="exact")
+            self._norms = np.linalg.norm(self.index.item_vectors, axis=1).astype(np.float32)
         self._labels = _item_labels(bundle.items)
         self.rules = rules or Rules()
-        self._excluded = self._rule_exclusions()  # (n_items,) bool or None
+        excluded = self._rule_exclusions()  # (n_items,) bool or None
+        self._rule_allowed = None if excluded is None else ~excluded  # the rules alone
+        if self._rule_allowed is not None:
+            self._rule_allowed.flags.writeable = False  # shared by every request
         self._boosts = self._rule_boosts()  # (n_items,) float32 or None
 
     # --- ids ------------------------------------------------------------------------------
@@ -326,7 +331,7 @@ class Engine:
         out): embedding inner product, else the model's scores for the one-item history, else
         co-occurrence cosine."""
         one = np.array([item], dtype=np.int64)
-        allowed = None if self._excluded is None else ~self._excluded
+        allowed = self._rule_allowed
         if self.embedding:
             assert self.index is not None
             idx, scores = self.index.search(self.index.item_vectors[one], k, exclude=[one],
@@ -374,7 +379,7 @@ class Engine:
 
     def _allowed(self, filters: Sequence[str]) -> np.ndarray | None:
         """(n_items,) bool: items passing every filter and not excluded by the rules."""
-        mask = None if self._excluded is None else ~self._excluded
+        mask = self._rule_allowed
         for f in filters:
             m = self.filter_mask(f)
             mask = m if mask is None else mask & m
@@ -461,8 +466,8 @@ class Engine:
 
     def _pairwise(self, idx: np.ndarray) -> np.ndarray:
         """(n, n) similarity of candidate items (cosine)."""
-        if self._unit is not None:
-            u = self._unit[idx]
+        if self._norms is not None:
+            u = self._unit(idx)
             return u @ u.T
         if self._attrs is not None:
             a = self._attrs[idx]
@@ -471,13 +476,25 @@ class Engine:
 
     def _affinity(self, src: np.ndarray, targets: np.ndarray | None) -> np.ndarray:
         """(len(src), n_targets) affinity of source items to target items (all when None)."""
-        if self._unit is not None:
-            t = self._unit if targets is None else self._unit[targets]
-            return self._unit[src] @ t.T
+        if self._norms is not None:
+            t = self._unit(np.arange(self.n_items) if targets is None else targets)
+            return self._unit(src) @ t.T
         if self.model.scores_from_history:
             s = self.model.score_histories(as_sequences([np.array([i]) for i in src]))
             return s if targets is None else s[:, targets]
         return self._cooc_cosine(src, targets)
+
+    @cached_property
+    def _attrs(self) -> sp.csr_matrix | None:
+        """(n_items, n_labels) attribute vectors; built on first use (only models without
+        item embeddings need them)."""
+        return _attribute_vectors(self.bundle.items, self._roles)
+
+    def _unit(self, idx: np.ndarray) -> np.ndarray:
+        """(len(idx), d) unit item vectors of the items `idx` (gathered, then scaled)."""
+        assert self._norms is not None
+        rows = self.index.item_vectors[idx]
+        return rows / np.maximum(self._norms[idx], 1e-12)[:, None]
 
     @cached_property
     def _cooc(self) -> tuple[sp.csc_matrix, np.ndarray]:
@@ -712,11 +729,6 @@ def _top1(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     idx, vals = top_k(scores[None, :], k)
     keep = idx[0] >= 0
     return idx[0][keep], vals[0][keep]
-
-
-def _unit_rows(x: np.ndarray) -> np.ndarray:
-    norms = np.linalg.norm(x, axis=1, keepdims=True)
-    return (x / np.maximum(norms, 1e-12)).astype(np.float32)
 
 
 def _attribute_vectors(items: pl.DataFrame, roles: dict[str, Role]) -> sp.csr_matrix | None:

@@ -18,6 +18,7 @@ and events that share a timestamp keep the order they were sent in.
 from __future__ import annotations
 
 import math
+import re
 import secrets
 import threading
 import time
@@ -28,10 +29,11 @@ from dataclasses import dataclass
 from typing import Any, Generic, Self, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
-from lmrec.errors import InputError, LmrecError
+from lmrec.errors import ConfigError, InputError, LmrecError
 
 SCHEMA_VERSION = 1
 TABLES = ("lmrec_schema", "lmrec_events", "lmrec_user_state", "lmrec_deletions")
+EVENT_COLUMNS = "seq, user_id, item_id, type, ts, event_id, value"  # a StoredEvent's row
 MAX_STATE_BYTES = 1 << 20  # the per-user cache holds small blobs, not documents
 POOL_TIMEOUT_S = 30.0  # how long a caller waits for a free connection before StoreError
 
@@ -88,6 +90,12 @@ class EventStore(ABC):
 
     url: str  # the store's address, any password masked
 
+    @property
+    def shared(self) -> bool:
+        """Whether other processes can open the same data (False for an in-memory database):
+        only then can the workers of a server follow each other's reloads through it."""
+        return True
+
     @abstractmethod
     def add_events(self, events: Sequence[EventIn]) -> IngestResult:
         """Store `events` in one transaction, committed (durable) when this returns."""
@@ -140,10 +148,17 @@ class SQLEventStore(EventStore):
     `%s`) and the two connection hooks differ."""
 
     placeholder: str
+    _pool: ConnectionPool[Any]
 
     @abstractmethod
-    def _read(self) -> AbstractContextManager[Any]:
+    def _store_errors(self) -> AbstractContextManager[None]:
+        """Turns failures of the database (not of the statement) into StoreError."""
+
+    @contextmanager
+    def _read(self) -> Iterator[Any]:
         """A connection for statements that need no explicit transaction."""
+        with self._pool.connection() as conn, self._store_errors():
+            yield conn
 
     @abstractmethod
     def _write(self) -> AbstractContextManager[Any]:
@@ -154,6 +169,20 @@ class SQLEventStore(EventStore):
 
     def _sql(self, statement: str) -> str:
         return statement.replace("?", self.placeholder)
+
+    def _check_schema(self, conn: Any) -> None:
+        """Record this code's schema version in a new database; refuse a newer one. Runs in
+        the transaction that created the tables."""
+        row = conn.execute("SELECT max(version) FROM lmrec_schema").fetchone()
+        if row is None or row[0] is None:
+            conn.execute(self._sql("INSERT INTO lmrec_schema (version) VALUES (?)"),
+                         (SCHEMA_VERSION,))
+        elif row[0] > SCHEMA_VERSION:
+            raise ConfigError(f"{self.url} has store schema version {row[0]}; this lmrec "
+                              f"reads up to {SCHEMA_VERSION}: upgrade lmrec")
+
+    def close(self) -> None:
+        self._pool.close()
 
     def delete_user(self, user: str) -> DeleteResult:
         user = check_text(user, "user")
@@ -266,6 +295,18 @@ def mask_url(url: str) -> str:
     netloc = parts.netloc.rsplit("@", 1)
     user = netloc[0].split(":", 1)[0]
     return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc[1]}"))
+
+
+def parse_pool_size(raw: str | None, default: int) -> int:
+    """The `pool_size` store-URL parameter: a positive decimal integer (`default` when
+    absent)."""
+    if raw is None:
+        return default
+    value = int(raw) if re.fullmatch(r"[0-9]+", raw) else 0
+    if value < 1:
+        raise ConfigError(f"store url parameter pool_size must be a positive integer, "
+                          f"got {raw!r}")
+    return value
 
 
 def now() -> float:

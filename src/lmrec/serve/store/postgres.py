@@ -23,7 +23,7 @@ table when a deletion must leave the data files at once.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import psycopg
@@ -32,7 +32,7 @@ from psycopg.conninfo import conninfo_to_dict
 
 from lmrec.errors import ConfigError
 from lmrec.serve.store.base import (
-    SCHEMA_VERSION,
+    EVENT_COLUMNS,
     ConnectionPool,
     EventIn,
     IngestResult,
@@ -45,6 +45,7 @@ from lmrec.serve.store.base import (
     group_histories,
     mask_url,
     now,
+    parse_pool_size,
 )
 
 DEFAULT_POOL = 8
@@ -74,12 +75,12 @@ FROM unnest(%s::text[], %s::text[], %s::text[], %s::float8[], %s::text[], %s::fl
      WITH ORDINALITY AS batch (u, i, t, ts, e, v, n)
 ORDER BY n
 ON CONFLICT (user_id, event_id) DO NOTHING"""
-_COLUMNS = "seq, user_id, item_id, type, ts, event_id, value"
-_HISTORY = (f"SELECT {_COLUMNS} FROM lmrec_events WHERE user_id = ANY(%s) "
+_HISTORY = (f"SELECT {EVENT_COLUMNS} FROM lmrec_events WHERE user_id = ANY(%s) "
             "ORDER BY user_id, ts, seq")
 _HISTORY_LIMIT = (
-    f"SELECT {_COLUMNS} FROM (SELECT {_COLUMNS}, row_number() OVER (PARTITION BY user_id "
-    "ORDER BY ts DESC, seq DESC) AS rn FROM lmrec_events WHERE user_id = ANY(%s)) latest "
+    f"SELECT {EVENT_COLUMNS} FROM (SELECT {EVENT_COLUMNS}, row_number() OVER "
+    "(PARTITION BY user_id ORDER BY ts DESC, seq DESC) AS rn FROM lmrec_events "
+    "WHERE user_id = ANY(%s)) latest "
     "WHERE rn <= %s ORDER BY user_id, ts, seq")
 # any constant works: it only serialises concurrent schema set-up in this database
 _SCHEMA_LOCK = 0x6C6D726563
@@ -105,25 +106,14 @@ class PostgresStore(SQLEventStore):
                               f"{exc}") from None
         self._params.setdefault("connect_timeout", str(CONNECT_TIMEOUT_S))
         self._params.setdefault("application_name", "lmrec")
-        size = DEFAULT_POOL
-        if size_raw:
-            size = int(size_raw[-1]) if size_raw[-1].isdigit() else 0
-            if size < 1:
-                raise ConfigError(f"store url parameter pool_size must be a positive integer, "
-                                  f"got {size_raw[-1]!r}")
+        size = parse_pool_size(size_raw[-1] if size_raw else None, DEFAULT_POOL)
         self._pool: ConnectionPool[psycopg.Connection] = ConnectionPool(
             self._connect, psycopg.Connection.close, _healthy, size, self.url)
         with self._write() as conn:
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
             for statement in _SCHEMA:
                 conn.execute(statement)
-            row = conn.execute("SELECT max(version) FROM lmrec_schema").fetchone()
-            if row is None or row[0] is None:
-                conn.execute("INSERT INTO lmrec_schema (version) VALUES (%s)",
-                             (SCHEMA_VERSION,))
-            elif row[0] > SCHEMA_VERSION:
-                raise ConfigError(f"{self.url} has store schema version {row[0]}; this lmrec "
-                                  f"reads up to {SCHEMA_VERSION}: upgrade lmrec")
+            self._check_schema(conn)
 
     def _connect(self) -> psycopg.Connection:
         try:
@@ -131,10 +121,8 @@ class PostgresStore(SQLEventStore):
         except psycopg.Error as exc:
             raise StoreError(f"cannot connect to {self.url}: {exc}".strip()) from exc
 
-    @contextmanager
-    def _read(self) -> Iterator[psycopg.Connection]:
-        with self._pool.connection() as conn, _store_errors(self.url):
-            yield conn
+    def _store_errors(self) -> AbstractContextManager[None]:
+        return _store_errors(self.url)
 
     @contextmanager
     def _write(self) -> Iterator[psycopg.Connection]:
@@ -164,9 +152,6 @@ class PostgresStore(SQLEventStore):
             else:
                 rows = conn.execute(_HISTORY_LIMIT, (wanted, limit)).fetchall()
         return group_histories(users, rows)
-
-    def close(self) -> None:
-        self._pool.close()
 
 
 def _healthy(conn: psycopg.Connection) -> bool:

@@ -22,13 +22,13 @@ from __future__ import annotations
 import logging
 import sqlite3
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from urllib.parse import parse_qsl
 
 from lmrec.errors import ConfigError
 from lmrec.serve.store.base import (
-    SCHEMA_VERSION,
+    EVENT_COLUMNS,
     ConnectionPool,
     EventIn,
     IngestResult,
@@ -40,6 +40,7 @@ from lmrec.serve.store.base import (
     event_rows,
     group_histories,
     now,
+    parse_pool_size,
 )
 
 PREFIX = "sqlite:///"
@@ -65,7 +66,6 @@ CREATE TABLE IF NOT EXISTS lmrec_deletions (
 """
 _INSERT = ("INSERT INTO lmrec_events (user_id, item_id, type, ts, event_id, value) "
            "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (user_id, event_id) DO NOTHING")
-_COLUMNS = "seq, user_id, item_id, type, ts, event_id, value"
 
 log = logging.getLogger(__name__)
 
@@ -83,19 +83,18 @@ class SQLiteStore(SQLEventStore):
             Path(target).parent.mkdir(parents=True, exist_ok=True)
         self._target = target
         self._synchronous = params.get("synchronous", "full").upper()
-        size = 1 if self._memory else _int_param(params, "pool_size", DEFAULT_POOL)
+        size = 1 if self._memory else parse_pool_size(params.get("pool_size"), DEFAULT_POOL)
         self._pool: ConnectionPool[sqlite3.Connection] = ConnectionPool(
             self._connect, sqlite3.Connection.close, lambda c: not c.in_transaction, size, url)
         with self._write() as conn:
             # one statement at a time: executescript would commit the open transaction
             for statement in filter(str.strip, _SCHEMA.split(";")):
                 conn.execute(statement)
-            row = conn.execute("SELECT max(version) FROM lmrec_schema").fetchone()
-            if row[0] is None:
-                conn.execute("INSERT INTO lmrec_schema (version) VALUES (?)", (SCHEMA_VERSION,))
-            elif row[0] > SCHEMA_VERSION:
-                raise ConfigError(f"{url} has store schema version {row[0]}; this lmrec reads "
-                                  f"up to {SCHEMA_VERSION}: upgrade lmrec")
+            self._check_schema(conn)
+
+    @property
+    def shared(self) -> bool:
+        return not self._memory
 
     def _connect(self) -> sqlite3.Connection:
         try:
@@ -109,10 +108,8 @@ class SQLiteStore(SQLEventStore):
             raise StoreError(f"cannot open {self.url}: {exc}") from exc
         return conn
 
-    @contextmanager
-    def _read(self) -> Iterator[sqlite3.Connection]:
-        with self._pool.connection() as conn, _store_errors(self.url):
-            yield conn
+    def _store_errors(self) -> AbstractContextManager[None]:
+        return _store_errors(self.url)
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
@@ -147,12 +144,13 @@ class SQLiteStore(SQLEventStore):
                 chunk = sorted(set(users[start : start + _USERS_PER_QUERY]))
                 marks = ",".join("?" * len(chunk))
                 if limit is None:
-                    sql = (f"SELECT {_COLUMNS} FROM lmrec_events WHERE user_id IN ({marks}) "
+                    sql = (f"SELECT {EVENT_COLUMNS} FROM lmrec_events WHERE user_id IN ({marks}) "
                            "ORDER BY user_id, ts, seq")
                     rows += conn.execute(sql, chunk).fetchall()
                 else:  # the latest `limit` per user, then oldest first
-                    sql = (f"SELECT {_COLUMNS} FROM (SELECT {_COLUMNS}, row_number() OVER "
-                           "(PARTITION BY user_id ORDER BY ts DESC, seq DESC) AS rn "
+                    sql = (f"SELECT {EVENT_COLUMNS} FROM (SELECT {EVENT_COLUMNS}, "
+                           "row_number() OVER (PARTITION BY user_id ORDER BY ts DESC, "
+                           "seq DESC) AS rn "
                            f"FROM lmrec_events WHERE user_id IN ({marks})) WHERE rn <= ? "
                            "ORDER BY user_id, ts, seq")
                     rows += conn.execute(sql, [*chunk, limit]).fetchall()
@@ -181,9 +179,6 @@ class SQLiteStore(SQLEventStore):
             log.warning("%s: could not truncate the write-ahead log after a deletion (another "
                         "connection is reading); SQLite's automatic checkpoints will fold it "
                         "in later", self.url)
-
-    def close(self) -> None:
-        self._pool.close()
 
 
 @contextmanager
@@ -214,16 +209,3 @@ def _parse(url: str) -> tuple[str, dict[str, str]]:
         raise ConfigError(f"store url {url!r}: synchronous must be full or normal, got {sync!r}")
     params["synchronous"] = sync
     return rest, params
-
-
-def _int_param(params: dict[str, str], name: str, default: int) -> int:
-    raw = params.get(name)
-    if raw is None:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise ConfigError(f"store url parameter {name} must be a positive integer, got {raw!r}")
-    return value
