@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -139,3 +140,200 @@ def test_unknown_model_and_parameter(tmp_path: Path, events_csv: Path,
     code, _, err = run(["train", "--data", str(tmp_path / "nodata"), "--model", "popularity",
                         "--out", str(tmp_path / "m")], capsys)
     assert code == 2 and "not a prepared dataset folder" in err
+
+
+# --- bad option values, output folders and JSON output (issue 10) ---------------------------
+def _strict_json(text: str) -> object:
+    """Parse as a strict JSON reader would: bare NaN / Infinity are not JSON."""
+    def refuse(token: str) -> None:
+        raise ValueError(f"not JSON: {token}")
+    return json.loads(text, parse_constant=refuse)
+
+
+@pytest.fixture()
+def prepared(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Path:
+    rows = ["user,item,ts"] + [f"u{u},i{(u * 7 + j) % 30},{1_700_000_000 + 10 * u + j}"
+                               for u in range(20) for j in range(8)]
+    path = tmp_path / "e.csv"
+    path.write_text("\n".join(rows) + "\n")
+    code, _, err = run(["data", "prepare", "--events", str(path), "--out", str(tmp_path / "d")],
+                       capsys)
+    assert code == 0, err
+    return tmp_path / "d"
+
+
+def _one_line(err: str) -> str:
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1, err
+    return lines[0]
+
+
+@pytest.mark.parametrize("command", ["prepare", "train"])
+def test_out_that_is_a_file_or_unwritable_is_refused(
+        command: str, tmp_path: Path, events_csv: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    data = tmp_path / "data"
+    assert run(["data", "prepare", "--events", str(events_csv), "--out", str(data)],
+               capsys)[0] == 0
+    base = (["data", "prepare", "--events", str(events_csv)] if command == "prepare"
+            else ["train", "--data", str(data), "--model", "popularity"])
+    existing = tmp_path / "notes.txt"
+    existing.write_text("mine\n")
+    for target in (existing, existing / "sub"):
+        code, out, err = run([*base, "--out", str(target)], capsys)
+        line = _one_line(err)
+        assert code == 2 and "--out" in line and str(target) in line, err
+        assert "Traceback" not in out + err
+        assert existing.read_text() == "mine\n"
+    # a read-only folder (tests may run as root, where the mode bits do not stop writes)
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode, **kw: (
+        False if Path(p) == locked else real_access(p, mode, **kw)))
+    code, _, err = run([*base, "--out", str(locked / "new")], capsys)
+    assert code == 2 and "--out" in _one_line(err) and "not writable" in err, err
+    assert list(locked.iterdir()) == []
+
+
+def test_tune_with_zero_trials_is_refused(prepared: Path,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    for trials in ("0", "-2"):
+        code, out, err = run(["evaluate", "--data", str(prepared), "--model", "ease", "--tune",
+                              "--trials", trials], capsys)
+        assert code == 2 and "--trials" in _one_line(err), err
+        assert "Traceback" not in out + err
+
+
+@pytest.mark.parametrize(
+    ("args", "option"),
+    [
+        (["--split", "cold-users", "--max-train-events", "0"], "--max-train-events"),
+        (["--split", "cold-users", "--max-train-events", "-1"], "--max-train-events"),
+        (["--ratios", "0.9,0.9,0.9"], "--ratios"),
+        (["--ratios", "0.5,0.2"], "--ratios"),
+        (["--ratios", "0,0.5,0.5"], "--ratios"),
+        (["--ratios", "nan,0.5,0.5"], "--ratios"),
+        (["--split", "temporal", "--test-share", "1"], "--test-share"),
+        (["--split", "temporal", "--test-share", "inf"], "--test-share"),
+        (["--split", "cold-items", "--holdout-share", "-0.2"], "--holdout-share"),
+        (["--split", "kfold", "--folds", "1"], "--folds"),
+        (["--seed", "-1"], "--seed"),
+        (["--k", "0"], "--k"),
+        (["--k", "-5,10"], "--k"),
+        (["--part", "train"], "--part"),
+    ],
+)
+def test_evaluate_option_out_of_range(prepared: Path, capsys: pytest.CaptureFixture[str],
+                                      args: list[str], option: str) -> None:
+    for command in (["evaluate", "--model", "popularity"],
+                    ["compare", "--models", "popularity", "--report",
+                     str(prepared.parent / "r")]):
+        if command[0] == "compare" and option in ("--folds", "--part"):
+            continue
+        code, out, err = run([*command, "--data", str(prepared), *args], capsys)
+        assert code == 2 and option in _one_line(err), (command, err)
+        assert "Traceback" not in out + err
+        assert not (prepared.parent / "r").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "option"),
+    [
+        (["recommend", "{model}", "--user", "u1", "--k", "0"], "--k"),
+        (["train", "--data", "{data}", "--model", "popularity", "--out", "{new}", "--seed",
+          "-3"], "--seed"),
+        (["train", "--data", "{data}", "--model", "popularity", "--out", "{new}",
+          "--ann-threshold", "-1"], "--ann-threshold"),
+        (["embed", "--data", "{data}", "--show", "-1"], "--show"),
+        (["embed", "--data", "{data}", "--batch-size", "0"], "--batch-size"),
+        (["datasets", "get", "movielens-100k", "--from", "{data}", "--out", "{new}", "--core",
+          "0"], "--core"),
+        (["datasets", "get", "movielens-100k", "--from", "{data}", "--out", "{new}",
+          "--min-rating", "nan"], "--min-rating"),
+        (["datasets", "get", "movielens-100k", "--from", "{data}", "--out", "{data}/e.csv"],
+         "--out"),
+        (["compare", "--data", "{data}", "--models", "popularity", "--report",
+          "{data}/metadata.json"], "--report"),
+    ],
+)
+def test_other_options_out_of_range(prepared: Path, tmp_path: Path,
+                                    capsys: pytest.CaptureFixture[str], args: list[str],
+                                    option: str) -> None:
+    model = tmp_path / "m"
+    assert run(["train", "--data", str(prepared), "--model", "popularity", "--out", str(model)],
+               capsys)[0] == 0
+    (prepared / "e.csv").write_text("a file\n")
+    argv = [a.format(model=model, data=prepared, new=tmp_path / "new") for a in args]
+    code, out, err = run(argv, capsys)
+    assert code == 2 and option in _one_line(err), err
+    assert "Traceback" not in out + err and not (tmp_path / "new").exists()
+
+
+def test_json_output_is_valid_json(prepared: Path, tmp_path: Path,
+                                   capsys: pytest.CaptureFixture[str]) -> None:
+    # at k=1 intra-list diversity is undefined (NaN): it must print as null
+    code, out, err = run(["evaluate", "--data", str(prepared), "--model", "popularity", "--k",
+                          "1", "--json"], capsys)
+    assert code == 0, err
+    metrics = _strict_json(out)
+    assert isinstance(metrics, dict) and metrics["diversity@1"] is None
+    assert metrics["ndcg@1"] is not None
+    code, out, err = run(["evaluate", "--data", str(prepared), "--model", "popularity",
+                          "--split", "kfold", "--folds", "2", "--k", "1", "--json"], capsys)
+    assert code == 0, err
+    assert _strict_json(out)["diversity@1"] is None  # type: ignore[index]
+    report = tmp_path / "report"
+    code, out, err = run(["compare", "--data", str(prepared), "--models", "popularity",
+                          "--report", str(report), "--k", "1", "--json"], capsys)
+    assert code == 0, err
+    assert _strict_json(out)["popularity"]["diversity@1"] is None  # type: ignore[index]
+    saved = _strict_json((report / "results.json").read_text(encoding="utf-8"))
+    assert saved["results"]["popularity"]["metrics"]["diversity@1"] is None  # type: ignore[index]
+
+
+def test_json_output_keeps_non_ascii_text(tmp_path: Path,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "e.csv"
+    path.write_text("user,item\nzoë,crème brûlée\nzoë,café\nbjörn,crème brûlée\nbjörn,smørbrød\n"
+                    "åsa,café\nåsa,smørbrød\n", encoding="utf-8")
+    data, model = tmp_path / "d", tmp_path / "m"
+    assert run(["data", "prepare", "--events", str(path), "--out", str(data)], capsys)[0] == 0
+    assert run(["train", "--data", str(data), "--model", "popularity", "--out", str(model)],
+               capsys)[0] == 0
+    code, out, err = run(["recommend", str(model), "--user", "zoë", "--k", "1", "--json"],
+                         capsys)
+    assert code == 0, err
+    assert out == '{"user": "zoë", "items": [{"item": "smørbrød", "score": 2.0}]}\n'
+    report = tmp_path / "report"
+    code, out, err = run(["compare", "--data", str(data), "--variant", "größe=popularity",
+                          "--report", str(report), "--k", "1", "--json"], capsys)
+    assert code == 0, err
+    assert '"größe"' in out
+    assert '"größe"' in (report / "results.json").read_text(encoding="utf-8")
+
+
+def test_jsonout_writes_valid_utf8_json(tmp_path: Path) -> None:
+    import numpy as np
+
+    from lmrec.jsonout import dumps, write_json
+
+    value = {"nan": float("nan"), "inf": [float("-inf"), np.float32("nan")], 3: np.int64(7),
+             "arr": np.array([0.5, np.inf]), "text": "zoë ☕", "tuple": (1, np.bool_(True))}
+    expected = ('{"nan": null, "inf": [null, null], "3": 7, "arr": [0.5, null], '
+                '"text": "zoë ☕", "tuple": [1, true]}')
+    assert dumps(value) == expected
+    path = write_json(tmp_path / "v.json", value, indent=None)
+    assert path.read_bytes() == (expected + "\n").encode("utf-8")
+
+
+def test_demo_never_deletes_a_folder_it_did_not_write(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "raw").mkdir()  # an earlier demo's folder ...
+    (tmp_path / "thesis.tex").write_text("mine\n")  # ... next to a file that is not the demo's
+    code, out, err = run(["demo", "--out", str(tmp_path)], capsys)
+    assert code == 2 and "--out" in _one_line(err) and "thesis.tex" in err, err
+    assert "Traceback" not in out + err
+    assert (tmp_path / "thesis.tex").read_text() == "mine\n" and (tmp_path / "raw").is_dir()
+    code, _, err = run(["demo", "--out", str(tmp_path / "thesis.tex")], capsys)
+    assert code == 2 and "--out" in _one_line(err)

@@ -29,8 +29,11 @@ def factor_like(n: int, n_queries: int, dim: int = 32, *, seed: int = 0
 
 def brute_force(q: np.ndarray, v: np.ndarray, k: int, banned: np.ndarray | None = None
                 ) -> np.ndarray:
-    """(B, k) best items by inner product, ties to the smaller index; banned (B, n) bool."""
-    s = q.astype(np.float64) @ v.T.astype(np.float64)
+    """(B, k) best items by inner product, ties to the smaller index; banned (B, n) bool.
+    Each score is summed the same way (not by BLAS, whose order depends on the item's place in
+    its blocking), so identical vectors tie exactly."""
+    v64 = v.astype(np.float64)
+    s = np.stack([(v64 * row).sum(axis=1) for row in q.astype(np.float64)])
     if banned is not None:
         s[banned] = -np.inf
     order = np.lexsort((np.broadcast_to(np.arange(v.shape[0]), s.shape), -s), axis=1)
@@ -74,6 +77,35 @@ def test_exact_equals_brute_force(rng: np.random.Generator) -> None:
     np.testing.assert_allclose(scores, np.take_along_axis(q @ v.T, idx, axis=1), rtol=1e-5)
     assert list(idx[0, :2]) == [5, 9]
     assert (np.diff(scores, axis=1) <= 0).all()
+
+
+def test_exact_search_breaks_many_ties_by_the_smaller_index(rng: np.random.Generator) -> None:
+    # 60 vectors, each the vector of about 15 items spread over the catalogue, some negated
+    # (sign flips are exact), and 40 zero vectors: every score is shared by many items, and a
+    # BLAS product may round two copies of one vector apart by a bit
+    v = rng.standard_normal((60, 24)).astype(np.float32)[rng.integers(0, 60, 900)]
+    v[::7] *= -1
+    v[rng.choice(900, 40, replace=False)] = 0
+    q = rng.standard_normal((80, 24)).astype(np.float32)
+    index = ItemIndex.build(v, kind="exact")
+    for allowed in (None, rng.random(900) < 0.3, rng.random(900) < 0.8):  # gather, blank
+        banned = None if allowed is None else np.broadcast_to(~allowed, (80, 900))
+        idx, scores = index.search(q, 40, allowed=allowed)
+        np.testing.assert_array_equal(idx, brute_force(q, v, 40, banned))
+        same = np.all(v[idx[:, 1:]] == v[idx[:, :-1]], axis=2)
+        assert (scores[:, 1:][same] == scores[:, :-1][same]).all()  # copies score alike
+
+
+def test_top_k_keeps_the_smallest_indices_tied_at_the_cut() -> None:
+    from lmrec.models.base import top_k
+
+    scores = np.zeros((2, 1000), np.float32)
+    scores[:, 500:] = 1.0
+    scores[1, :3] = -np.inf
+    idx, vals = top_k(scores, 510)  # the cut falls among 500 zeros: 0..9 must be kept
+    np.testing.assert_array_equal(idx[0], np.r_[500:1000, 0:10])
+    np.testing.assert_array_equal(idx[1], np.r_[500:1000, 3:13])
+    assert (vals[:, :500] == 1).all() and (vals[:, 500:] == 0).all()
 
 
 def test_auto_kind_switches_at_threshold(catalogue: tuple[np.ndarray, np.ndarray]) -> None:

@@ -10,6 +10,7 @@ import numpy as np
 import polars as pl
 import pytest
 import torch
+import torch.nn.functional as F
 
 from lmrec.data.dataset import Dataset, Sequences
 from lmrec.errors import InputError
@@ -93,11 +94,47 @@ def test_take_histories_gathers_rows_in_order() -> None:
 def test_gbce_beta_limits() -> None:
     assert gbce_beta(10, 101, 0.0) == pytest.approx(1.0)  # t = 0: plain BCE
     assert gbce_beta(10, 101, 1.0) == pytest.approx(0.1)  # t = 1: beta = sampling rate
-    emb = torch.randn(6, 4)
+
+
+def test_next_item_loss_matches_its_formula() -> None:
+    torch.manual_seed(0)
+    emb = torch.randn(6, 4)  # row 0 = padding; tokens 1..5 = items 0..4
     hidden = torch.randn(1, 3, 4)
     batch = {"targets": torch.tensor([[0, 2, 3]]), "negatives": torch.tensor([[1, 4]])}
-    for loss in ("ce", "gbce"):
-        assert torch.isfinite(next_item_loss(hidden, batch, emb, loss=loss))
+    # position 0 has no target; positions 1 and 2 target tokens 2 and 3 (items 1 and 2)
+    h = hidden[0, 1:]
+    logits = h @ emb[1:].T
+    ce = (torch.logsumexp(logits, 1) - logits[[0, 1], [1, 2]]).mean()
+    torch.testing.assert_close(next_item_loss(hidden, batch, emb, loss="ce"), ce)
+    beta = gbce_beta(2, 5, 0.5)
+    pos = (h * emb[[2, 3]]).sum(1)
+    neg = h @ emb[[1, 4]].T
+    gbce = (-beta * F.logsigmoid(pos) - F.logsigmoid(-neg).sum(1)).mean()
+    torch.testing.assert_close(next_item_loss(hidden, batch, emb, loss="gbce", gbce_t=0.5),
+                               gbce)
+
+
+@pytest.mark.parametrize("loss", ["ce", "gbce"])
+def test_next_item_loss_falls_and_ranks_the_targets_first(loss: str) -> None:
+    torch.manual_seed(0)
+    hidden = torch.randn(1, 3, 4, requires_grad=True)
+    emb = torch.randn(6, 4, requires_grad=True)
+    batch = {"targets": torch.tensor([[0, 2, 3]]), "negatives": torch.tensor([[1, 4]])}
+    opt = torch.optim.Adam([hidden, emb], lr=0.05)
+    values = []
+    for _ in range(150):
+        opt.zero_grad()
+        value = next_item_loss(hidden, batch, emb, loss=loss)
+        value.backward()
+        opt.step()
+        values.append(value.item())
+    assert values[-1] < 0.1 * values[0], (values[0], values[-1])
+    with torch.no_grad():
+        scores = hidden[0, 1:] @ emb.T  # (2 positions, 6 tokens)
+    if loss == "ce":  # the whole catalogue: each target first
+        assert scores[:, 1:].argmax(1).tolist() == [1, 2]
+    else:  # sampled negatives: each target above every negative
+        assert (scores[[0, 1], [2, 3]][:, None] > scores[:, [1, 4]]).all()
 
 
 # --- networks ----------------------------------------------------------------------------

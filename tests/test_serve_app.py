@@ -52,7 +52,8 @@ def test_the_fixed_interface(client: TestClient) -> None:
     ev = {"events": [{"user": "u1", "item": "A1", "type": "view", "timestamp": 1.7e9}]}
     assert client.post("/v1/events", json=ev).status_code == 401
     r = client.post("/v1/events", json=ev, headers=auth())
-    assert r.status_code == 200 and r.json() == {"accepted": 1, "duplicates": 0}
+    assert r.status_code == 200 and r.json() == {"accepted": 1, "duplicates": 0,
+                                                 "unknown_items": 0}
 
 
 def test_writes_need_a_valid_key(client: TestClient) -> None:
@@ -86,7 +87,7 @@ def test_validation_is_strict(client: TestClient) -> None:
         {"events": []},
         {"events": [{"user": "", "item": "A1"}]},
         {"events": [{"user": "u\x00", "item": "A1"}]},  # NUL: PostgreSQL TEXT cannot hold it
-        {"events": [{"user": "u", "item": "A1", "type": "a b"}]},
+        {"events": [{"user": "u", "item": "A1", "type": "a\tb"}]},  # not printable
         {"events": [{"user": "u", "item": "A1", "timestamp": "yesterday"}]},
         {"events": [{"user": "u", "item": "A1", "timestamp": -5}]},
         {"events": [{"user": True, "item": "A1"}]},  # strict: no bool as an id
@@ -133,9 +134,9 @@ def test_idempotent_events(client: TestClient) -> None:
     batch = {"events": [{"user": "u7", "item": "A1", "event_id": "e-1"},
                         {"user": "u7", "item": "A2", "event_id": "e-2"}]}
     assert client.post("/v1/events", json=batch, headers=auth()).json() == {
-        "accepted": 2, "duplicates": 0}
+        "accepted": 2, "duplicates": 0, "unknown_items": 0}
     assert client.post("/v1/events", json=batch, headers=auth()).json() == {
-        "accepted": 0, "duplicates": 2}
+        "accepted": 0, "duplicates": 2, "unknown_items": 0}
     assert len(client.app.state.service.store.history("u7")) == 2  # type: ignore[attr-defined]
 
 
@@ -158,7 +159,8 @@ def test_reload_errors_and_success(client: TestClient, bundle: Path, tmp_path: P
     root = bundle.parent  # the default bundle root: the served bundle's parent folder
     missing = client.post("/v1/admin/reload", json={"bundle": str(root / "nothing")},
                           headers=auth())
-    assert missing.status_code == 400 and missing.json() == {"detail": LOAD_FAILED}
+    assert missing.status_code == 400 and missing.json() == {
+        "detail": "the bundle folder does not exist under the server's bundle root"}
     other = planted_bundle(root / f"knn-{tmp_path.name}", "itemknn")
     before = client.get("/v1/health").json()["model_version"]
     r = client.post("/v1/admin/reload", json={"bundle": str(other)}, headers=auth())
@@ -199,7 +201,9 @@ def test_a_broken_bundle_is_a_generic_400(client: TestClient, bundle: Path,
     data = (broken / "histories.npz").read_bytes()
     (broken / "histories.npz").write_bytes(data[: len(data) // 2])  # half written
     r = client.post("/v1/admin/reload", json={"bundle": str(broken)}, headers=auth())
-    assert r.status_code == 400 and r.json() == {"detail": LOAD_FAILED}
+    assert r.status_code == 400 and r.json() == {"detail": f"{LOAD_FAILED}: histories.npz: "
+                                                 "damaged or replaced: its sha256 does not "
+                                                 "match the one recorded in bundle.json"}
     assert 'lmrec_model_reloads_total{outcome="failed"} 1.0' in client.get("/v1/metrics").text
     assert client.get("/v1/users/a0/recommendations").status_code == 200  # still serving
 

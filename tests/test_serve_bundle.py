@@ -83,6 +83,12 @@ def test_unfinished_or_mixed_bundles_are_refused(tmp_path: Path) -> None:
     # a model trained on other data dropped into the folder
     other = planted_dataset(users_a=5, users_b=7, items_per_group=8, seed=3)
     create_model("ease").fit(other, rng=0).save(out)
+    with pytest.raises(InputError, match=r"arrays\.npz: damaged or replaced"):  # the digests
+        load_bundle(out)
+    meta = json.loads((out / "bundle.json").read_text())  # a bundle without digests: the
+    for key in ("files", "content_sha256"):                # vocabularies still tell
+        del meta[key]
+    (out / "bundle.json").write_text(json.dumps(meta))
     with pytest.raises(InputError, match="do not belong together"):
         load_bundle(out)
 

@@ -93,7 +93,8 @@ def test_fixed_interface(server: LiveServer) -> None:
     assert _post(server, [event], key=None).status_code == 401
     assert _post(server, [event], key="not-the-key-0123456789").status_code == 401
     r = _post(server, [event])
-    assert r.status_code == 200 and r.json() == {"accepted": 1, "duplicates": 0}
+    assert r.status_code == 200 and r.json() == {"accepted": 1, "duplicates": 0,
+                                                 "unknown_items": 0}
 
 
 def test_events_change_the_next_recommendation(server: LiveServer) -> None:

@@ -32,6 +32,7 @@ from lmrec.models import create_model
 from lmrec.models.base import Recommender
 from lmrec.models.registry import MODELS
 from lmrec.prepare import PrepareConfig, prepare
+from lmrec.serve import erasure
 from lmrec.serve.bundle import HISTORIES_FILE, read_bundle_meta, redact_bundle
 from lmrec.serve.service import BundleSync, Query, Service
 from lmrec.serve.store import EventIn, open_store
@@ -258,29 +259,43 @@ def test_forget_redacts_in_memory_and_other_workers_follow(tmp_path: Path) -> No
         two.close()
 
 
-def test_forget_never_reverts_a_reload_made_meanwhile(tmp_path: Path,
-                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_reload_waits_for_an_erasure_and_then_stands(tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """An erasure holds the reload lock from start to end, so a reload asked for meanwhile
+    neither lands in the middle (the erasure redacts the bundle it found the user in) nor is
+    reverted by it afterwards."""
     first = planted_bundle(tmp_path / "first", "als", TINY_PARAMS["als"])
-    second = planted_bundle(tmp_path / "second", "itemknn")  # also trained on user a3
+    second = planted_bundle(tmp_path / "second", "itemknn")
     svc = Service.open(first, open_store(f"sqlite:///{tmp_path / 'events.db'}"))
-    delete_user = svc.store.delete_user
+    started, go_on = threading.Event(), threading.Event()
+    prepare = erasure._prepare
 
-    def delete_then_reload(key: str) -> Any:
-        done = delete_user(key)
-        svc.reload(second)  # an admin reload lands while the erasure is under way
-        return done
+    def slow_prepare(*args: Any) -> Any:
+        started.set()
+        assert go_on.wait(60)
+        return prepare(*args)
 
-    monkeypatch.setattr(svc.store, "delete_user", delete_then_reload)
+    monkeypatch.setattr(erasure, "_prepare", slow_prepare)
+    results: dict[str, Any] = {}
+    eraser = threading.Thread(target=lambda: results.update(done=svc.forget("a3")))
+    reloader = threading.Thread(target=lambda: results.update(swap=svc.reload(second)))
     try:
-        done = svc.forget("a3")
-        assert svc.engine.bundle.path == second  # the reload stands
-        assert svc.engine.model.name == "itemknn"
-        assert done.redacted_from_model and done.model_version == svc.engine.model_version
-        assert done.model_version == read_bundle_meta(second)["model_version"]
-        for folder in (first, second):  # both copies on disk forgot the user
-            assert _npz(folder / HISTORIES_FILE)["redacted"][_index("a3")]
-        assert _ids(svc, "a3") == _ids(svc, "stranger")
+        eraser.start()
+        assert started.wait(60)
+        reloader.start()
+        reloader.join(0.5)
+        assert reloader.is_alive()  # waiting for the erasure
+        go_on.set()
+        eraser.join(120)
+        reloader.join(120)
+        done = results["done"]
+        assert done.redacted_from_model and done.model_version == read_bundle_meta(first)[
+            "model_version"]
+        assert _npz(first / HISTORIES_FILE)["redacted"][_index("a3")]
+        assert results["swap"][1] == done.model_version  # it replaced the redacted bundle
+        assert svc.engine.bundle.path == second and svc.engine.model.name == "itemknn"
     finally:
+        go_on.set()
         svc.close()
 
 

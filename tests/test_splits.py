@@ -207,6 +207,24 @@ def test_bad_ratios(synthetic: Dataset) -> None:
         split_temporal(synthetic, test_share=1.5)
 
 
+@pytest.mark.parametrize("ratios", [(0.9, 0.9, 0.9), (8, 1, 1), (0.5, 0.2), (0.8, 0.1, 0.09),
+                                    (1.2, -0.1, -0.1), (0.0, 0.5, 0.5), (float("nan"), 0.5, 0.5),
+                                    (0.5, 0.5, float("inf"))])
+def test_ratios_must_be_shares_that_sum_to_one(synthetic: Dataset,
+                                               ratios: tuple[float, ...]) -> None:
+    with pytest.raises(ConfigError, match="ratios must"):
+        split_random(synthetic, ratios)
+    with pytest.raises(ConfigError, match="ratios must"):
+        make_splits(synthetic, "loo", ratios=ratios)
+
+
+def test_ratios_summing_to_one_within_rounding(synthetic: Dataset) -> None:
+    a = split_random(synthetic, (0.8, 0.1, 0.1 + 1e-9), seed=0)
+    b = split_random(synthetic, (0.8, 0.1, 0.1), seed=0)
+    assert a.test.events.equals(b.test.events)
+    assert split_random(synthetic, (0.7, 0.0, 0.3), seed=0).valid.n_events == 0  # type: ignore[union-attr]
+
+
 def test_check_leakage_refuses_overlaps(synthetic: Dataset) -> None:
     good = split_random(synthetic, seed=0)
     leaky = Split(train=good.train, valid=good.valid,

@@ -244,7 +244,7 @@ def test_delete_user_leaves_no_row_about_them(store_url: str) -> None:
                 assert not any(d in text for d in digests), f"{table} holds a hash: {row}"
     audit = {r[0]: r for r in rows["lmrec_deletions"]}
     assert set(audit) >= {res.audit_id, again.audit_id}
-    assert audit[res.audit_id][2:] == (2, 1)  # events and state rows removed
+    assert audit[res.audit_id][2:] == (2, 1, "erased")  # events and state rows removed
     assert len(rows["lmrec_events"]) == 1  # bob's
 
 
@@ -402,7 +402,7 @@ def test_schema_is_created_once_and_versioned(store_url: str) -> None:
         a.add_events([ev("u", "i", 1.0, "e")])
     with open_store(store_url) as b:  # reopening keeps the data and the version row
         assert b.count_events() == 1 and b.ping()
-    assert all_rows(store_url)["lmrec_schema"] == [(1,)]
+    assert all_rows(store_url)["lmrec_schema"] == [(2,)]
     _execute(store_url, "UPDATE lmrec_schema SET version = 99")
     with pytest.raises(ConfigError, match="schema version 99"):
         open_store(store_url)
@@ -423,12 +423,17 @@ def test_bad_urls_are_refused_clearly(tmp_path: Path) -> None:
                          (f"sqlite:///{tmp_path}/x.db?pool_size=0", "pool_size")]:
         with pytest.raises(ConfigError, match=message):
             open_store(url)
-    with open_store(f"sqlite:///{tmp_path}/sub/dir/x.db?synchronous=normal&pool_size=2") as s:
-        assert s.ping()  # parent folders are created
+    with open_store(f"sqlite:///{tmp_path}/x.db?synchronous=normal&pool_size=2") as s:
+        assert s.ping()
+    # a missing folder is refused, not created: a typo would start an empty store elsewhere
+    with pytest.raises(ConfigError, match=f"folder '{tmp_path}/sub/dir' does not exist"):
+        open_store(f"sqlite:///{tmp_path}/sub/dir/x.db")
+    assert not (tmp_path / "sub").exists()
 
 
 def test_relative_sqlite_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
+    (tmp_path / "data").mkdir()
     with open_store("sqlite:///data/rel.db") as s:
         s.add_events([ev("u", "i", 1.0)])
     assert (tmp_path / "data" / "rel.db").is_file()

@@ -38,6 +38,9 @@ def test_full_softmax_and_extra_negatives_train() -> None:
 def test_unseen_user_served_from_history() -> None:
     ds = T.planted_dataset()
     model = TwoTower(**TINY).fit(ds, rng=0)
+    # the item tower reads the one multi-valued column (genres: 3 labels) and nothing else
+    assert model.module_.n_multi == 1 and model.cards_["item_multi"].tolist() == [3]
+    assert model.module_.item_cat_codes.shape[1] == model.module_.item_num.shape[1] == 0
     emb = model.item_embeddings()
     assert emb.shape == (ds.n_items, 16) and emb.dtype == np.float32
     np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, rtol=1e-5)  # cosine
@@ -69,17 +72,20 @@ def test_known_user_history_keeps_the_trained_id() -> None:
                                rtol=1e-4, atol=1e-4)
 
 
-def test_features_of_shop_data_beat_popularity() -> None:
+def test_features_of_shop_data_beat_popularity(tmp_path: Path) -> None:
     ds = shop_dataset(200, 150, seed=1).dataset
     split = split_random(ds, (0.8, 0.1, 0.1), seed=0)
     model = TwoTower(epochs=8, batch_size=256, lr=0.005, dim=32, id_dim=32, layers=(64,),
                      progress=False)
     tt = fit_and_evaluate(model, split, [10], rng=0).metrics["ndcg@10"]
     pop = fit_and_evaluate(Popularity(), split, [10], rng=0).metrics["ndcg@10"]
-    assert model.module_.user_cat_codes.shape[1] >= 1  # user attributes were used
-    assert model.module_.item_num.shape[1] >= 1 and model.module_.n_multi >= 0
+    # every attribute reaches its tower: users' age band and region, items' category and
+    # brand (categorical) and price (numeric); the shop has no multi-valued item column
+    assert model.module_.user_cat_codes.shape[1] == 2
+    assert model.module_.item_cat_codes.shape[1] == 2
+    assert model.module_.item_num.shape[1] == 1 and model.module_.n_multi == 0
     assert tt > pop, (tt, pop)
-    saved = Recommender.load(model.save(Path("/tmp") / "lmrec-tt-shop-test"))
+    saved = Recommender.load(model.save(tmp_path / "tt-shop"))
     u = model.user_embedding_from_history(np.array([0, 1]), {"region": "north"})
     assert np.array_equal(u, saved.user_embedding_from_history(np.array([0, 1]),
                                                                {"region": "north"}))

@@ -42,7 +42,7 @@ def test_from_values_sorted_distinct_and_lookup_types() -> None:
     v = IdVocabulary.from_values(pl.Series([5, 3, 5, 9]))
     assert v.ids.to_list() == [3, 5, 9]
     assert v.index([9, 3, 4]).tolist() == [2, 0, -1]
-    assert v.index(["9", " 5 ", "x", None]).tolist() == [2, 1, -1, -1]
+    assert v.index(["9", "5", "x", None]).tolist() == [2, 1, -1, -1]
     s = IdVocabulary(["007", "7"])
     assert s.index(["007", "7", 7]).tolist() == [0, 1, 1]
     assert s.to_python(0) == "007"
@@ -67,3 +67,15 @@ def test_refuses_nulls_and_duplicates_and_compares_by_value() -> None:
     assert IdVocabulary([1, 2]) != IdVocabulary([2, 1])
     with pytest.raises(TypeError):
         hash(IdVocabulary([1]))
+
+
+def test_an_integer_vocabulary_takes_canonical_integer_text_only() -> None:
+    # as `prepare` types ids: "07", "+7" or "7.0" would have stayed strings, apart from 7
+    v = IdVocabulary([7, 12, -3])
+    assert v.index([7, "7", "-3", np.int64(12)]).tolist() == [0, 0, 2, 1]
+    for odd in ("07", "+7", " 7", "7 ", "7\n", "7.0", "-0", "0x7", "٧", 7.0, True, None):
+        assert v.index([odd]).tolist() == [-1], repr(odd)
+    assert v.index(pl.Series(["07", "7", "+7", "12"])).tolist() == [-1, 0, -1, 1]
+    assert v.canonical("7") == v.canonical(7) == ("7", 7)
+    assert v.canonical("07") == ("07", "07") and v.canonical(" 7") == (" 7", " 7")
+    assert IdVocabulary(["7", "07"]).canonical(7) == ("7", "7")

@@ -17,7 +17,17 @@ from rich.markdown import Markdown
 
 from lmrec import __version__
 from lmrec import columns as C
-from lmrec.console import download_bar, err, fail, metrics_summary, out, steps, table
+from lmrec.cli_checks import check_choice, check_out, check_range
+from lmrec.console import (
+    download_bar,
+    err,
+    fail,
+    metrics_summary,
+    out,
+    print_json,
+    steps,
+    table,
+)
 from lmrec.errors import ConfigError, InputError, LmrecError
 from lmrec.serve.retrieval import DEFAULT_ANN_THRESHOLD
 from lmrec.serve.security import split_list as _split_list
@@ -31,23 +41,44 @@ app.add_typer(datasets_app, name="datasets")
 
 
 def main() -> None:
-    """Entry point: library errors become one clear line and exit code 2, never a traceback."""
+    """Entry point: library errors and bad options become one clear line and exit code 2,
+    never a traceback (nor click's usage box)."""
     try:
-        app()
+        code = app(standalone_mode=False)  # click's errors come here, to be shown as one line
+    except typer.TyperException as exc:  # a usage error: a bad, missing or unknown option
+        if type(exc).__name__ == "NoArgsIsHelpError":  # the help is printed already
+            raise SystemExit(exc.exit_code) from None
+        fail(" ".join(exc.format_message().split()), code=exc.exit_code)
+    except typer.Abort:
+        fail("aborted", code=1)
     except LmrecError as exc:
         fail(str(exc))
     except ValidationError as exc:
         fail(_validation_message(exc))
     except KeyboardInterrupt:
         fail("interrupted", code=130)
+    else:
+        if isinstance(code, int) and code:  # typer.Exit(code), --help, --version: 0
+            raise SystemExit(code)
 
 
-def _validation_message(exc: ValidationError) -> str:
+def _validation_message(exc: ValidationError, options: dict[str, str] | None = None) -> str:
+    """One line for a config's validation error; `options` maps a field to the CLI option that
+    sets it (default: `--field-name`), so the message names what the user typed."""
     parts = []
     for e in exc.errors():
+        field = str(e["loc"][0]) if e["loc"] else ""
         loc = ".".join(str(p) for p in e["loc"])
+        if options is not None and field:
+            loc = options.get(field, "--" + field.replace("_", "-"))
         parts.append(f"{loc}: {e['msg']}")
     return "invalid option: " + "; ".join(parts)
+
+
+# PrepareConfig fields whose option is not simply `--field-name`
+_PREPARE_OPTIONS = {"dedupe_keep": "--keep", "multi_separator": "--multi-sep",
+                    "burst_window_s": "--burst-window", "item_roles": "--item-role",
+                    "user_roles": "--user-role", "behaviour_weights": "--weights"}
 
 
 @app.callback(invoke_without_command=True)
@@ -63,13 +94,23 @@ def parse_params(pairs: list[str] | None, config_file: Path | None = None) -> di
     """`k=v` pairs (and an optional TOML file, overridden by the pairs) as a dict."""
     params: dict[str, Any] = {}
     if config_file is not None:
-        if not config_file.exists():
-            raise InputError(f"config file not found: {config_file}")
+        if not config_file.is_file():
+            raise InputError(f"{config_file}: is a folder; expected a TOML file"
+                             if config_file.is_dir() else
+                             f"config file not found: {config_file}")
         try:
-            doc = tomllib.loads(config_file.read_text())
+            doc = tomllib.loads(config_file.read_text(encoding="utf-8"))
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{config_file}: invalid TOML ({exc})") from exc
-        params.update(doc.get("params", doc))
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"{config_file}: not UTF-8 text (byte {exc.start})") from None
+        except OSError as exc:
+            raise InputError(f"{config_file}: cannot be read ({exc.strerror})") from None
+        section = doc.get("params", doc)
+        if not isinstance(section, dict):
+            raise ConfigError(f"{config_file}: params must be a table of key = value, "
+                              f"found {type(section).__name__}")
+        params.update(section)
     for p in pairs or []:
         key, sep, value = p.partition("=")
         if not sep or not key.strip():
@@ -99,7 +140,87 @@ def _parse_ks(value: str) -> list[int]:
     return ks
 
 
+SEED_MAX = 2**63 - 1  # torch takes seeds below 2**64; numpy any non-negative integer
+
+
+def _check_split_options(ratios: str, test_share: float, holdout_share: float,
+                         max_train_events: int, seed: int, folds: int | None = None
+                         ) -> tuple[float, ...]:
+    """The split options of evaluate and compare, checked whatever the split kind (a value
+    that no split can use is a mistake even where this split ignores it); the ratios parsed."""
+    from lmrec.evaluate.splits import check_ratios
+
+    try:
+        r = tuple(float(x) for x in _split_list(ratios))
+    except ValueError:
+        raise ConfigError(f"--ratios {ratios!r} is not a list of numbers") from None
+    try:
+        check_ratios(r)
+    except ConfigError as exc:
+        raise ConfigError(f"--ratios {ratios!r}: {exc}") from None
+    check_range("--test-share", test_share, low=0, high=1, low_open=True, high_open=True)
+    check_range("--holdout-share", holdout_share, low=0, high=1, low_open=True,
+                high_open=True)
+    # 0 would leave every test user with no training event: nobody could be scored
+    check_range("--max-train-events", max_train_events, low=1)
+    check_range("--seed", seed, low=0, high=SEED_MAX)
+    check_range("--folds", folds, low=2)
+    return r
+
+
 # --- data ----------------------------------------------------------------------------------
+# How event files are read, and which column is which: one definition for prepare and inspect.
+_UserColOption = Annotated[str | None, typer.Option(help="Column with user ids.")]
+_ItemColOption = Annotated[str | None, typer.Option(help="Column with item ids.")]
+_EventColOption = Annotated[str | None, typer.Option(help="Column with the behaviour type.")]
+_TimeColOption = Annotated[str | None, typer.Option(help="Column with the timestamp.")]
+_ValueColOption = Annotated[str | None, typer.Option(help="Column with a value (rating).")]
+_DelimiterOption = Annotated[str | None, typer.Option(
+    help="Field delimiter (sniffed if unset).")]
+_EncodingOption = Annotated[str, typer.Option(help="Text encoding of the files.")]
+_NoHeaderOption = Annotated[bool, typer.Option(
+    "--no-header", help="Event files have no header (name the columns with --columns).")]
+_ColumnsOption = Annotated[str | None, typer.Option(
+    help="Column names, comma-separated: of a file without a header, or replacing the "
+         "header's.")]
+_TimeFormatOption = Annotated[str | None, typer.Option(
+    help="strptime format of text timestamps, e.g. '%d/%m/%Y %H:%M'. Without it only Unix "
+         "numbers and ISO-8601 are read: 03/01/2024 could be March or January.")]
+_AllowNegativeTimeOption = Annotated[bool, typer.Option(
+    "--allow-negative-time", help="Accept negative Unix timestamps (before 1970).")]
+
+
+def _read_event_files(paths: list[Path], *, delimiter: str | None, encoding: str,
+                      no_header: bool, columns: str | None, user_col: str | None,
+                      item_col: str | None, event_col: str | None, time_col: str | None,
+                      value_col: str | None, time_format: str | None,
+                      allow_negative_time: bool, on_bad_rows: str, step: Any,
+                      default_event: str = C.DEFAULT_EVENT) -> Any:
+    """The event files of `data prepare` and `data inspect`, read and typed the same way."""
+    from lmrec.collect.eventfiles import EventFileOptions, read_event_files
+
+    options = EventFileOptions(
+        delimiter=delimiter, encoding=encoding, header=not no_header,
+        column_names=_split_list(columns) or None, user=user_col, item=item_col,
+        event=event_col, time=time_col, value=value_col, default_event=default_event,
+        time_format=time_format, allow_negative_time=allow_negative_time)
+    return read_event_files(paths, options, on_bad_rows=on_bad_rows, on_step=step)
+
+
+def _check_time_format(time_format: str | None) -> None:
+    """A --time-format with a directive strptime does not know, refused before any work."""
+    if time_format is not None:
+        from lmrec.collect.timeparse import check_time_format
+
+        check_time_format(time_format)
+
+
+def _print_columns(files: Any) -> None:
+    """What every column of the event files became, and why: nothing is guessed silently."""
+    for line in files.describe():
+        err.print(line, markup=False, highlight=False, soft_wrap=True)
+
+
 @data_app.command("prepare")
 def data_prepare(
     events: Annotated[list[Path], typer.Option("--events", help="Event file(s); repeat to merge.")],
@@ -114,19 +235,19 @@ def data_prepare(
     items_delimiter: Annotated[str | None, typer.Option(help="Delimiter of --items.")] = None,
     users_encoding: Annotated[str | None, typer.Option(help="Encoding of --users.")] = None,
     items_encoding: Annotated[str | None, typer.Option(help="Encoding of --items.")] = None,
-    user_col: Annotated[str | None, typer.Option(help="Column with user ids.")] = None,
-    item_col: Annotated[str | None, typer.Option(help="Column with item ids.")] = None,
-    event_col: Annotated[str | None, typer.Option(help="Column with the behaviour type.")] = None,
-    time_col: Annotated[str | None, typer.Option(help="Column with the timestamp.")] = None,
-    value_col: Annotated[str | None, typer.Option(help="Column with a value (rating).")] = None,
+    user_col: _UserColOption = None,
+    item_col: _ItemColOption = None,
+    event_col: _EventColOption = None,
+    time_col: _TimeColOption = None,
+    value_col: _ValueColOption = None,
     users_id_col: Annotated[str | None, typer.Option(help="Id column of --users.")] = None,
     items_id_col: Annotated[str | None, typer.Option(help="Id column of --items.")] = None,
-    delimiter: Annotated[str | None, typer.Option(help="Field delimiter (sniffed if unset).")
-                         ] = None,
-    encoding: Annotated[str, typer.Option(help="Text encoding of the files.")] = "utf-8",
-    no_header: Annotated[bool, typer.Option("--no-header", help="Event files have no header.")
-                         ] = False,
-    columns: Annotated[str | None, typer.Option(help="Column names, comma-separated.")] = None,
+    delimiter: _DelimiterOption = None,
+    encoding: _EncodingOption = "utf-8",
+    no_header: _NoHeaderOption = False,
+    columns: _ColumnsOption = None,
+    time_format: _TimeFormatOption = None,
+    allow_negative_time: _AllowNegativeTimeOption = False,
     default_event: Annotated[str, typer.Option(help="Behaviour type without --event-col.")
                              ] = C.DEFAULT_EVENT,
     min_rating: Annotated[float | None, typer.Option(help="Drop events with value below.")
@@ -154,9 +275,9 @@ def data_prepare(
     name: Annotated[str | None, typer.Option(help="Dataset name.")] = None,
 ) -> None:
     """Validate, clean, filter and index events (+ user/item tables) into a dataset folder."""
-    from lmrec.collect.events import ColumnMapping, to_events
-    from lmrec.collect.guess import guess_mapping
-    from lmrec.collect.readers import read_table
+    check_out(out_dir, "--out")
+    check_choice("--on-bad-rows", on_bad_rows, ("fail", "skip"))
+    _check_time_format(time_format)
     from lmrec.prepare import PrepareConfig, prepare
     from lmrec.prepare.pipeline import role_overrides, weights_from_pairs
 
@@ -166,6 +287,7 @@ def data_prepare(
         "multi_separator": multi_sep, "max_user_events": max_user_events,
         "burst_max": burst_max, "burst_window_s": burst_window,
         "time_min": time_min, "time_max": time_max,
+        "time_format": time_format, "allow_negative_time": allow_negative_time,
         "item_roles": role_overrides(item_role or []),
         "user_roles": role_overrides(user_role or []),
     }
@@ -174,24 +296,18 @@ def data_prepare(
 
         cfg_kwargs["behaviour_weights"] = {**DEFAULT_BEHAVIOUR_WEIGHTS,
                                            **weights_from_pairs(_split_list(weights))}
-    config = PrepareConfig(**cfg_kwargs)
-    names = _split_list(columns) or None
+    try:
+        config = PrepareConfig(**cfg_kwargs)
+    except ValidationError as exc:  # name the option a user typed, not the config field
+        raise ConfigError(_validation_message(exc, _PREPARE_OPTIONS)) from None
     t0 = time.perf_counter()
     with steps("preparing") as step:
-        tables = []
-        mapping: ColumnMapping | None = None
-        for path in events:
-            step(f"reading {path}")
-            t = read_table(path, delimiter=delimiter, encoding=encoding, header=not no_header,
-                           column_names=names, on_bad_rows=on_bad_rows)
-            if mapping is None:
-                mapping = guess_mapping(t.frame.columns, str(path), user=user_col, item=item_col,
-                                        event=event_col, time=time_col, value=value_col)
-                mapping = ColumnMapping(mapping.user, mapping.item, mapping.event, mapping.time,
-                                        mapping.value, default_event=default_event)
-            tables.append(to_events(t, mapping, on_bad_rows=on_bad_rows))
-            del t  # the raw text columns are the largest thing held: free them before the next
-        assert mapping is not None
+        files = _read_event_files(
+            events, delimiter=delimiter, encoding=encoding, no_header=no_header,
+            columns=columns, user_col=user_col, item_col=item_col, event_col=event_col,
+            time_col=time_col, value_col=value_col, time_format=time_format,
+            allow_negative_time=allow_negative_time, on_bad_rows=on_bad_rows, step=step,
+            default_event=default_event)
         user_t = item_t = None
         if users:
             step(f"reading {users}")
@@ -201,11 +317,12 @@ def data_prepare(
             step(f"reading {items}")
             item_t = _read_attributes(items, items_columns, items_delimiter or delimiter,
                                       items_encoding or encoding, on_bad_rows)
-        result = prepare(tables, user_t, item_t, mapping=mapping, user_id_col=users_id_col,
-                         item_id_col=items_id_col, config=config, on_bad_rows=on_bad_rows,
-                         name=name or out_dir.name, on_step=step)
+        result = prepare(files.tables, user_t, item_t, mapping=files.mapping,
+                         user_id_col=users_id_col, item_id_col=items_id_col, config=config,
+                         on_bad_rows=on_bad_rows, name=name or out_dir.name, on_step=step)
         step("writing")
         result.save(out_dir)
+    _print_columns(files)
     _print_summary(result.dataset, result.report, time.perf_counter() - t0, out_dir)
 
 
@@ -236,21 +353,23 @@ def _print_summary(dataset: Any, report: Any, seconds: float | None, folder: Pat
 @data_app.command("inspect")
 def data_inspect(
     paths: Annotated[list[Path], typer.Argument(help="A prepared dataset folder, or files.")],
-    user_col: Annotated[str | None, typer.Option(help="Column with user ids.")] = None,
-    item_col: Annotated[str | None, typer.Option(help="Column with item ids.")] = None,
-    event_col: Annotated[str | None, typer.Option()] = None,
-    time_col: Annotated[str | None, typer.Option()] = None,
-    value_col: Annotated[str | None, typer.Option()] = None,
-    delimiter: Annotated[str | None, typer.Option()] = None,
-    encoding: Annotated[str, typer.Option()] = "utf-8",
+    user_col: _UserColOption = None,
+    item_col: _ItemColOption = None,
+    event_col: _EventColOption = None,
+    time_col: _TimeColOption = None,
+    value_col: _ValueColOption = None,
+    delimiter: _DelimiterOption = None,
+    encoding: _EncodingOption = "utf-8",
+    no_header: _NoHeaderOption = False,
+    columns: _ColumnsOption = None,
+    time_format: _TimeFormatOption = None,
+    allow_negative_time: _AllowNegativeTimeOption = False,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """Print users, items, events and the quality report of a dataset folder or raw files."""
-    from lmrec.collect.events import to_events
-    from lmrec.collect.guess import guess_mapping
-    from lmrec.collect.readers import BadRowPolicy, read_table
+    from lmrec.collect.readers import BadRowPolicy
     from lmrec.data import Dataset
-    from lmrec.prepare import QualityReport, prepare
+    from lmrec.prepare import PrepareConfig, QualityReport, prepare
 
     if len(paths) == 1 and paths[0].is_dir():
         ds = Dataset.load(paths[0])
@@ -261,27 +380,26 @@ def data_inspect(
                 "user_features": {k: str(v.role) for k, v in ds.user_schema.items()},
                 "item_features": {k: str(v.role) for k, v in ds.item_schema.items()}}
         if as_json:
-            out.print_json(json.dumps({**info, "quality_report": report.to_dict()
-                                       if report else None}, default=str))
+            print_json({**info, "quality_report": report.to_dict() if report else None},
+                       indent=2)
             return
         out.print(table(f"Dataset {ds.name!r}", ["", "value"],
                         [(k, v) for k, v in info.items()]))
         if report is not None:
             out.print(Markdown(report.to_markdown()))
         return
+    _check_time_format(time_format)
+    config = PrepareConfig(time_format=time_format, allow_negative_time=allow_negative_time)
     with steps("inspecting") as step:
-        tables = []
-        for p in paths:
-            step(f"reading {p}")
-            t = read_table(p, delimiter=delimiter, encoding=encoding,
-                           on_bad_rows=BadRowPolicy.SKIP)
-            mapping = guess_mapping(t.frame.columns, str(p), user=user_col, item=item_col,
-                                    event=event_col, time=time_col, value=value_col)
-            tables.append(to_events(t, mapping, on_bad_rows=BadRowPolicy.SKIP))
-        result = prepare(tables, on_bad_rows=BadRowPolicy.SKIP, name=paths[0].stem,
-                         on_step=step)
+        files = _read_event_files(
+            paths, delimiter=delimiter, encoding=encoding, no_header=no_header, columns=columns,
+            user_col=user_col, item_col=item_col, event_col=event_col, time_col=time_col,
+            value_col=value_col, time_format=time_format,
+            allow_negative_time=allow_negative_time, on_bad_rows=BadRowPolicy.SKIP, step=step)
+        result = prepare(files.tables, mapping=files.mapping, config=config,
+                         on_bad_rows=BadRowPolicy.SKIP, name=paths[0].stem, on_step=step)
     if as_json:
-        out.print_json(json.dumps(result.report.to_dict(), default=str))
+        print_json(result.report.to_dict(), indent=2)
         return
     out.print(Markdown(result.report.to_markdown()))
 
@@ -313,6 +431,10 @@ def datasets_get(
     from lmrec.datasets import load_dataset
     from lmrec.prepare import PrepareConfig
 
+    check_out(out_dir, "--out")
+    check_out(cache_dir, "--cache-dir")
+    check_range("--min-rating", min_rating)
+    check_range("--core", core, low=1)
     # only the options given are set, so the dataset's own defaults (e.g. dedupe) stay
     given = {k: v for k, v in {"min_rating": min_rating, "core": core}.items() if v is not None}
     t0 = time.perf_counter()
@@ -349,6 +471,15 @@ def train(
     from lmrec.models import create_model, model_class
     from lmrec.serve.bundle import write_bundle
 
+    check_out(out_dir, "--out")
+    check_range("--seed", seed, low=0, high=SEED_MAX)
+    check_range("--ann-threshold", ann_threshold, low=0)
+    if rules is not None:  # a bad rules file is refused before training, not after it
+        from lmrec.serve.service import Rules
+
+        if rules.suffix not in (".json", ".toml"):
+            raise ConfigError(f"--rules {rules}: expected a .json or .toml file")
+        Rules.from_file(rules)
     params = parse_params(param, config)
     if "checkpoint_dir" in model_class(model).Config.model_fields:
         # neural models keep checkpoints, history.json and the training curve with the model
@@ -387,6 +518,7 @@ def recommend(
 
     if (text is None) == (not user):
         raise ConfigError("give --user (one or more) or --text, not both")
+    check_range("--k", k, low=1)
     rec = Recommender.load(model_dir)
     if text is not None:
         _recommend_for_text(rec, model_dir, text, k, as_json)
@@ -395,7 +527,7 @@ def recommend(
     records = result.to_records()
     if as_json:
         for r in records:
-            print(json.dumps(r, default=str))
+            print_json(r)
         return
     titles = _item_titles(model_dir)
     for r in records:
@@ -410,8 +542,7 @@ def recommend(
 def _recommend_for_text(rec: Any, model_dir: Path, text: str, k: int, as_json: bool) -> None:
     from lmrec.models import MODELS
 
-    if k < 1:
-        raise ConfigError(f"--k must be at least 1, got {k}")
+    check_range("--k", k, low=1)
     if not hasattr(rec, "recommend_for_text"):
         able = sorted(n for n, klass in MODELS.items() if hasattr(klass, "recommend_for_text"))
         raise ConfigError(f"model {rec.name!r} cannot recommend from a text; models that can: "
@@ -419,8 +550,8 @@ def _recommend_for_text(rec: Any, model_dir: Path, text: str, k: int, as_json: b
     with steps("encoding the text"):
         ranked = rec.recommend_for_text(text, k)
     if as_json:
-        print(json.dumps({"text": text, "items": [{"item": i, "score": round(s, 6)}
-                                                  for i, s in ranked]}, default=str))
+        print_json({"text": text, "items": [{"item": i, "score": round(s, 6)}
+                                            for i, s in ranked]})
         return
     titles = _item_titles(model_dir)
     rows = [(r, i, titles.get(i, ""), s) for r, (i, s) in enumerate(ranked, start=1)]
@@ -473,10 +604,10 @@ def embed(
     from lmrec.data import Dataset
     from lmrec.features import EmbeddingCache, encode_cached, get_encoder, item_texts
 
-    if device not in ("cpu", "cuda", "auto"):
-        raise ConfigError(f"--device {device!r}: expected cpu, cuda or auto")
-    if batch_size < 1:
-        raise ConfigError(f"--batch-size must be at least 1, got {batch_size}")
+    check_choice("--device", device, ("cpu", "cuda", "auto"))
+    check_range("--batch-size", batch_size, low=1)
+    check_range("--show", show, low=0)
+    check_out(cache_dir, "--cache-dir")
     ds = Dataset.load(data)
     enc = get_encoder(encoder, device=device)  # type: ignore[arg-type]
     texts = item_texts(ds, template)
@@ -489,7 +620,7 @@ def embed(
                "items_per_s": round(ds.n_items / res.seconds, 1) if res.seconds > 0 else None,
                "cache": str(EmbeddingCache(res.encoder, cache_dir).folder)}
     if as_json:
-        print(json.dumps(summary))
+        print_json(summary)
         return
     for i, t in enumerate(texts[:show]):
         out.print(f"{ds.items.to_python(i)}: {t}", highlight=False)
@@ -498,15 +629,12 @@ def embed(
 
 
 # --- evaluation -----------------------------------------------------------------------------
-def _splits(ds: Any, split: str, ratios: str, test_share: float, folds: int, seed: int,
-            holdout_share: float = 0.2, max_train_events: int = 5) -> list:
+def _splits(ds: Any, split: str, ratios: tuple[float, ...], test_share: float, folds: int,
+            seed: int, holdout_share: float = 0.2, max_train_events: int = 5) -> list:
+    """The splits asked for (options checked by `_check_split_options`); notes to stderr."""
     from lmrec.evaluate import make_splits
 
-    try:
-        r = tuple(float(x) for x in _split_list(ratios))
-    except ValueError:
-        raise ConfigError(f"--ratios {ratios!r} is not a list of numbers") from None
-    splits = make_splits(ds, split, ratios=r, test_share=test_share, folds=folds, seed=seed,
+    splits = make_splits(ds, split, ratios=ratios, test_share=test_share, folds=folds, seed=seed,
                          holdout_share=holdout_share, max_train_events=max_train_events)
     for note in dict.fromkeys(n for s in splits for n in s.notes):
         err.print(f"[yellow]note:[/] {note}")
@@ -542,25 +670,26 @@ def evaluate_cmd(
 ) -> None:
     """Fit a model on a split's training part and print full-ranking metrics."""
     from lmrec.data import Dataset
-    from lmrec.evaluate import cross_validate, fit_and_evaluate
+    from lmrec.evaluate import SPLIT_KINDS, cross_validate, fit_and_evaluate
     from lmrec.models import create_model
 
     params = parse_params(param, config)
     create_model(model, params)  # refuse unknown models and parameters before any work
     ks = _parse_ks(k)
+    r = _check_split_options(ratios, test_share, holdout_share, max_train_events, seed, folds)
+    check_choice("--split", split, SPLIT_KINDS)
+    check_choice("--part", part, ("test", "valid"))
+    check_range("--trials", trials, low=1)
+    if tune and split == "kfold":
+        raise ConfigError("--tune takes a single split (random with a validation part, or "
+                          "loo), not --split kfold")
     ds = Dataset.load(data)
     if ks[-1] > ds.n_items:
         raise ConfigError(f"--k {ks[-1]} is larger than the catalogue ({ds.n_items} items)")
-    if part not in ("test", "valid"):
-        raise ConfigError(f"--part {part!r}: expected test or valid")
     with steps(f"evaluating {model}") as step:
         step("splitting")
-        splits = _splits(ds, split, ratios, test_share, folds, seed, holdout_share,
-                         max_train_events)
+        splits = _splits(ds, split, r, test_share, folds, seed, holdout_share, max_train_events)
         if tune:
-            if len(splits) > 1:
-                raise ConfigError("--tune takes a single split (random with a validation "
-                                  "part, or loo), not kfold")
             params = _tune(model, params, splits[0], ks, trials, seed, step)
         if len(splits) > 1:
             step(f"{len(splits)} folds")
@@ -573,7 +702,7 @@ def evaluate_cmd(
                                    part=part)
             metrics, extra = dict(res.metrics), {}
     if as_json:
-        print(json.dumps({**metrics, **extra}))
+        print_json({**metrics, **extra})
         return
     rows = [(key, v) for key, v in metrics.items()]
     out.print(table(f"{model} on {ds.name} ({split} split, {part})", ["metric", "value"], rows))
@@ -624,9 +753,10 @@ def compare_cmd(
 ) -> None:
     """Run several models on one split; write a Markdown/HTML report with plots."""
     from lmrec.data import Dataset
-    from lmrec.evaluate import fit_and_evaluate, metrics_table, write_report
+    from lmrec.evaluate import SPLIT_KINDS, fit_and_evaluate, metrics_table, write_report
     from lmrec.models import create_model
 
+    check_out(report, "--report")
     recs = {n: create_model(n) for n in _split_list(models)}
     for spec in variant or []:
         label, model_name, params = parse_variant(spec)
@@ -636,13 +766,12 @@ def compare_cmd(
     if not recs:
         raise ConfigError("give --models and/or --variant")
     ks = _parse_ks(k)
+    r = _check_split_options(ratios, test_share, holdout_share, max_train_events, seed)
+    check_choice("--split", split, tuple(s for s in SPLIT_KINDS if s != "kfold"))
     ds = Dataset.load(data)
     if ks[-1] > ds.n_items:
         raise ConfigError(f"--k {ks[-1]} is larger than the catalogue ({ds.n_items} items)")
-    splits = _splits(ds, split, ratios, test_share, 2, seed, holdout_share, max_train_events)
-    if len(splits) != 1:
-        raise ConfigError("compare takes a single split: random, loo, temporal, cold-items or "
-                          "cold-users")
+    splits = _splits(ds, split, r, test_share, 2, seed, holdout_share, max_train_events)
     results = {}
     with steps("comparing") as step:
         for n, rec in recs.items():
@@ -652,7 +781,7 @@ def compare_cmd(
         paths = write_report(results, report, title=f"lmrec compare on {ds.name}",
                              split_info=splits[0].sizes())
     if as_json:
-        print(json.dumps({n: r.to_dict()["metrics"] for n, r in results.items()}))
+        print_json({n: r.to_dict()["metrics"] for n, r in results.items()})
         return
     out.print(metrics_summary(metrics_table(results, ks), 10 if 10 in ks else ks[0]))
     err.print(f"Report: {paths.get('html')} (also {paths.get('markdown')}, "
@@ -698,6 +827,10 @@ def serve(
     from lmrec.serve.app import APP_ENV, STORE_ENV, ServeSettings, create_app
     from lmrec.serve.bundle import read_bundle_meta
 
+    check_range("--port", port, low=0, high=65535)
+    check_choice("--log-level", log_level, ("critical", "error", "warning", "info", "debug"))
+    check_range("--max-body-bytes", max_body_bytes, low=1024)
+    check_range("--max-batch", max_batch, low=1)
     read_bundle_meta(bundle)  # a clear error before any worker starts
     if workers < 1:
         raise ConfigError(f"--workers must be at least 1, got {workers}")
@@ -713,6 +846,9 @@ def serve(
     if workers == 1:
         uvicorn.run(create_app(bundle, store, settings), **options)
         return
+    # the app built once here: a damaged bundle, a bad store, rules or keys file stop the
+    # start with one line, rather than every worker with a traceback
+    create_app(bundle, store, settings).state.service.close()
     # each worker process builds its own app from these settings (uvicorn imports a factory)
     # a URL from $LMREC_STORE_URL (workers inherit it) is not copied into a second variable
     shared_url = None if store == os.environ.get(STORE_ENV) else store
@@ -731,9 +867,18 @@ def demo(
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
 ) -> None:
     """The whole flow on the built-in shop data: data, training, evaluation, recommendations."""
-    from lmrec.demo import run_demo
+    from lmrec.demo import DEMO_FOLDERS, run_demo
 
+    check_out(out_dir, "--out")
+    check_range("--users", users, low=1)
+    check_range("--items", items, low=1)
+    check_range("--seed", seed, low=0, high=SEED_MAX)
     if out_dir.exists():
+        # the folder is replaced: only ever one that holds nothing but an earlier demo's output
+        foreign = sorted(p.name for p in out_dir.iterdir() if p.name not in DEMO_FOLDERS)
+        if foreign:
+            raise ConfigError(f"--out {out_dir}: holds files the demo did not write "
+                              f"({', '.join(foreign[:3])}); give a new folder")
         shutil.rmtree(out_dir)
     run_demo(out_dir, n_users=users, n_items=items, seed=seed)
 

@@ -88,6 +88,22 @@ def _fmt(v: Any, column: str = "") -> str:
     return str(v)
 
 
+def print_json(value: Any, indent: int | None = None) -> None:
+    """Valid JSON (`lmrec.jsonout.dumps`: NaN as null) on stdout, one line unless `indent`,
+    encoded as UTF-8 whatever the locale, for --json output that other programs read."""
+    from lmrec.jsonout import dumps
+
+    text = dumps(value, indent=indent) + "\n"
+    stream = sys.stdout
+    buffer = getattr(stream, "buffer", None)
+    if buffer is None:
+        stream.write(text)
+        return
+    stream.flush()
+    buffer.write(text.encode("utf-8"))
+    buffer.flush()
+
+
 def fail(message: str, code: int = 2) -> None:
     err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
     sys.exit(code)

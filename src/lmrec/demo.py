@@ -16,6 +16,9 @@ from lmrec.models import MODELS, Recommender, create_model
 from lmrec.prepare import PrepareConfig, prepare
 from lmrec.serve.bundle import write_bundle
 
+# The folders the demo writes into its output folder (and the only ones it replaces).
+DEMO_FOLDERS = ("raw", "data", "report", "model")
+
 # The models the demo compares, in the order shown; only those available are used.
 DEMO_MODELS = ("popularity", "content", "itemknn", "userknn", "ease", "als", "bpr", "neumf",
                "two-tower")

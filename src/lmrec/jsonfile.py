@@ -16,3 +16,6 @@ def read_json(path: Path) -> Any:
     except json.JSONDecodeError as exc:
         raise InputError(f"{Path(path).name} is not valid JSON ({exc.msg})",
                          location=Location(str(path), line=exc.lineno)) from exc
+    except UnicodeDecodeError as exc:  # binary garbage, e.g. a file overwritten by another
+        raise InputError(f"{Path(path).name} is not valid JSON (not UTF-8 text)",
+                         location=Location(str(path))) from exc

@@ -7,11 +7,9 @@ Row problems found here (wrong number of fields) follow the bad-row policy.
 
 from __future__ import annotations
 
-import codecs
 import csv
-import io
-import json
-from collections.abc import Iterable, Iterator, Sequence
+import re
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -22,11 +20,21 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
+from lmrec.collect.jsonl import read_jsonl
+from lmrec.collect.textfile import (
+    check_utf8,
+    csv_records,
+    decode,
+    first_record,
+    record_start_lines,
+    unterminated_quote_line,
+)
 from lmrec.errors import InputError, Location
 
 PARQUET_SUFFIXES = {".parquet", ".pq"}
 JSONL_SUFFIXES = {".jsonl", ".ndjson", ".json"}
 _SNIFF_DELIMITERS = (",", "\t", ";", "|")
+_NOT_NEWLINE = re.compile(rb"[^\r\n]")
 
 
 class BadRowPolicy(StrEnum):
@@ -57,6 +65,8 @@ class Table:
     source: str
     kind: str  # "csv", "jsonl", "parquet" or "frame"
     bad_rows: list[BadRow] = field(default_factory=list)
+    # column -> mask of cells that held a JSON object or list in a column of mixed kinds
+    nested: dict[str, Any] = field(default_factory=dict)
     _path: Path | None = None
     _delimiter: str = ","
     _encoding: str = "utf-8"
@@ -91,7 +101,7 @@ class Table:
                         break
                 return out
             record = -1
-            for i, (line, fields) in enumerate(_csv_records(fh, self._delimiter)):
+            for i, (line, fields) in enumerate(csv_records(fh, self._delimiter)):
                 if i == 0 and self._header:
                     continue
                 if self._n_fields and len(fields) != self._n_fields:
@@ -102,48 +112,6 @@ class Table:
                 if record >= last:
                     break
         return out
-
-
-def _csv_records(fh: Iterable[str], delimiter: str) -> Iterator[tuple[int, list[str]]]:
-    """(1-based physical line where the record starts, fields) of every non-blank record.
-
-    Blank lines are skipped as the Arrow reader skips them; quoted fields may span lines.
-    """
-    reader = csv.reader(fh, delimiter=delimiter)
-    start = 1
-    for fields in reader:
-        line = start
-        start = reader.line_num + 1
-        if fields:
-            yield line, fields
-
-
-def _record_start_lines(text: str, delimiter: str, wanted: set[int]) -> dict[int, int]:
-    """Physical start lines of 1-based record numbers as Arrow counts them (header included,
-    blank lines not counted)."""
-    out: dict[int, int] = {}
-    if not wanted:
-        return out
-    last = max(wanted)
-    for number, (line, _) in enumerate(_csv_records(io.StringIO(text, newline=""), delimiter), 1):
-        if number in wanted:
-            out[number] = line
-        if number >= last:
-            break
-    return out
-
-
-def _unterminated_quote_line(text: str, delimiter: str) -> int | None:
-    """The line where a quoted field starts that the end of the file cuts off, if any."""
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True)
-    start = 1
-    try:
-        for _ in reader:
-            start = reader.line_num + 1
-    except csv.Error as exc:
-        if "unexpected end of data" in str(exc):
-            return start
-    return None
 
 
 def read_table(
@@ -249,66 +217,9 @@ def _read_parquet(path: Path, name: str) -> Table:
 
 
 def _read_jsonl(path: Path, name: str, encoding: str) -> Table:
-    data = path.read_bytes()
-    text = _decode(data, name, encoding)
-    try:
-        frame = pl.read_ndjson(io.BytesIO(text.encode("utf-8")), infer_schema_length=None)
-    except Exception as exc:  # polars raises several types; find the line ourselves
-        for lineno, line in enumerate(text.split("\n"), start=1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as jexc:
-                raise InputError(
-                    f"invalid JSON ({jexc.msg})",
-                    location=Location(name, line=lineno),
-                    expected="one JSON object per line",
-                    found=line.strip(),
-                ) from exc
-            if not isinstance(obj, dict):
-                raise InputError(
-                    "not a JSON object",
-                    location=Location(name, line=lineno),
-                    expected="one JSON object per line",
-                    found=line.strip(),
-                ) from exc
-        raise InputError(f"cannot read as JSON lines ({exc})", location=Location(name)) from exc
-    if frame.height == 0:
-        raise InputError("file has no records", location=Location(name))
-    return Table(frame=frame, source=name, kind="jsonl", _path=path, _encoding=encoding)
-
-
-def _check_utf8(data: bytes, name: str) -> None:
-    """Raise on the first invalid UTF-8 byte, without building the decoded text."""
-    if data.isascii():  # the common case, and far cheaper than decoding
-        return
-    decoder = codecs.getincrementaldecoder("utf-8")()
-    step = 1 << 24
-    view = memoryview(data)
-    for start in range(0, len(data), step):
-        try:
-            decoder.decode(view[start : start + step], final=start + step >= len(data))
-        except UnicodeDecodeError:
-            break
-    else:
-        return
-    _decode(data, name, "utf-8")  # raises with the line of the bad byte
-
-
-def _decode(data: bytes, name: str, encoding: str) -> str:
-    try:
-        return data.decode(encoding)
-    except UnicodeDecodeError as exc:
-        line = data.count(b"\n", 0, exc.start) + 1
-        raise InputError(
-            f"bytes that are not valid {encoding} (mixed or wrong encoding): "
-            f"{data[exc.start:exc.end]!r} at byte {exc.start}",
-            location=Location(name, line=line),
-            expected=f"{encoding} text; pass the file's encoding (e.g. --encoding latin-1)",
-        ) from exc
-    except LookupError as exc:
-        raise InputError(f"unknown encoding {encoding!r}", location=Location(name)) from exc
+    frame, nested = read_jsonl(path, name, encoding)
+    return Table(frame=frame, source=name, kind="jsonl", nested=nested, _path=path,
+                 _encoding=encoding)
 
 
 def sniff_delimiter(first_line: str, suffix: str) -> str:
@@ -333,14 +244,15 @@ def _read_delimited(
         data = data[3:]
     enc = encoding.lower().replace("_", "-")
     if enc in ("utf-8", "utf8"):
-        _check_utf8(data, name)  # a clear error with the line of the first bad byte
+        check_utf8(data, name)  # a clear error with the line of the first bad byte
     else:
-        data = _decode(data, name, encoding).encode("utf-8")
+        data = decode(data, name, encoding).encode("utf-8")
     if not data.strip():
         raise InputError("file has only blank lines", location=Location(name))
-    first_line = data[: data.find(b"\n") if b"\n" in data else len(data)].decode("utf-8")
-    rest = data[data.find(b"\n") + 1:] if b"\n" in data else b""
-    if header and not rest.strip(b"\r\n"):
+    newline = data.find(b"\n")
+    first_line = data[: newline if newline >= 0 else len(data)].decode("utf-8")
+    # (a search, not a slice: a slice would copy the whole file)
+    if header and (newline < 0 or not _NOT_NEWLINE.search(data, newline + 1)):
         raise InputError("file has a header but no data rows", location=Location(name, line=2),
                          expected="data rows after the header line")
     delim = delimiter or sniff_delimiter(first_line, path.suffix.lower())
@@ -354,7 +266,11 @@ def _read_delimited(
     if header and not first_line.strip("\r"):
         raise InputError("line 1 is blank", location=Location(name, line=1),
                          expected="the header line first")
-    first_fields = next(csv.reader([_first_record(data)], delimiter=delim))
+    try:
+        first_fields = first_record(data, delim)
+    except csv.Error as exc:
+        raise InputError(f"cannot read the first record ({exc})",
+                         location=Location(name, line=1)) from None
     if column_names is not None and len(column_names) != len(first_fields):
         raise InputError(
             f"{len(column_names)} column names given for {len(first_fields)} columns",
@@ -372,35 +288,15 @@ def _read_delimited(
         skip = 0
     _check_names(names, name)
 
+    odd_quotes = data.count(b'"') % 2 == 1
+    buffer = arrow_owned(data)
+    del data  # one copy of the file at a time
     bad: list[tuple[int | None, int, int, str]] = []
-
-    def on_invalid(row: Any) -> str:
-        bad.append((row.number, row.expected_columns, row.actual_columns, row.text))
-        return "skip"
-
-    def parse(threads: bool) -> pa.Table:
-        bad.clear()
-        return pacsv.read_csv(
-            pa.BufferReader(pa.py_buffer(data)),  # zero-copy view of the bytes
-            read_options=pacsv.ReadOptions(
-                use_threads=threads,
-                column_names=names,
-                skip_rows=skip,
-                block_size=1 << 24,
-            ),
-            parse_options=pacsv.ParseOptions(delimiter=delim, invalid_row_handler=on_invalid,
-                                             newlines_in_values=True),
-            convert_options=pacsv.ConvertOptions(
-                column_types={c: pa.string() for c in names},
-                strings_can_be_null=False,
-                quoted_strings_can_be_null=False,
-            ),
-        )
-
     try:
-        arrow = parse(threads=True)
-        if bad:  # the threaded reader does not know line numbers; read again to name them
-            arrow = parse(threads=False)
+        try:
+            arrow = _parse_csv(buffer, names, skip, delim, bad, threads=True)
+        except pa.ArrowInvalid:  # rows with the wrong number of fields, or worse: read
+            arrow = _parse_csv(buffer, names, skip, delim, bad, threads=False)  # again, serially
     except pa.ArrowInvalid as exc:
         raise InputError(
             f"cannot parse as delimited text ({exc}); the file may be truncated "
@@ -408,8 +304,8 @@ def _read_delimited(
             location=Location(name),
         ) from exc
 
-    text_data = data.decode("utf-8") if bad or data.count(b'"') % 2 else ""
-    if data.count(b'"') % 2 and (open_line := _unterminated_quote_line(text_data, delim)):
+    text_data = buffer.to_pybytes().decode("utf-8") if bad or odd_quotes else ""
+    if odd_quotes and (open_line := unterminated_quote_line(text_data, delim)):
         raise InputError(
             "quoted field not closed before the end of the file (the file may be truncated)",
             location=Location(name, line=open_line),
@@ -417,7 +313,7 @@ def _read_delimited(
         )
     # Arrow numbers records from 1, header included, blank lines not counted; name the
     # physical line instead (they differ after blank lines and multi-line quoted fields).
-    lines = _record_start_lines(text_data, delim, {n for n, *_ in bad if n is not None})
+    lines = record_start_lines(text_data, delim, {n for n, *_ in bad if n is not None})
     bad_rows = [
         BadRow(
             (loc := Location(name, line=lines.get(number) if number is not None else None)),
@@ -454,17 +350,46 @@ def _read_delimited(
     )
 
 
-def _first_record(data: bytes) -> str:
-    """The first non-blank line (blank lines are not records)."""
-    start = 0
-    while start < len(data):
-        end = data.find(b"\n", start)
-        end = len(data) if end < 0 else end
-        line = data[start:end].rstrip(b"\r")
-        if line:
-            return line.decode("utf-8")
-        start = end + 1
-    return ""
+def arrow_owned(data: bytes) -> pa.Buffer:
+    """A copy of `data` in memory Arrow owns.
+
+    Arrow's threaded CSV reader is released on one of Arrow's worker threads, some time after
+    `read_csv` returns. Whatever Python object it holds (a buffer over a `bytes`, a Python
+    callback) must then take the GIL on that thread; when the interpreter is exiting just
+    then (an error right after the read), Python ends that thread inside a C++ destructor and
+    the process aborts: "terminate called without an active exception", exit 134. So the
+    threaded reader is given Arrow memory and no callback.
+    """
+    # from the system allocator: a large block goes back to the OS when freed, where Arrow's
+    # default pool (jemalloc) would keep the whole file's size resident for a while
+    buffer = pa.allocate_buffer(len(data), memory_pool=pa.system_memory_pool())
+    memoryview(buffer).cast("B")[:] = data
+    return buffer
+
+
+def _parse_csv(buffer: pa.Buffer, names: Sequence[str], skip: int, delim: str,
+               bad: list[tuple[int | None, int, int, str]], *, threads: bool) -> pa.Table:
+    """Every column as text. Threaded: a row with the wrong number of fields raises. Serial:
+    such rows are skipped and listed in `bad`; the serial reader (and the Python callback it
+    holds) is released before this returns."""
+    bad.clear()
+
+    def on_invalid(row: Any) -> str:
+        bad.append((row.number, row.expected_columns, row.actual_columns, row.text))
+        return "skip"
+
+    return pacsv.read_csv(
+        pa.BufferReader(buffer),
+        read_options=pacsv.ReadOptions(use_threads=threads, column_names=list(names),
+                                       skip_rows=skip, block_size=1 << 24),
+        parse_options=pacsv.ParseOptions(delimiter=delim, newlines_in_values=True,
+                                         invalid_row_handler=None if threads else on_invalid),
+        convert_options=pacsv.ConvertOptions(
+            column_types={c: pa.string() for c in names},
+            strings_can_be_null=False,
+            quoted_strings_can_be_null=False,
+        ),
+    )
 
 
 def _check_names(names: Sequence[str], source: str) -> None:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 
 import polars as pl
 
+from lmrec.collect.timeparse import parse_timestamps
 from lmrec.columns import Role
 from lmrec.errors import InputError, Location
 
@@ -14,6 +16,7 @@ _MULTI_SHARE = 0.05  # a column is multi-valued when this share of its values ho
 _TEXT_MEAN_LENGTH = 30
 _TEXT_UNIQUE_SHARE = 0.5
 _CATEGORICAL_MAX_UNIQUE_SHARE = 0.5
+_CODE_NAME = re.compile(r"(?:^|[_\s-])(?i:id|code)$|[a-z0-9](?:Id|ID|Code)$")
 
 
 def infer_roles(
@@ -44,6 +47,16 @@ def infer_roles(
     return roles
 
 
+def _numeric_or_code(series: pl.Series) -> Role:
+    """Whole numbers in a column named like an id or a code (`category_id`, `brandId`,
+    `zip_code`) are labels, not quantities."""
+    if series.dtype != pl.Boolean and _CODE_NAME.search(series.name):
+        x = series.cast(pl.Float64).drop_nulls()
+        if x.len() and (x == x.floor()).all():
+            return Role.CATEGORICAL
+    return Role.NUMERIC
+
+
 def _infer(series: pl.Series, sep: str) -> Role:
     dtype = series.dtype
     if isinstance(dtype, pl.List | pl.Array):
@@ -52,15 +65,16 @@ def _infer(series: pl.Series, sep: str) -> Role:
     if dtype.is_temporal():
         return Role.TIME
     if dtype.is_numeric() or dtype == pl.Boolean:
-        return Role.NUMERIC
+        return _numeric_or_code(series)
     s = series.cast(pl.String).str.strip_chars().replace("", None).drop_nulls()
     if s.len() == 0:
         return Role.IGNORE
     if s.cast(pl.Float64, strict=False).is_not_null().all():
-        return Role.NUMERIC
+        return _numeric_or_code(s.cast(pl.Float64).alias(series.name))
     if s.str.starts_with("[").all() and s.str.ends_with("]").all():
         return Role.VECTOR
-    if s.str.to_datetime(strict=False, time_zone="UTC").is_not_null().mean() >= 0.95:
+    # ISO-8601 only: "03/01/2024" could be March or January, so it is not a time
+    if parse_timestamps(s)[1].mean() <= 0.05:
         return Role.TIME
     if sep and s.str.contains(sep, literal=True).mean() >= _MULTI_SHARE:
         return Role.MULTI

@@ -9,6 +9,7 @@ import numpy as np
 import polars as pl
 
 from lmrec.errors import InputError
+from lmrec.ids import canonical_int, ints_from_text
 
 
 class IdVocabulary:
@@ -57,13 +58,32 @@ class IdVocabulary:
         raise TypeError("IdVocabulary is not hashable")
 
     def coerce(self, values: Iterable[Any] | pl.Series) -> pl.Series:
-        """Values cast to this vocabulary's id type; those that cannot be become null."""
-        s = values if isinstance(values, pl.Series) else pl.Series(list(values), strict=False)
+        """Values cast to this vocabulary's id type; those that cannot be become null.
+
+        An integer vocabulary takes ints and canonical integer text only
+        (`lmrec.ids.canonical_int`): "7" is 7, while "07", " 7", "+7" and "7.0" are no id of
+        it, just as `prepare` would have kept them apart from 7 (as strings)."""
         if self.dtype == pl.String:
+            s = values if isinstance(values, pl.Series) else pl.Series(list(values),
+                                                                       strict=False)
             return s.cast(pl.String, strict=False)
-        if s.dtype == pl.String:
-            s = s.str.strip_chars()
-        return s.cast(pl.Int64, strict=False)
+        if isinstance(values, np.ndarray) and np.issubdtype(values.dtype, np.integer):
+            values = pl.Series(values)
+        if not isinstance(values, pl.Series):
+            return pl.Series([canonical_int(v) for v in values], dtype=pl.Int64)
+        if values.dtype.is_integer():
+            return values.cast(pl.Int64, strict=False)
+        return ints_from_text(values.cast(pl.String, strict=False))
+
+    def canonical(self, raw: Any) -> tuple[str, Any]:
+        """(text, id) of one external id: for an integer vocabulary an int or canonical
+        integer text gives ("7", 7); anything else is text, kept as it is ("07", "07")."""
+        if self.dtype == pl.Int64:
+            v = canonical_int(raw)
+            if v is not None:
+                return str(v), v
+        text = str(raw)
+        return text, text
 
     def index(self, values: Iterable[Any] | pl.Series) -> np.ndarray:
         """Internal indices (int64) of external ids; -1 where the id is unknown."""
@@ -79,7 +99,6 @@ class IdVocabulary:
         idx = s.replace_strict(self._ids, np.arange(len(self), dtype=np.int64), default=-1,
                                return_dtype=pl.Int64)
         return idx.to_numpy()
-
 
     def id_of(self, idx: np.ndarray | Iterable[int]) -> np.ndarray:
         """External ids of internal indices (an int64 or object array)."""

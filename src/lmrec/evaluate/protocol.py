@@ -311,9 +311,11 @@ def cross_validate(
     out = {}
     for name, vals in keys.items():
         a = np.asarray(vals, dtype=np.float64)
-        out[name] = {"mean": float(np.nanmean(a)) if not np.isnan(a).all() else float("nan"),
-                     "std": float(np.nanstd(a, ddof=1)) if a.size > 1 else 0.0,
-                     "n": float(a.size)}
+        defined = a[~np.isnan(a)]  # a metric undefined in a fold (NaN) is left out
+        std = (0.0 if a.size <= 1 else
+               float(defined.std(ddof=1)) if defined.size > 1 else float("nan"))
+        out[name] = {"mean": float(defined.mean()) if defined.size else float("nan"),
+                     "std": std, "n": float(a.size)}
     return out
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import html
-import json
 import math
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -16,6 +15,7 @@ import polars as pl
 from lmrec import __version__
 from lmrec.evaluate.metrics import ALL_METRICS
 from lmrec.evaluate.protocol import POPULARITY_BINS, EvalResult
+from lmrec.jsonout import write_json
 
 _BAR_METRICS = ("ndcg", "recall", "precision", "hit", "mrr", "map")
 
@@ -69,11 +69,10 @@ def write_report(
     payload = {
         "title": title,
         "lmrec_version": __version__,
-        "split": {k: _jsonable(v) for k, v in info.items()},
+        "split": info,
         "results": {name: r.to_dict() for name, r in results.items()},
     }
-    paths["json"] = out / "results.json"
-    paths["json"].write_text(json.dumps(payload, indent=2))
+    paths["json"] = write_json(out / "results.json", payload)  # NaN -> null, UTF-8
     paths.update(_plots(results, out))
 
     all_ks = sorted({k for r in results.values() for k in r.ks})
@@ -98,9 +97,9 @@ def write_report(
     ]
     notes = _notes(main_k)
     paths["markdown"] = out / "report.md"
-    paths["markdown"].write_text(_markdown(title, sections, plots, notes))
+    paths["markdown"].write_text(_markdown(title, sections, plots, notes), encoding="utf-8")
     paths["html"] = out / "report.html"
-    paths["html"].write_text(_html(title, sections, plots, notes))
+    paths["html"].write_text(_html(title, sections, plots, notes), encoding="utf-8")
     return paths
 
 
@@ -294,18 +293,4 @@ def _num(v: float) -> float | None:
 
 def _isnan(v: Any) -> bool:
     return isinstance(v, float) and (math.isnan(v) or math.isinf(v))
-
-
-def _jsonable(v: Any) -> Any:
-    if isinstance(v, np.generic):
-        return v.item()
-    if isinstance(v, float) and _isnan(v):
-        return None
-    if isinstance(v, list | tuple):
-        return [_jsonable(x) for x in v]
-    if isinstance(v, Mapping):
-        return {str(k): _jsonable(x) for k, x in v.items()}
-    if isinstance(v, str | int | float | bool) or v is None:
-        return v
-    return str(v)
 

@@ -23,6 +23,7 @@ in the test part and counted in `Split.notes`; evaluation scores such users only
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -133,12 +134,13 @@ def split_random(
 ) -> Split:
     """Per-user random holdout with RecBole's rounding ('RS' + 'RO' + group_by user).
 
-    `ratios` is (train, valid, test) or (train, test) (no validation part); they are normalised
-    to sum to 1 as RecBole does. The user's distinct (user, item) pairs are shuffled with
-    `numpy.random.default_rng(seed)` and, per user with n pairs, the first
-    `recbole_split_counts(n)[0]` go to train, the next to valid, the rest to test.
+    `ratios` is (train, valid, test) or (train, test) (no validation part): non-negative, with
+    positive train and test shares, summing to 1 (`check_ratios`). The user's distinct
+    (user, item) pairs are shuffled with `numpy.random.default_rng(seed)` and, per user with n
+    pairs, the first `recbole_split_counts(n)[0]` go to train, the next to valid, the rest to
+    test.
     """
-    r = _check_ratios(ratios)
+    r = check_ratios(ratios)
     pairs = _pair_table(dataset)
     users = pairs[C.USER_IDX].to_numpy().astype(np.int64)
     rng = np.random.default_rng(seed)
@@ -367,7 +369,7 @@ def make_splits(
     if kind == "random":
         return [split_random(dataset, ratios, seed=seed)]
     if kind == "loo":
-        return [split_loo(dataset, valid=len(ratios) == 3)]
+        return [split_loo(dataset, valid=len(check_ratios(ratios)) == 3)]
     if kind == "temporal":
         return [split_temporal(dataset, test_share=test_share, valid_share=valid_share or 0.0)]
     if kind == "kfold":
@@ -402,12 +404,26 @@ def recbole_split_counts(n: np.ndarray | int, ratios: Sequence[float] = (0.8, 0.
 
 
 # --- helpers -------------------------------------------------------------------------------
-def _check_ratios(ratios: Sequence[float]) -> tuple[float, ...]:
-    r = tuple(float(x) for x in ratios)
-    if len(r) not in (2, 3) or any(x < 0 for x in r) or r[0] <= 0 or r[-1] <= 0:
+RATIO_TOLERANCE = 1e-6
+
+
+def check_ratios(ratios: Sequence[float]) -> tuple[float, ...]:
+    """`ratios` as floats summing to exactly 1, or ConfigError: they must be (train, valid,
+    test) or (train, test), finite, non-negative, with train and test > 0, and sum to 1 within
+    RATIO_TOLERANCE (shares that add up to more or less than the data are a mistake, not
+    something to rescale silently)."""
+    try:
+        r = tuple(float(x) for x in ratios)
+    except (TypeError, ValueError):
+        raise ConfigError(f"ratios must be numbers; got {ratios!r}") from None
+    if (len(r) not in (2, 3) or not all(math.isfinite(x) and x >= 0 for x in r)
+            or r[0] <= 0 or r[-1] <= 0):
         raise ConfigError(f"ratios must be (train, valid, test) or (train, test), non-negative, "
                           f"with train and test > 0; got {tuple(ratios)}")
-    total = sum(r)
+    total = math.fsum(r)
+    if abs(total - 1.0) > RATIO_TOLERANCE:
+        raise ConfigError(f"ratios must sum to 1; got {', '.join(f'{x:g}' for x in r)} "
+                          f"(sum {total:g})")
     return tuple(x / total for x in r)
 
 

@@ -45,6 +45,8 @@ def tune(
     """
     import optuna
 
+    if isinstance(trials, bool) or not isinstance(trials, int) or trials < 1:
+        raise ConfigError(f"trials must be a positive integer, got {trials!r}")
     if split.valid is None or split.valid.n_events == 0:
         raise ConfigError("tuning needs a validation part: use --ratios with three parts "
                           "(e.g. 0.8,0.1,0.1) or --split loo")

@@ -37,12 +37,14 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from lmrec import __version__
 from lmrec.data.dataset import Dataset, Sequences
 from lmrec.data.vocab import IdVocabulary
-from lmrec.errors import ConfigError, InputError, Location, UnknownUserError
+from lmrec.errors import ConfigError, InputError, LmrecError, Location, UnknownUserError
+from lmrec.integrity import IntegrityError, one_line, read_npz, verify_manifest
 from lmrec.jsonfile import read_json
 from lmrec.models.history import history_matrix, weights_arrays, weights_from_arrays
 
 ARTIFACT_FORMAT = "lmrec-model"
 ARTIFACT_VERSION = 1
+ARRAYS_FILE = "arrays.npz"
 _BATCH = 1024  # users scored at once; (B, n_items) float32 must fit comfortably in memory
 
 
@@ -147,8 +149,10 @@ def top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     k = min(k, n)
     if k <= 0:
         return np.empty((scores.shape[0], 0), np.int64), np.empty((scores.shape[0], 0), np.float32)
-    part = np.argpartition(-scores, k - 1, axis=1)[:, :k] if k < n else np.tile(
-        np.arange(n), (scores.shape[0], 1))
+    if k < n:
+        part = _ties_to_smaller(scores, np.argpartition(-scores, k - 1, axis=1)[:, :k])
+    else:
+        part = np.tile(np.arange(n), (scores.shape[0], 1))
     vals = np.take_along_axis(scores, part, axis=1)
     # stable order: score descending, then item index ascending (deterministic ties)
     order = np.lexsort((part, -vals), axis=1)
@@ -156,6 +160,21 @@ def top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     vals = np.take_along_axis(vals, order, axis=1)
     idx[~np.isfinite(vals)] = -1
     return idx, vals.astype(np.float32)
+
+
+def _ties_to_smaller(scores: np.ndarray, part: np.ndarray) -> np.ndarray:
+    """`part` (B, k), the positions argpartition picked, with the items tied at the cut (the
+    k-th best score) replaced by the smallest positions holding it: argpartition keeps any k
+    of them."""
+    k = part.shape[1]
+    kth = np.take_along_axis(scores, part, axis=1).min(axis=1)
+    at_cut = scores == kth[:, None]
+    short = np.count_nonzero(at_cut, axis=1) > np.count_nonzero(
+        np.take_along_axis(at_cut, part, axis=1), axis=1)
+    for r in np.flatnonzero(short & np.isfinite(kth)):  # -inf is never returned: no matter
+        above = np.flatnonzero(scores[r] > kth[r])
+        part[r] = np.concatenate([above, np.flatnonzero(at_cut[r])[: k - above.size]])
+    return part
 
 
 @runtime_checkable
@@ -197,6 +216,10 @@ class Recommender(ABC):
     early_stops_on_valid: ClassVar[bool] = False
     # True when the model scores a user from a time-ordered item history (`score_histories`)
     scores_from_history: ClassVar[bool] = False
+    # True when a user's scores do not depend on their history at all (popularity ranks the
+    # same items for everyone): no history item can then explain a recommendation, nor say
+    # which items are alike
+    history_independent: ClassVar[bool] = False
     # True when the evaluation protocol ranks each user from the history as of the evaluated
     # part (train, plus valid when testing) instead of `score(user)`: next-item models, whose
     # user state is that history. Other models may score histories too (serving folds fresh
@@ -434,37 +457,69 @@ class Recommender(ABC):
             "popularity": self.popularity_,
             **weights_arrays(self.behaviour_weights_),
         })
-        np.savez(folder / "arrays.npz", allow_pickle=False, **arrays)
+        np.savez(folder / ARRAYS_FILE, allow_pickle=False, **arrays)
         (folder / "config.json").write_text(json.dumps(meta, indent=2))
         return folder
 
     @classmethod
-    def load(cls, folder: str | Path) -> Recommender:
-        """Load any saved model; `Recommender.load` dispatches on the saved model name."""
+    def load(cls, folder: str | Path, *, verify: bool = True) -> Recommender:
+        """Load any saved model; `Recommender.load` dispatches on the saved model name.
+
+        In a bundle folder every file is first checked against bundle.json's sha256 digests
+        (`verify=False` when the caller has just done so). Damaged files and arrays whose
+        shapes do not fit the vocabularies and the config raise IntegrityError (an InputError)
+        naming the file.
+        """
         from lmrec.models.registry import model_class
 
         folder = Path(folder)
         meta = read_artifact_meta(folder)
+        if verify:
+            verify_manifest(folder)
         klass = model_class(meta["model"]) if cls is Recommender else cls
         if klass.name != meta["model"]:
             raise InputError(f"{folder} holds a {meta['model']!r} model, not {klass.name!r}")
         model = klass(klass.Config.from_params(meta["config"]))
-        with np.load(folder / "arrays.npz", allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}
-        model.users_ = IdVocabulary(ids_series(arrays["user_ids"]))
-        model.items_ = IdVocabulary(ids_series(arrays["item_ids"]))
-        indices = arrays["seen.indices"]
-        model.seen_ = sp.csr_matrix(
-            (np.ones(indices.size, dtype=np.float32), indices, arrays["seen.indptr"]),
-            shape=(len(model.users_), len(model.items_)))
-        model.popularity_ = arrays["popularity"]
-        model_arrays = {k[6:]: v for k, v in arrays.items() if k.startswith("model.")}
-        # artifacts without weights load as weight 1; older ones kept them among the model's
-        model.behaviour_weights_ = (weights_from_arrays(arrays)
-                                    or weights_from_arrays(model_arrays))
-        model._load_arrays(model_arrays)
-        model._fitted = True
+        path = folder / ARRAYS_FILE
+        arrays = read_npz(path, ("user_ids", "item_ids", "seen.indptr", "seen.indices",
+                                 "popularity"))
+        try:
+            model.users_ = IdVocabulary(ids_series(arrays["user_ids"]))
+            model.items_ = IdVocabulary(ids_series(arrays["item_ids"]))
+            model.seen_ = _seen_matrix(arrays, len(model.users_), len(model.items_))
+            model.popularity_ = arrays["popularity"]
+            if model.popularity_.shape != (len(model.items_),):
+                raise ValueError(f"popularity has shape {model.popularity_.shape}, expected "
+                                 f"({len(model.items_)},)")
+            model_arrays = {k[6:]: v for k, v in arrays.items() if k.startswith("model.")}
+            _check_user_rows(klass, model_arrays, len(model.users_))
+            # artifacts without weights load as weight 1; older ones kept them among the model's
+            model.behaviour_weights_ = (weights_from_arrays(arrays)
+                                        or weights_from_arrays(model_arrays))
+            model._load_arrays(model_arrays)
+            model._fitted = True
+            model._probe()
+        except LmrecError:
+            raise
+        except Exception as exc:  # a wrong shape or a missing array, wherever it shows up
+            raise IntegrityError(folder, ARRAYS_FILE, "the arrays do not fit the model's "
+                                 f"config and vocabularies ({one_line(exc)})") from exc
         return model
+
+    def _probe(self) -> None:
+        """Score the first and the last user once and check the shapes, so that arrays that
+        do not fit each other fail on load rather than on some later request."""
+        n_users, n_items = len(self.users_), len(self.items_)
+        users = np.unique(np.array([0, n_users - 1], dtype=np.int64))
+        scores = self.score(users)
+        if scores.shape != (users.size, n_items):
+            raise ValueError(f"scores have shape {scores.shape}, expected "
+                             f"({users.size}, {n_items})")
+        if isinstance(self, EmbeddingScorer):
+            items = np.asarray(self.item_embeddings())
+            if items.ndim != 2 or items.shape[0] != n_items:
+                raise ValueError(f"item embeddings have shape {items.shape}, expected "
+                                 f"({n_items}, d)")
 
     def _check_fitted(self) -> None:
         if not self._fitted:
@@ -473,6 +528,32 @@ class Recommender(ABC):
     def __repr__(self) -> str:
         params = ", ".join(f"{k}={v!r}" for k, v in self.config.model_dump().items())
         return f"{type(self).__name__}({params})"
+
+
+def _seen_matrix(arrays: Mapping[str, np.ndarray], n_users: int, n_items: int
+                 ) -> sp.csr_matrix:
+    """The saved seen items as (n_users, n_items) CSR, checked against the vocabularies."""
+    indptr, indices = arrays["seen.indptr"], arrays["seen.indices"]
+    if indptr.shape != (n_users + 1,) or indptr[0] != 0 or indptr[-1] != indices.size \
+            or np.any(np.diff(indptr) < 0):
+        raise ValueError(f"seen.indptr does not describe {n_users} users' rows")
+    if indices.size and (indices.min() < 0 or indices.max() >= n_items):
+        raise ValueError(f"seen.indices outside [0, {n_items})")
+    return sp.csr_matrix((np.ones(indices.size, dtype=np.float32), indices, indptr),
+                         shape=(n_users, n_items))
+
+
+def _check_user_rows(klass: type[Recommender], arrays: Mapping[str, np.ndarray],
+                     n_users: int) -> None:
+    """The per-user arrays a model declares (`user_state`) have a row per user."""
+    for name, offset in klass.user_state:
+        if name in arrays:
+            rows = arrays[name].shape[0] if arrays[name].ndim else -1
+            if rows != n_users + offset:
+                raise ValueError(f"model.{name} has {rows} rows, expected {n_users + offset} "
+                                 "(one per user)")
+        elif f"{name}.indptr" in arrays and arrays[f"{name}.indptr"].shape != (n_users + 1,):
+            raise ValueError(f"model.{name}.indptr does not describe {n_users} users' rows")
 
 
 def read_artifact_meta(folder: Path) -> dict[str, Any]:

@@ -34,6 +34,7 @@ class Popularity(Recommender):
     Config = PopularityConfig
     config: PopularityConfig
     scores_from_history = True
+    history_independent = True  # the same scores whatever the history
 
     def _fit(self, dataset: Dataset, rng: np.random.Generator) -> None:
         ev = dataset.events

@@ -53,6 +53,13 @@ class PrepareConfig(BaseModel):
     default_event: str = DEFAULT_EVENT
     missing_timestamp: MissingOptional = MissingOptional.KEEP
     missing_value: MissingOptional = MissingOptional.KEEP
+    # timestamps: Unix numbers and ISO-8601 unless a strptime format is given
+    time_format: str | None = Field(
+        None, description="strptime format of text timestamps, e.g. '%d/%m/%Y %H:%M'"
+    )
+    allow_negative_time: bool = Field(
+        False, description="accept negative Unix timestamps (before 1970)"
+    )
     # noise
     time_min: int | None = Field(None, description="drop events before this Unix time")
     time_max: int | None = Field(None, description="drop events after this Unix time")
@@ -80,6 +87,19 @@ class PrepareConfig(BaseModel):
     multi_separator: str = "|"
     user_roles: dict[str, Role] = Field(default_factory=dict)
     item_roles: dict[str, Role] = Field(default_factory=dict)
+
+    @field_validator("time_format")
+    @classmethod
+    def _known_directives(cls, v: str | None) -> str | None:
+        if v is not None:
+            from lmrec.collect.timeparse import check_time_format
+            from lmrec.errors import InputError
+
+            try:
+                check_time_format(v)
+            except InputError as exc:
+                raise ValueError(str(exc)) from None
+        return v
 
     @field_validator("behaviour_weights")
     @classmethod

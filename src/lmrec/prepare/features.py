@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import polars as pl
 
 from lmrec import columns as C
-from lmrec.collect.events import _id_column, parse_numbers, parse_timestamps, require_columns
+from lmrec.collect.events import (
+    EventTable,
+    _id_column,
+    parse_numbers,
+    parse_timestamps,
+    require_columns,
+)
 from lmrec.collect.readers import BadRowPolicy, Table
 from lmrec.collect.roles import infer_roles
 from lmrec.columns import Role
@@ -85,6 +91,21 @@ def type_table(
     record.rows_out = frame.height
     record.roles = {c: str(r) for c, r in roles.items()}
     return frame, {c: r for c, r in roles.items() if c in frame.columns and c != canon_id}, record
+
+
+def derived_attributes(tables: Sequence[EventTable], kind: str) -> Table | None:
+    """The user or item attributes found in the event files (columns with one value per id),
+    one row per id, the first seen kept."""
+    canon = C.USER if kind == "user" else C.ITEM
+    frames = [f for t in tables
+              if (f := t.user_attributes if kind == "user" else t.item_attributes) is not None]
+    if not frames:
+        return None
+    frame = pl.concat(frames, how="diagonal_relaxed").unique(subset=[canon], keep="first",
+                                                              maintain_order=True)
+    cols = ", ".join(c for c in frame.columns if c != canon)
+    return Table(frame=frame, source=f"{tables[0].source} ({kind} attributes: {cols})",
+                 kind="frame")
 
 
 def _vectors(s: pl.Series, table: Table, col: str) -> pl.Series:

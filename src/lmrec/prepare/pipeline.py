@@ -19,12 +19,13 @@ from lmrec.data.dataset import Dataset
 from lmrec.data.vocab import IdVocabulary
 from lmrec.errors import InputError
 from lmrec.prepare.config import Dedupe, Keep, MissingEvent, MissingOptional, PrepareConfig
-from lmrec.prepare.features import align_and_encode, type_table
+from lmrec.prepare.features import align_and_encode, derived_attributes, type_table
 from lmrec.prepare.kcore import kcore_mask
 from lmrec.prepare.report import QualityReport, SourceRecord, Stage
 
 Source = str | Path | Table | EventTable | Any  # a path, a DataFrame, or an already read table
 _POS = "__pos"
+_KEY = "__source_key"  # a hash of the source columns outside the five canonical ones
 
 
 @dataclass
@@ -72,8 +73,9 @@ def prepare(
     tables: list[EventTable] = []
     for src in sources:
         step(f"reading {_label(src)}")
-        et = src if isinstance(src, EventTable) else to_events(_as_table(src, policy), mapping,
-                                                                on_bad_rows=policy)
+        et = src if isinstance(src, EventTable) else to_events(
+            _as_table(src, policy), mapping, on_bad_rows=policy,
+            time_format=config.time_format, allow_negative_time=config.allow_negative_time)
         tables.append(et)
         bad: dict[str, int] = {}
         for b in et.bad_rows:
@@ -81,9 +83,21 @@ def prepare(
         report.sources.append(SourceRecord(
             source=et.source, kind="events", rows_read=et.rows_read, rows_kept=et.frame.height,
             bad_rows=bad, examples=[b.detail for b in et.bad_rows[:5]],
-            ignored_columns=et.ignored_columns))
+            ignored_columns=et.ignored_columns, columns=dict(et.columns)))
     frames = unify_id_dtypes([t.frame for t in tables], [C.USER, C.ITEM])
+    if any(t.source_key is not None for t in tables):  # columns beyond the five canonical ones
+        frames = [f.with_columns(t.source_key.alias(_KEY) if t.source_key is not None
+                                 else pl.lit(None, pl.UInt64).alias(_KEY))
+                  for f, t in zip(frames, tables, strict=True)]
     ev = pl.concat(frames, how="vertical_relaxed").with_row_index(_POS)
+    for kind, found in (("user", derived_attributes(tables, "user")),
+                        ("item", derived_attributes(tables, "item"))):
+        if found is not None and (users if kind == "user" else items) is not None:
+            report.flags.append(f"{found.source} not used: a {kind} table is given")
+        elif found is not None and kind == "user":
+            users, user_id_col = found, C.USER
+        elif found is not None:
+            items, item_id_col = found, C.ITEM
 
     step("cleaning events")
     ev = _missing(ev, config, report)
@@ -270,13 +284,16 @@ def _order_for_keep(ev: pl.DataFrame) -> pl.DataFrame:
 def _dedupe(ev: pl.DataFrame, cfg: PrepareConfig, report: QualityReport) -> pl.DataFrame:
     st = _stage(report, "deduplicate", ev.height)
     if cfg.dedupe is Dedupe.NONE:
-        return ev
+        return ev.drop(_KEY, strict=False)
     # Hash rows first and compare in full only rows whose hash repeats: far less memory
     # than a multi-column unique over every row. The first copy in file order is kept.
-    row_hash = ev.select(C.EVENT_COLUMNS).hash_rows()
+    # Every source column counts: the other columns by their hash (`_KEY`).
+    cols = [*C.EVENT_COLUMNS, *([_KEY] if _KEY in ev.columns else [])]
+    row_hash = ev.select(cols).hash_rows()
     candidates = ev.filter(row_hash.is_duplicated())
+    ev = ev.drop(_KEY, strict=False)
     if candidates.height:
-        first = candidates.select(pl.struct(C.EVENT_COLUMNS).is_first_distinct()).to_series()
+        first = candidates.select(pl.struct(cols).is_first_distinct()).to_series()
         dup_pos = candidates.filter(~first)[_POS]
         ev = _drop(ev, pl.col(_POS).is_in(dup_pos.implode()), st, "exact duplicate")
     key = {Dedupe.USER_ITEM: [C.USER, C.ITEM],

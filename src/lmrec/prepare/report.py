@@ -20,6 +20,7 @@ class SourceRecord:
     bad_rows: dict[str, int] = field(default_factory=dict)
     examples: list[str] = field(default_factory=list)  # the first few bad-row messages
     ignored_columns: list[str] = field(default_factory=list)
+    columns: dict[str, str] = field(default_factory=dict)  # column -> what it became, and why
 
 
 @dataclass
@@ -112,6 +113,13 @@ class QualityReport:
         for s in self.sources:
             bad = ", ".join(f"{k}: {v}" for k, v in s.bad_rows.items()) or "none"
             lines.append(f"| {s.source} | {s.kind} | {s.rows_read} | {s.rows_kept} | {bad} |")
+        for s in self.sources:
+            if s.columns:
+                lines += ["", f"Columns of {s.source}:", ""]
+                lines += [f"- {c}: {role}" for c, role in s.columns.items()]
+            if s.ignored_columns:
+                lines += ["", f"**Ignored columns of {s.source}** (not in the dataset): "
+                          + ", ".join(s.ignored_columns)]
         examples = [e for s in self.sources for e in s.examples]
         if examples:
             lines += ["", "Examples of bad rows:", ""] + [f"- {e}" for e in examples[:20]]

@@ -17,7 +17,8 @@ Handlers that touch the store or score are plain `def`: FastAPI runs them in its
 blocking database calls and CPU-bound scoring never stall the event loop. The body limit and
 the metrics are pure ASGI middleware. Errors: 400 for requests the engine cannot answer, 401/403
 for keys, 404 for unknown items, 413 for oversized bodies and batches, 422 for invalid bodies,
-503 when the store is unavailable, and a generic 500 that says nothing about the internals.
+503 when the store is unavailable or an erasure failed (and erased nothing), and a generic 500
+that says nothing about the internals.
 
 With several workers (`lmrec serve --workers N`) uvicorn imports `app_from_env`, which rebuilds
 the same app in each worker from the settings the CLI put in the environment (the store URL
@@ -45,7 +46,10 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field
 
 from lmrec.errors import LmrecError
+from lmrec.integrity import IntegrityError
 from lmrec.serve import schemas as S
+from lmrec.serve.docs import add_docs
+from lmrec.serve.erasure import ErasureFailed
 from lmrec.serve.metrics import ServiceMetrics
 from lmrec.serve.security import KeyRing, Role
 from lmrec.serve.service import (
@@ -121,8 +125,10 @@ def create_app(bundle_path: str | Path, store_url: str,
     app = FastAPI(
         title="lmrec", version=eng.bundle.meta.get("lmrec_version", "0"), lifespan=lifespan,
         summary="Real-time recommendations from an lmrec model bundle.",
-        docs_url="/docs" if settings.docs else None, redoc_url=None,
+        docs_url=None, redoc_url=None,  # /docs from local assets: add_docs below
         openapi_url="/openapi.json" if settings.docs else None)
+    if settings.docs:
+        add_docs(app, "/openapi.json")
     app.state.service = service
     app.state.keys = keys
     app.state.settings = settings
@@ -175,8 +181,8 @@ def _current(request: Request) -> Service:
 
 
 Svc = Annotated[Service, Depends(_current)]
-PathId = Annotated[str, PathParam(min_length=1, max_length=S.MAX_ID_LENGTH,
-                                  pattern=S.TEXT_PATTERN)]  # a user or item id in the path
+PathId = Annotated[S.PathIdText, PathParam(min_length=1, max_length=S.MAX_ID_LENGTH,
+                                          pattern=S.TEXT_PATTERN)]  # a user or item id
 K = Annotated[int, QueryParam(ge=1, le=S.MAX_K, description="how many items")]
 
 
@@ -227,7 +233,8 @@ def _router(service: Service, metrics: ServiceMetrics, settings: ServeSettings,
                        413: {"description": "body or batch too large"}})
     def post_events(batch: S.EventBatch, svc: Svc) -> S.IngestResponse:
         """Store a batch of events; answered once they are durable. Events with an event_id
-        already stored are acknowledged as duplicates and not stored again."""
+        already stored are acknowledged as duplicates and not stored again. Events of items
+        the served model does not know are stored too, and counted in `unknown_items`."""
         if len(batch.events) > settings.max_batch:
             raise HTTPException(413, f"at most {settings.max_batch} events per request")
         events = [EventIn(str(e.user), str(e.item), e.type, e.timestamp, e.event_id, e.value)
@@ -235,14 +242,17 @@ def _router(service: Service, metrics: ServiceMetrics, settings: ServeSettings,
         res = svc.ingest(events)
         metrics.events_ingested.inc(res.accepted)
         metrics.events_duplicate.inc(res.duplicates)
-        return S.IngestResponse(accepted=res.accepted, duplicates=res.duplicates)
+        return S.IngestResponse(accepted=res.accepted, duplicates=res.duplicates,
+                                unknown_items=res.counted)
 
     @r.delete("/users/{user}", response_model=S.ForgetResponse, tags=["events"],
-              dependencies=[Depends(_need("write"))])
+              dependencies=[Depends(_need("write"))],
+              responses={503: {"description": "the erasure failed: nothing was erased"}})
     def forget_user(user: PathId, svc: Svc) -> S.ForgetResponse:
         """Forget a user: their events and cached state are deleted and, for a training user,
         their history, seen items and per-user learned rows are redacted from the served
-        bundle (memory and disk); an audit record without personal data is kept."""
+        bundle (memory and disk); an audit record without personal data is kept. All or
+        nothing: a 503 means nothing was erased (ask again)."""
         done = svc.forget(user)
         metrics.users_forgotten.inc()
         return S.ForgetResponse(user=done.user, events_deleted=done.events_deleted,
@@ -254,16 +264,21 @@ def _router(service: Service, metrics: ServiceMetrics, settings: ServeSettings,
             dependencies=[Depends(_need("admin"))])
     def reload(svc: Svc, body: S.ReloadRequest | None = None) -> S.ReloadResponse:
         """Load a bundle (the current folder again when none is given; else a folder under
-        the server's bundle root) in the background of this
-        request, then swap it in; requests in flight finish on the old one. Errors name
-        neither paths nor whether a path exists: the details go to the server's log."""
+        the server's bundle root: absolute, or relative to the server's working directory or
+        to the bundle root) in the background of this request, then swap it in; requests in
+        flight finish on the old one, and a bundle that fails to load leaves the served one
+        in place. Errors name no server path, and tell whether a folder exists only under the
+        bundle root; the details go to the server's log."""
         path = _under_root(bundle_root, body.bundle) if body and body.bundle else None
         try:
             new, old = svc.reload(path)
-        except Exception:  # whatever a bad or half-written bundle raises: not a 500
+        except Exception as exc:  # whatever a bad or half-written bundle raises: not a 500
             metrics.reloads.labels(outcome="failed").inc()
             log.exception("reload of bundle %s failed", path or "(the served one)")
-            raise HTTPException(400, LOAD_FAILED) from None
+            # a damaged file is named relative to the bundle folder, never by its path
+            detail = f"{LOAD_FAILED}: {exc.public}" if isinstance(exc, IntegrityError) \
+                else LOAD_FAILED
+            raise HTTPException(400, detail) from None
         metrics.reloads.labels(outcome="ok").inc()
         return S.ReloadResponse(model_version=new, previous_version=old)
 
@@ -307,12 +322,21 @@ def _recommendations(res: Result) -> S.Recommendations:
 
 
 def _under_root(root: Path, raw: str) -> Path:
-    """`raw` (absolute, or relative to the working directory) resolved, when it lies under
-    `root` (a resolved folder); else a 400 that says neither the path nor whether it exists."""
-    path = Path(raw).resolve()
-    if not path.is_relative_to(root):
+    """The folder `raw` names under `root` (a resolved folder), resolved: `raw` is absolute,
+    or relative to the working directory or else to `root`. A 400 when it lies outside `root`
+    (saying neither the path nor whether it exists), or when it does not exist under `root`
+    (naming it as given when relative: an absolute path would show the server's layout)."""
+    given = Path(raw)
+    tried = [given.resolve()] if given.is_absolute() else [given.resolve(),
+                                                          (root / given).resolve()]
+    inside = [p for p in tried if p.is_relative_to(root)]
+    if not inside:
         raise HTTPException(400, "the bundle must be a folder under the server's bundle root")
-    return path
+    for path in inside:
+        if path.exists():
+            return path
+    name = "the bundle folder" if given.is_absolute() else f"the bundle folder {raw!r}"
+    raise HTTPException(400, f"{name} does not exist under the server's bundle root")
 
 
 # --- errors --------------------------------------------------------------------------------
@@ -330,6 +354,9 @@ def _add_error_handlers(app: FastAPI) -> None:
         log.error("event store unavailable: %s", exc)
         return detail(503, "the event store is unavailable; try again")
 
+    async def erasure_failed(_: Request, exc: Exception) -> JSONResponse:
+        return detail(503, str(exc))  # logged, with the cause, where it was rolled back
+
     async def validation(_: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError)
         # location, message and type only: echoing the input back could reflect anything
@@ -344,6 +371,7 @@ def _add_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(QueryError, query_error)
     app.add_exception_handler(NotFoundError, not_found)
     app.add_exception_handler(StoreError, unavailable)
+    app.add_exception_handler(ErasureFailed, erasure_failed)
     app.add_exception_handler(RequestValidationError, validation)
     app.add_exception_handler(Exception, internal)
 

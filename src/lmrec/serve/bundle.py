@@ -14,7 +14,9 @@
     rules.json | rules.toml   optional business rules (see `lmrec.serve.service.Rules`)
     bundle.json               written last, so a folder without it is an unfinished bundle:
                               format, format_version, model, model_version (creation time + a
-                              content hash of the other files), created_at, lmrec_version,
+                              content hash of the other files), content_sha256 (that hash),
+                              files (name -> sha256 of each file, checked on every load:
+                              `lmrec.integrity`), created_at, lmrec_version,
                               n_users, n_items, n_events, index ("index" or null),
                               item_roles (attribute column -> role, for filters and diversity);
                               after an erasure also redactions (users forgotten so far) and
@@ -22,17 +24,17 @@
 
 No pickle anywhere: arrays are .npz with `allow_pickle=False`, tables are Parquet.
 
-Erasure (`redact_bundle`, behind `DELETE /v1/users/{id}`): a training user's history row, seen
-items and per-user learned rows (`Recommender.redact_users`) are emptied in the files, which are
-written next to the old ones and swapped in with `os.replace`, bundle.json last with a new
-content hash and so a new model_version. Internal indices must not shift, so the user's
-external id stays in the id vocabularies (arrays.npz and histories.npz user_ids) until the
-model is retrained: a placeholder would break the sorted vocabulary's binary search, and
-integer ids have no free value to put there. The id then maps to nothing: `redacted` marks it,
-and the service treats it as an unknown user. Item-side state learned from the user's data
-(item factors, item similarities, network weights, item popularity in the model's own
-scores) stays until retraining; so do copies outside this folder (older bundles, the training
-dataset), which are the operator's to purge before retraining.
+Erasure (`redact_bundle` in `lmrec.serve.erasure`, behind `DELETE /v1/users/{id}`): a training
+user's history row, seen items and per-user learned rows (`Recommender.redact_users`) are
+emptied in the files, which are written next to the old ones and swapped in with `os.replace`,
+bundle.json last with new digests and so a new model_version. Internal indices must not
+shift, so the user's external id stays in the id vocabularies (arrays.npz and histories.npz
+user_ids) until the model is retrained: a placeholder would break the sorted vocabulary's
+binary search, and integer ids have no free value to put there. The id then maps to nothing:
+`redacted` marks it, and the service treats it as an unknown user. Item-side state learned
+from the user's data (item factors, item similarities, network weights, item popularity in the
+model's own scores) stays until retraining; so do copies outside this folder (older bundles,
+the training dataset), which are the operator's to purge before retraining.
 
 Locking: writers of one folder (`write_bundle`, `redact_bundle`, in any process) take its lock
 (`.lock`) exclusively and readers (`load_bundle`) in shared mode, so a reload never reads a mix
@@ -42,7 +44,6 @@ of old and new files. Writers also write every file under a temporary name and m
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -61,9 +62,10 @@ import polars as pl
 from lmrec import __version__
 from lmrec.data.dataset import Dataset, Sequences
 from lmrec.data.vocab import IdVocabulary
-from lmrec.errors import InputError, Location
+from lmrec.errors import InputError, LmrecError, Location
+from lmrec.integrity import IntegrityError, read_failure, read_npz, sha256_files, verify_manifest
 from lmrec.jsonfile import read_json
-from lmrec.models.base import EmbeddingScorer, Recommender, ids_array, kept_entries
+from lmrec.models.base import ARRAYS_FILE, EmbeddingScorer, Recommender, ids_array
 from lmrec.serve.retrieval import DEFAULT_ANN_THRESHOLD
 
 BUNDLE_FORMAT = "lmrec-bundle"
@@ -74,6 +76,9 @@ ITEMS_FILE = "items.parquet"
 INDEX_DIR = "index"
 RULES_FILES = ("rules.json", "rules.toml")
 LOCK_FILE = ".lock"
+CONFIG_FILE = "config.json"
+HISTORY_ARRAYS = ("indptr", "items", "events", "timestamps", "event_types", "user_ids",
+                  "item_ids")  # histories.npz (+ `redacted` since erasure exists)
 
 
 @dataclass(frozen=True)
@@ -153,11 +158,11 @@ def _write_bundle(model: Recommender, dataset: Dataset, folder: Path, tmp: Path,
     shutil.rmtree(folder / INDEX_DIR, ignore_errors=True)  # a directory cannot be replaced
     for entry in sorted(tmp.iterdir()):
         if entry.is_file():
-            _fsync(entry)
+            fsync_file(entry)
         os.replace(entry, folder / entry.name)
-    _fsync_dir(folder)
+    fsync_dir(folder)
     created = time.time()
-    digest = _content_hash(folder, index_name)
+    digest, files = sha256_files(bundle_files(folder, index_name))
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(created))
     meta = {
         "format": BUNDLE_FORMAT,
@@ -166,6 +171,7 @@ def _write_bundle(model: Recommender, dataset: Dataset, folder: Path, tmp: Path,
         "model": model.name,
         "model_version": f"{model.name}-{stamp}-{digest[:12]}",
         "content_sha256": digest,
+        "files": files,
         "created_at": created,
         "n_users": dataset.n_users,
         "n_items": dataset.n_items,
@@ -175,9 +181,9 @@ def _write_bundle(model: Recommender, dataset: Dataset, folder: Path, tmp: Path,
         "embedding_scorer": isinstance(model, EmbeddingScorer),
     }
     (tmp / BUNDLE_FILE).write_text(json.dumps(meta, indent=2))
-    _fsync(tmp / BUNDLE_FILE)
+    fsync_file(tmp / BUNDLE_FILE)
     os.replace(tmp / BUNDLE_FILE, folder / BUNDLE_FILE)
-    _fsync_dir(folder)
+    fsync_dir(folder)
     return folder
 
 
@@ -199,19 +205,54 @@ def read_bundle_meta(folder: str | Path) -> dict[str, Any]:
 
 def load_bundle(folder: str | Path) -> Bundle:
     """Load a bundle written by `write_bundle` (the model, items, histories, index), holding
-    its lock in shared mode so that no writer changes files in between."""
+    its lock in shared mode so that no writer changes files in between.
+
+    Every file is first checked against bundle.json's digests (`verify_bundle`); a damaged
+    file, or one whose arrays do not fit the rest, raises an InputError naming it."""
     folder = Path(folder)
     read_bundle_meta(folder)  # a clear error for a folder that is not a bundle
     with bundle_lock(folder, shared=True):
         return _load_bundle(folder)
 
 
+def verify_bundle(folder: str | Path, meta: dict[str, Any] | None = None) -> None:
+    """Check the bundle's files against bundle.json: each file's sha256 (`files`), and that
+    no file of the bundle is missing from the list; IntegrityError names the first file that
+    does not match. Bundles written before per-file digests are checked as a whole against
+    `content_sha256`, which cannot tell which file changed."""
+    folder = Path(folder)
+    meta = meta if meta is not None else read_bundle_meta(folder)
+    files = meta.get("files")
+    if files is not None:
+        if not isinstance(files, dict):
+            raise IntegrityError(folder, BUNDLE_FILE, "`files` must map names to sha256 digests")
+        for name, _ in bundle_files(folder, meta.get("index")):
+            if name not in files:
+                raise IntegrityError(folder, name, f"not part of the bundle as written (not in "
+                                     f"{BUNDLE_FILE}'s files)")
+        verify_manifest(folder, files)
+        return
+    if "content_sha256" in meta:
+        try:
+            digest, _ = sha256_files(bundle_files(folder, meta.get("index")))
+        except OSError as exc:
+            raise IntegrityError(folder, BUNDLE_FILE, f"a file of the bundle cannot be read "
+                                 f"({exc.strerror or exc})") from exc
+        if digest != meta["content_sha256"]:
+            raise IntegrityError(folder, BUNDLE_FILE, "the bundle's files do not match its "
+                                 "content_sha256 (a bundle without per-file digests: which file "
+                                 "changed cannot be told)")
+
+
 def _load_bundle(folder: Path) -> Bundle:
     meta = read_bundle_meta(folder)  # again, under the lock
-    model = Recommender.load(folder)
-    items = pl.read_parquet(folder / ITEMS_FILE)
-    with np.load(folder / HISTORIES_FILE, allow_pickle=False) as z:
-        arrays = {k: z[k] for k in z.files}
+    verify_bundle(folder, meta)
+    model = Recommender.load(folder, verify=False)  # verified just now
+    try:
+        items = pl.read_parquet(folder / ITEMS_FILE)
+    except Exception as exc:  # polars and pyarrow raise their own errors for a bad file
+        raise read_failure(folder / ITEMS_FILE, exc) from exc
+    arrays = read_npz(folder / HISTORIES_FILE, HISTORY_ARRAYS)
     seqs = Sequences(arrays["indptr"], arrays["items"], arrays["events"], arrays["timestamps"],
                      tuple(str(t) for t in arrays["event_types"]))
     if (seqs.indptr.size != len(model.users_) + 1 or items.height != len(model.items_)
@@ -219,11 +260,20 @@ def _load_bundle(folder: Path) -> Bundle:
             or not _same_ids(arrays["item_ids"], model.items_)):
         raise InputError("the bundle's files do not belong together (id vocabularies differ)",
                          location=Location(str(folder)))
+    if not (seqs.indptr[0] == 0 and seqs.indptr[-1] == seqs.items.size
+            == seqs.events.size == seqs.timestamps.size):
+        raise IntegrityError(folder, HISTORIES_FILE, "damaged: the histories' arrays do not "
+                             "fit each other")
     index = None
     if meta.get("index"):
         from lmrec.serve.retrieval import ItemIndex
 
-        index = ItemIndex.load(folder / meta["index"])
+        try:
+            index = ItemIndex.load(folder / meta["index"])
+        except LmrecError:
+            raise
+        except Exception as exc:  # faiss reading a damaged file
+            raise read_failure(folder / meta["index"], exc) from exc
     redacted = arrays.get("redacted")  # absent in bundles written before erasure existed
     if redacted is not None and redacted.shape != (len(model.users_),):
         raise InputError("histories.npz: `redacted` must have one entry per user",
@@ -244,57 +294,11 @@ class Redaction:
 
 
 def redact_bundle(folder: str | Path, users: Sequence[Any]) -> Redaction:
-    """Forget training users in the bundle at `folder` (external ids; others are ignored).
+    """Forget training users in the bundle at `folder` (external ids; others are ignored); see
+    `lmrec.serve.erasure.redact_bundle`."""
+    from lmrec.serve.erasure import redact_bundle as redact
 
-    Their histories.npz row and seen items are emptied and their per-user learned rows zeroed
-    (`Recommender.redact_users`); `redacted` marks them. The changed files are written in a
-    temporary folder inside `folder`, flushed to disk and moved over the old ones with
-    `os.replace`, then bundle.json (new content hash and model_version, `redactions` counted
-    up). A reader that loads in between gets a consistent, partly redacted bundle under the
-    old model_version. Holds the folder's lock, and reads the files again under it, so that
-    concurrent erasures (threads or worker processes) compose.
-    """
-    folder = Path(folder)
-    read_bundle_meta(folder)  # refuse a folder that is not a bundle before touching it
-    with bundle_lock(folder):
-        meta = read_bundle_meta(folder)  # again: another writer may have changed it
-        model = Recommender.load(folder)
-        with np.load(folder / HISTORIES_FILE, allow_pickle=False) as z:
-            hist = {k: z[k] for k in z.files}
-        redacted = np.array(hist.get("redacted", np.zeros(len(model.users_), dtype=bool)))
-        idx = model.users_.index(list(users)) if len(users) else np.empty(0, np.int64)
-        idx = np.unique(idx[idx >= 0])
-        idx = idx[~redacted[idx]]
-        if idx.size == 0:
-            return Redaction(meta, 0)
-        model.redact_users(idx)
-        indptr, keep = kept_entries(hist["indptr"], idx)
-        for key in ("items", "events", "timestamps"):
-            hist[key] = hist[key][keep]
-        hist["indptr"] = indptr
-        redacted[idx] = True
-        hist["redacted"] = redacted
-        tmp = Path(tempfile.mkdtemp(prefix=".redact-", dir=folder))
-        try:
-            model.save(tmp)  # its config.json is not used: the config has not changed
-            np.savez(tmp / HISTORIES_FILE, allow_pickle=False, **hist)
-            for name in ("arrays.npz", HISTORIES_FILE):
-                _fsync(tmp / name)
-                os.replace(tmp / name, folder / name)
-            _fsync_dir(folder)
-            digest = _content_hash(folder, meta.get("index"))
-            stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(meta["created_at"]))
-            meta = {**meta, "model_version": f"{meta['model']}-{stamp}-{digest[:12]}",
-                    "content_sha256": digest,
-                    "redactions": int(meta.get("redactions", 0)) + int(idx.size),
-                    "redacted_at": time.time()}
-            (tmp / BUNDLE_FILE).write_text(json.dumps(meta, indent=2))
-            _fsync(tmp / BUNDLE_FILE)
-            os.replace(tmp / BUNDLE_FILE, folder / BUNDLE_FILE)
-            _fsync_dir(folder)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-    return Redaction(meta, int(idx.size))
+    return redact(folder, users)
 
 
 class _SharedLock:
@@ -388,12 +392,12 @@ def _lock_file(path: Path, shared: bool) -> Iterator[BinaryIO | None]:
         yield f
 
 
-def _fsync(path: Path) -> None:
+def fsync_file(path: Path) -> None:
     with path.open("rb") as f:
         os.fsync(f.fileno())
 
 
-def _fsync_dir(folder: Path) -> None:
+def fsync_dir(folder: Path) -> None:
     """Make renames in `folder` durable (a no-op where directories cannot be opened)."""
     try:
         fd = os.open(folder, os.O_RDONLY)
@@ -413,20 +417,18 @@ def find_rules(folder: Path) -> Path | None:
     return None
 
 
-def _content_hash(folder: Path, index_name: str | None) -> str:
-    """sha256 over the bundle's files (names and bytes), in a fixed order."""
-    names = ["config.json", "arrays.npz", ITEMS_FILE, HISTORIES_FILE]
-    paths = [folder / n for n in names]
-    paths += [folder / n for n in RULES_FILES if (folder / n).exists()]
+def bundle_files(folder: Path, index_name: str | None,
+                 replaced: dict[str, Path] | None = None) -> list[tuple[str, Path]]:
+    """The bundle's files (all but bundle.json) in the order of its content hash, as (name
+    relative to the folder, path); `replaced` maps names to the temporary files about to take
+    their place."""
+    names = [CONFIG_FILE, ARRAYS_FILE, ITEMS_FILE, HISTORIES_FILE]
+    names += [n for n in RULES_FILES if (folder / n).exists()]
     if index_name:
-        paths += sorted(p for p in (folder / index_name).rglob("*") if p.is_file())
-    h = hashlib.sha256()
-    for p in paths:
-        h.update(str(p.relative_to(folder)).encode())
-        with p.open("rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                h.update(chunk)
-    return h.hexdigest()
+        names += sorted(p.relative_to(folder).as_posix()
+                        for p in (folder / index_name).rglob("*") if p.is_file())
+    replaced = replaced or {}
+    return [(n, replaced.get(n, folder / n)) for n in names]
 
 
 def _same_ids(arr: np.ndarray, vocab: IdVocabulary) -> bool:

@@ -23,6 +23,12 @@ fraction, doubled until k results survive. When that fetch would visit about as 
 as the allowed subset holds (a very selective filter), the rows are answered by exact search
 over the allowed subset instead, so a query always returns k items when k remain.
 
+Ties: equal scores go to the smaller item index (`lmrec.models.base.top_k`). Equal vectors
+must then score exactly alike, which a BLAS product does not promise: its kernels sum a
+column's products in an order that depends on where the column falls in the blocking, so two
+copies of one vector can differ in the last bit and come back in either order. Exact search
+therefore scores each set of identical item vectors once and gives that score to all of them.
+
 Threads: the build uses all cores (`threads`); searches run on `search_threads` OpenMP threads
 (1 by default: one request per server worker thread; the setting is per calling thread).
 
@@ -36,7 +42,7 @@ import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import numpy as np
 
@@ -75,6 +81,7 @@ class ItemIndex:
         self._faiss = faiss_index
         self.params = dict(params or {})
         self.search_threads = 1
+        self._dups: _Duplicates | bool | None = False  # False: not looked for yet
 
     # --- construction -----------------------------------------------------------------
     @classmethod
@@ -218,6 +225,7 @@ class ItemIndex:
         for start in range(0, rows.size, block):
             r = rows[start : start + block]
             scores = q[r] @ vecs.T  # (len(r), m)
+            self._tie_duplicates(q[r], scores, subset)
             if blank is not None:
                 scores[:, blank] = -np.inf
             if excl is not None:
@@ -232,6 +240,24 @@ class ItemIndex:
                 idx = np.where(idx >= 0, subset[np.maximum(idx, 0)], -1)
             out_i[r, : idx.shape[1]] = idx
             out_s[r, : idx.shape[1]] = vals
+
+    def _tie_duplicates(self, q: np.ndarray, scores: np.ndarray,
+                        subset: np.ndarray | None) -> None:
+        """Give the items of each set of identical vectors one score, computed once, in
+        `scores` (len(q), n_items), or (len(q), len(subset)) over the items `subset`."""
+        if self._dups is False:
+            self._dups = _find_duplicates(self._vectors)
+        dups = self._dups
+        if not isinstance(dups, _Duplicates):
+            return
+        cols, group = dups.items, dups.group
+        if subset is not None:  # the duplicates among the scored items, by position
+            pos = np.minimum(np.searchsorted(subset, cols), subset.size - 1)
+            hit = subset[pos] == cols
+            cols, group = pos[hit], group[hit]
+            if not cols.size:
+                return
+        scores[:, cols] = (q @ dups.vectors.T)[:, group]
 
     def _search_hnsw(self, q: np.ndarray, k: int, excl: list[np.ndarray] | None,
                      allow: np.ndarray | None, out_i: np.ndarray, out_s: np.ndarray) -> None:
@@ -259,6 +285,7 @@ class ItemIndex:
             f = int(fetch[pending].max())
             params = faiss.SearchParametersHNSW(efSearch=max(self.ef_search, f))
             _, cand = self._faiss.search(q[pending], f, params=params)  # (P, f), -1 padded
+            cand.sort(axis=1)  # by item index, so that ties go to the smaller one
             valid = cand >= 0
             if allow is not None:
                 valid &= allow[np.maximum(cand, 0)]
@@ -373,6 +400,40 @@ class ItemIndex:
 
 
 # --- helpers ----------------------------------------------------------------------------
+class _Duplicates(NamedTuple):
+    """Items whose vector equals another item's, bit for bit."""
+
+    items: np.ndarray  # (m,) their indices, ascending
+    group: np.ndarray  # (m,) which set of identical vectors each is in, 0..G-1
+    vectors: np.ndarray  # (G, d) each set's vector
+
+
+def _find_duplicates(vecs: np.ndarray) -> _Duplicates | None:
+    """The sets of identical rows of `vecs` (n, d) float32, None when all differ: rows are
+    hashed (exactly, on their bits), then rows sharing a hash are compared."""
+    n, d = vecs.shape
+    mult = np.random.default_rng(0).integers(1, 2**62, d, dtype=np.uint64) | np.uint64(1)
+    hashes = np.empty(n, np.uint64)
+    for start in range(0, n, _ADD_CHUNK):
+        rows = vecs[start : start + _ADD_CHUNK] + np.float32(0)  # -0.0 becomes 0.0
+        hashes[start : start + rows.shape[0]] = (rows.view(np.uint32).astype(np.uint64)
+                                                 * mult).sum(axis=1)
+    order = np.argsort(hashes, kind="stable")
+    same = hashes[order][1:] == hashes[order][:-1]
+    if not same.any():
+        return None
+    cand = np.sort(order[np.r_[same, False] | np.r_[False, same]])
+    rows = np.ascontiguousarray(vecs[cand] + np.float32(0))
+    _, inverse, counts = np.unique(rows.view(np.dtype((np.void, 4 * d))).ravel(),
+                                   return_inverse=True, return_counts=True)
+    keep = counts[inverse] > 1
+    if not keep.any():
+        return None
+    items = cand[keep]
+    _, first, group = np.unique(inverse[keep], return_index=True, return_inverse=True)
+    return _Duplicates(items, group.astype(np.int64), np.ascontiguousarray(vecs[items[first]]))
+
+
 def _as_matrix(x: np.ndarray, name: str) -> np.ndarray:
     arr = np.asarray(x)
     if arr.ndim != 2:

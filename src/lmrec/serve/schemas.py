@@ -1,10 +1,13 @@
 """Request and response bodies of the HTTP API (pydantic; unknown fields are refused).
 
 Ids travel as JSON strings or integers and are handled as strings inside the service (the
-store keeps TEXT ids; integer vocabularies are matched by value, so "196" and 196 are the same
-user). Text fields refuse control characters, which no id needs and PostgreSQL TEXT cannot hold
-(NUL). User and item ids also refuse "/": routes decode %2F, so such an id could be stored but
-never read or deleted through /v1/users/{user} or /v1/items/{item}.
+store keeps TEXT ids; an integer vocabulary matches 196 and "196", but not "0196": see
+`IdVocabulary.canonical`). Ids and behaviour types follow the rules `data prepare` applies
+(`lmrec.ids`): ids without whitespace at either end, control or bidirectional-formatting
+characters; types of printable text (`浏览` included). Other text fields refuse control
+characters, which PostgreSQL TEXT cannot hold (NUL). User and item ids also refuse "/": routes
+decode %2F, so such an id could be stored but never read or deleted through /v1/users/{user} or
+/v1/items/{item}.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -20,6 +24,8 @@ from pydantic import (
     ValidationInfo,
 )
 
+from lmrec.ids import MAX_EVENT_TYPE_LENGTH, event_type_problem, id_problem
+
 MAX_ID_LENGTH = 256
 MAX_HISTORY = 1_000  # items in an anonymous visitor's history
 MAX_K = 1_000
@@ -27,11 +33,21 @@ TEXT_PATTERN = r"^[^\x00-\x1f\x7f]+$"
 _ID_TEXT = r"^[^\x00-\x1f\x7f/]+$"
 
 
-def _no_slash(value: Any, info: ValidationInfo) -> Any:
-    """One clear error for a "/" in an id (the pattern alone would report every union arm)."""
-    if isinstance(value, str) and "/" in value:
-        raise ValueError(f"{info.field_name}: an id may not contain '/' (it could not be used "
-                         "in a URL path)")
+def _id_text(value: Any, info: ValidationInfo) -> Any:
+    """One clear error for an id string that `lmrec.ids` or a URL path cannot take (the
+    pattern alone would report every union arm)."""
+    if isinstance(value, str):
+        problem = id_problem(value) or ("an id may not contain '/' (it could not be used in a "
+                                        "URL path)" if "/" in value else None)
+        if problem:
+            raise ValueError(f"{info.field_name}: {problem}" if info.field_name else problem)
+    return value
+
+
+def _event_type(value: str) -> str:
+    problem = event_type_problem(value)
+    if problem:
+        raise ValueError(problem)
     return value
 
 
@@ -41,9 +57,12 @@ Text = Annotated[str, StringConstraints(min_length=1, max_length=MAX_ID_LENGTH,
 Id = Annotated[
     Annotated[str, StringConstraints(min_length=1, max_length=MAX_ID_LENGTH, pattern=_ID_TEXT)]
     | Annotated[int, Field(ge=-(2**63) + 1, le=2**63 - 1)],
-    BeforeValidator(_no_slash)]
-EventType = Annotated[str, StringConstraints(min_length=1, max_length=64,
-                                             pattern=r"^[A-Za-z0-9_.:-]+$")]
+    BeforeValidator(_id_text)]
+# a user or item id in a URL path (a "/" cannot reach it)
+PathIdText = Annotated[str, BeforeValidator(_id_text)]
+# printable text, e.g. "view", "add to cart", "浏览" (lmrec.ids.event_type_problem)
+EventType = Annotated[str, StringConstraints(min_length=1, max_length=MAX_EVENT_TYPE_LENGTH),
+                      AfterValidator(_event_type)]
 # a filter "column:value"; "column:a|b" matches either value
 Filter = Annotated[str, StringConstraints(min_length=3, max_length=512,
                                           pattern=r"^[^\x00-\x1f\x7f:]+:[^\x00-\x1f\x7f]+$")]
@@ -114,6 +133,10 @@ class SimilarItems(BaseModel):
 class IngestResponse(BaseModel):
     accepted: int = Field(description="events stored now (durable before this answer)")
     duplicates: int = Field(description="events whose (user, event_id) was already stored")
+    unknown_items: int = Field(
+        0, description="accepted events whose item is not in the served model's catalogue: "
+        "stored all the same (a retrained model learns them), but no recommendation can use "
+        "them until then")
 
 
 class ForgetResponse(BaseModel):

@@ -27,10 +27,11 @@ behaviour-weighted models give it weight 1.0, sequential models with behaviour e
 it their padding/unknown token, and its explanation names no behaviour ("because of X in your
 history").
 
-Erasure (`Service.forget`): the user's events and cached state leave the store; when the bundle
-was trained on the user, `redact_bundle` also empties their training history, seen items and
-per-user learned rows in the bundle's files, and the service swaps in the redacted bundle
-before answering (other workers follow within `BundleSync.interval`). A redacted id stays in
+Erasure (`Service.forget`, all or nothing: `lmrec.serve.erasure`): the user's events and cached
+state leave the store; when the bundle was trained on the user, `redact_bundle` also empties
+their training history, seen items and per-user learned rows in the bundle's files, and the
+service swaps in the redacted bundle before answering (other workers follow within
+`BundleSync.interval`). A redacted id stays in
 the vocabulary but is served as an unknown user: their recommendations are those of a stranger,
 and a later event from the same id starts a new user from scratch.
 
@@ -48,14 +49,16 @@ co-occurrence.
 Explanations: for each recommended item, the history item (of the latest 50 distinct ones) with
 the largest affinity to it: embedding cosine, else the score the model gives the item from a
 history of that single item (for EASE and the neighbour models, exactly that item's
-contribution to the score), else co-occurrence cosine.
+contribution to the score), else co-occurrence cosine. A ranking that is the same for everyone
+(a `history_independent` model such as popularity, or the most-popular fallback) is explained as
+such, by no history item (`lmrec.serve.explain`). An empty answer to a filtered request has a
+note naming the filter that left nothing.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import re
 import threading
 import time
 import tomllib
@@ -73,11 +76,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from lmrec import columns as C
 from lmrec.columns import Role
 from lmrec.data.dataset import Sequences
-from lmrec.data.vocab import IdVocabulary
 from lmrec.errors import ConfigError, InputError, LmrecError, Location
 from lmrec.jsonfile import read_json
 from lmrec.models.base import EmbeddingScorer, as_sequences, top_k
-from lmrec.serve.bundle import Bundle, bundle_lock, find_rules, load_bundle, redact_bundle
+from lmrec.serve.bundle import Bundle, find_rules, load_bundle
+from lmrec.serve.explain import POPULAR_REASON, UNKNOWN_EVENT, empty_filter_note, history_reason
 from lmrec.serve.store import EventIn, EventStore, IngestResult, StoredEvent
 
 log = logging.getLogger("lmrec.serve")
@@ -88,14 +91,7 @@ EXPLAIN_HISTORY = 50  # distinct recent history items considered for an explanat
 MMR_POOL = 50  # at least this many candidates for diversity re-ranking
 BOOST_OVERFETCH = 4
 MAX_CACHED_FILTERS = 256
-_INT_ID = re.compile(r"[+-]?[0-9]{1,19}")
-# The behaviour-type name of live events whose type the bundle was not trained on; no type sent
-# to the API can take it (types are [A-Za-z0-9_.:-]+).
-UNKNOWN_EVENT = "\x1funknown"
-_VERBS = {"view": "viewed", "pv": "viewed", "click": "clicked", "cart": "added to your cart",
-          "add_to_cart": "added to your cart", "purchase": "bought", "buy": "bought",
-          "order": "ordered", "favourite": "liked", "favorite": "liked", "fav": "liked",
-          "like": "liked", "rating": "rated"}
+FOLLOW_RETRY_S = 60.0  # after a failed follow, the next try waits this long
 
 
 class QueryError(LmrecError):
@@ -239,14 +235,14 @@ class Engine:
     def user_key(self, raw: Any) -> tuple[str, Any, int]:
         """(store key, public id, internal index or -1) of an external user id; -1 also for
         a training user redacted from the bundle (served as an unknown user)."""
-        key, public = _canonical(self.bundle.users, raw)
+        key, public = self.bundle.users.canonical(raw)
         idx = int(self.bundle.users.index([key])[0])
         if idx >= 0 and self._redacted is not None and self._redacted[idx]:
             idx = -1
         return key, public, idx
 
     def item_key(self, raw: Any) -> str:
-        return _canonical(self.bundle.item_ids, raw)[0]
+        return self.bundle.item_ids.canonical(raw)[0]
 
     def item_indices(self, raw: Sequence[Any]) -> np.ndarray:
         """(n,) internal indices of external item ids, -1 where unknown."""
@@ -296,8 +292,9 @@ class Engine:
         allowed = self._allowed(query.filters)
         pool = max(MMR_POOL, 4 * k) if query.diversity > 0 else k
         note = None
+        popular = self.model.history_independent  # the same ranking for everyone
         if hist.items.size == 0:
-            note = "no history yet: the most popular items"
+            note, popular = "no history yet: the most popular items", True
             idx, scores = self._top(self.model.popularity_, pool, seen, allowed)
         elif self.embedding:
             if user_idx >= 0 and n_live == 0:
@@ -314,14 +311,18 @@ class Engine:
             idx, scores = self._top(self.model.score(np.array([user_idx]))[0], pool, seen,
                                     allowed)
         else:
-            note = "this model cannot score a new history: the most popular items"
+            note, popular = "this model cannot score a new history: the most popular items", True
             idx, scores = self._top(self.model.popularity_, pool, seen, allowed)
         if query.diversity > 0:
             idx, scores = self._mmr(idx, scores, k, query.diversity)
         idx, scores = idx[:k], scores[:k]
         because: list[tuple[Any, str | None]] = [(None, None)] * idx.size
-        if query.explain and hist.items.size and idx.size:
-            because = self._explain(hist, idx)
+        if query.explain and idx.size:
+            because = [(None, POPULAR_REASON)] * idx.size if popular else self._explain(hist, idx)
+        if not idx.size:
+            why = empty_filter_note(query.filters, self.filter_mask, self._rule_allowed,
+                                    query.exclude_seen)
+            note = "; ".join(n for n in (note, why) if n) or None
         items = [Scored(self.external_item(i), round(float(s), 6), b, r)
                  for i, s, (b, r) in zip(idx, scores, because, strict=True)]
         return items, note
@@ -479,7 +480,7 @@ class Engine:
         if self._norms is not None:
             t = self._unit(np.arange(self.n_items) if targets is None else targets)
             return self._unit(src) @ t.T
-        if self.model.scores_from_history:
+        if self.model.scores_from_history and not self.model.history_independent:
             s = self.model.score_histories(as_sequences([np.array([i]) for i in src]))
             return s if targets is None else s[:, targets]
         return self._cooc_cosine(src, targets)
@@ -528,14 +529,10 @@ class Engine:
                 continue
             item = int(src[b])
             etype = hist.event_types[src_events[b]] if hist.event_types else UNKNOWN_EVENT
-            out.append((self.external_item(item), self._reason(item, etype)))
+            label = self._labels[item] if self._labels is not None else str(
+                self.external_item(item))
+            out.append((self.external_item(item), history_reason(label, etype)))
         return out
-
-    def _reason(self, item: int, event_type: str) -> str:
-        label = self._labels[item] if self._labels is not None else str(self.external_item(item))
-        # an event of a type unseen in training has no verb we could vouch for
-        verb = None if event_type == UNKNOWN_EVENT else _VERBS.get(event_type.lower())
-        return f"because you {verb} {label}" if verb else f"because of {label} in your history"
 
 
 # --- the service: store + the engine served now -------------------------------------------------
@@ -588,45 +585,24 @@ class Service:
         return eng.external_item(idx), eng.similar(idx, k), eng.model_version
 
     def ingest(self, events: Sequence[EventIn]) -> IngestResult:
-        """Store events (durable when this returns); ids are stored in canonical form."""
+        """Store events (durable when this returns); ids are stored in canonical form. The
+        result's `counted`: accepted events whose item the served bundle does not know (kept
+        for retraining, unused until then)."""
         eng = self._engine
-        # canonical ids only: a vocabulary lookup per event would cost more than the insert
         users, items = eng.bundle.users, eng.bundle.item_ids
-        canon = [EventIn(_canonical(users, e.user)[0], _canonical(items, e.item)[0], e.type,
+        canon = [EventIn(users.canonical(e.user)[0], items.canonical(e.item)[0], e.type,
                          e.timestamp, e.event_id, e.value) for e in events]
-        return self.store.add_events(canon)
+        distinct = list({e.item for e in canon})  # one lookup per distinct item
+        unknown = {i for i, x in zip(distinct, items.index(distinct), strict=True) if x < 0}
+        return self.store.add_events(canon, count_items=unknown)
 
     def forget(self, raw_user: Any) -> Forgotten:
-        """Erase a user: their events and cached state in the store and, when the served
-        bundle was trained on them, their rows in the bundle (`redact_bundle`).
+        """Erase a user, all or nothing: their events and cached state in the store and, when
+        the served bundle was trained on them, their rows in the bundle on disk and in memory
+        (`lmrec.serve.erasure`). ErasureFailed when it failed and nothing was erased."""
+        from lmrec.serve.erasure import forget
 
-        The store goes first, so a failing bundle write (e.g. a read-only folder) leaves the
-        store erased and raises: asking again finishes the job. The bundle the user was found
-        in is redacted; so is the bundle served by the time the reload lock is held, when a
-        reload swapped in another one meanwhile that holds the user. The served bundle's
-        redacted version is swapped in (and published to the other workers) under the reload
-        lock and the bundle's lock, so a reload is never reverted and the order of versions
-        published is the order of the writes.
-        """
-        eng = self._engine
-        key, public, u = eng.user_key(raw_user)
-        deleted = self.store.delete_user(key)
-        if u < 0:
-            return Forgotten(public, deleted.events, deleted.audit_id, False, False,
-                             eng.model_version)
-        with self._reload_lock:
-            served = self._engine  # the same bundle, or one an admin reload swapped in since
-            if served.bundle.path != eng.bundle.path:
-                redact_bundle(eng.bundle.path, [key])  # no longer served, still on disk
-            if served.user_key(key)[2] >= 0:
-                path = served.bundle.path
-                with bundle_lock(path):
-                    redaction = redact_bundle(path, [key])
-                    if redaction.model_version != served.model_version:
-                        # the redacted bundle, or one another worker redacted further
-                        served = self._swap(path)
-        return Forgotten(public, deleted.events, deleted.audit_id, True,
-                         served.user_key(key)[2] < 0, served.model_version)
+        return forget(self, raw_user)
 
     def reload(self, path: str | Path | None = None, *, publish: bool = True) -> tuple[str, str]:
         """Load a bundle (the current one again when `path` is None) and swap it in.
@@ -671,6 +647,8 @@ class Service:
             self.reload(path, publish=False)
         except Exception:  # a bad bundle must not take the worker down; the old one stays
             log.exception("could not follow the bundle another worker loaded")
+            # not again at every check: each try reads (and hashes) the whole bundle
+            self._next_sync = time.monotonic() + FOLLOW_RETRY_S
 
     def close(self) -> None:
         self.store.close()
@@ -690,10 +668,14 @@ class BundleSync:
         self.interval = interval
 
     def publish(self, path: Path, version: str) -> None:
+        self.store.put_state(SYSTEM_USER, POINTER_KEY, self.pointer(path, version))
+
+    @staticmethod
+    def pointer(path: Path, version: str) -> bytes:
+        """The value `publish` stores (an erasure writes it in its own transaction)."""
         # resolved: another server process may run in another working directory
-        doc = {"path": str(Path(path).resolve()), "model_version": version,
-               "set_at": time.time()}
-        self.store.put_state(SYSTEM_USER, POINTER_KEY, json.dumps(doc).encode())
+        return json.dumps({"path": str(Path(path).resolve()), "model_version": version,
+                           "set_at": time.time()}).encode()
 
     def wanted(self) -> tuple[str, str] | None:
         raw = self.store.get_state(SYSTEM_USER, POINTER_KEY)
@@ -714,16 +696,6 @@ def build_engine(path: Path, rules_path: Path | None = None) -> Engine:
 
 
 # --- helpers ---------------------------------------------------------------------------------
-def _canonical(vocab: IdVocabulary, raw: Any) -> tuple[str, Any]:
-    """(store key, public id): integer vocabularies match "0196", " 196" and 196 alike."""
-    s = str(raw)
-    if vocab.dtype == pl.Int64 and _INT_ID.fullmatch(s.strip()):
-        v = int(s.strip())
-        if -(2**63) < v < 2**63:
-            return str(v), v
-    return s, s
-
-
 def _top1(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Top-k of one (n,) score vector, -inf entries left out."""
     idx, vals = top_k(scores[None, :], k)

@@ -8,8 +8,10 @@ Four tables, the same in both back ends (ids are TEXT, times epoch seconds as fl
                       idempotency key, per user, so clients may each number events from 1
                       index on (user_id, ts, seq): a user's history in time order
     lmrec_user_state  user_id, key, value (bytes), updated_at     a small per-user cache
-    lmrec_deletions   audit_id, deleted_at, events_removed, state_removed
-                      the erasure audit: no user id and no hash of one
+    lmrec_deletions   audit_id, deleted_at, events_removed, state_removed, outcome
+                      the erasure audit: no user id and no hash of one; outcome "erased",
+                      or "rolled_back" for an erasure that failed and changed nothing
+                      (schema version 2; a version 1 database gains the column on open)
 
 A history is ordered by event time, then by arrival (`seq`), so clients may send late events
 and events that share a timestamp keep the order they were sent in.
@@ -17,6 +19,7 @@ and events that share a timestamp keep the order they were sent in.
 
 from __future__ import annotations
 
+import logging
 import math
 import re
 import secrets
@@ -24,6 +27,7 @@ import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Set as AbstractSet
 from contextlib import AbstractContextManager, contextmanager, suppress
 from dataclasses import dataclass
 from typing import Any, Generic, Self, TypeVar
@@ -31,7 +35,10 @@ from urllib.parse import urlsplit, urlunsplit
 
 from lmrec.errors import ConfigError, InputError, LmrecError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: lmrec_deletions.outcome
+ERASED, ROLLED_BACK = "erased", "rolled_back"  # lmrec_deletions.outcome
+
+log = logging.getLogger("lmrec.serve.store")
 TABLES = ("lmrec_schema", "lmrec_events", "lmrec_user_state", "lmrec_deletions")
 EVENT_COLUMNS = "seq, user_id, item_id, type, ts, event_id, value"  # a StoredEvent's row
 MAX_STATE_BYTES = 1 << 20  # the per-user cache holds small blobs, not documents
@@ -76,12 +83,23 @@ class StoredEvent:
 class IngestResult:
     accepted: int  # newly stored events
     duplicates: int  # events whose (user, event_id) was already stored (or repeated in the batch)
+    counted: int = 0  # accepted events whose item is one of `add_events`' `count_items`
 
 
 @dataclass(frozen=True)
 class DeleteResult:
     events: int  # event rows removed
     audit_id: int  # the random id of the audit row (which holds no personal data)
+
+
+@dataclass(frozen=True)
+class StateWriter:
+    """Writes cache entries inside an open transaction (see `EventStore.delete_user`)."""
+
+    _put: Callable[[str, str, bytes], None]
+
+    def put_state(self, user: str, key: str, value: bytes) -> None:
+        self._put(user, key, value)
 
 
 class EventStore(ABC):
@@ -97,8 +115,11 @@ class EventStore(ABC):
         return True
 
     @abstractmethod
-    def add_events(self, events: Sequence[EventIn]) -> IngestResult:
-        """Store `events` in one transaction, committed (durable) when this returns."""
+    def add_events(self, events: Sequence[EventIn], *,
+                   count_items: AbstractSet[str] = frozenset()) -> IngestResult:
+        """Store `events` in one transaction, committed (durable) when this returns; the
+        result counts the accepted events whose item is in `count_items` (e.g. the items the
+        served model does not know)."""
 
     @abstractmethod
     def histories(self, users: Sequence[str], limit: int | None = None
@@ -111,8 +132,22 @@ class EventStore(ABC):
         return self.histories([user], limit)[user]
 
     @abstractmethod
-    def delete_user(self, user: str) -> DeleteResult:
-        """Remove every row about `user` in one transaction and record an anonymous audit row."""
+    def delete_user(self, user: str, *,
+                    before_commit: Callable[[StateWriter], None] | None = None
+                    ) -> DeleteResult:
+        """Remove every row about `user` in one transaction and record an anonymous audit row
+        (outcome "erased").
+
+        `before_commit` runs inside that transaction, last, with a `StateWriter` for cache
+        entries that must change in the same transaction; when it raises, nothing is
+        deleted and the exception propagates. Erasure uses it to swap the redacted bundle
+        files in while the deletion can still be rolled back.
+        """
+
+    @abstractmethod
+    def record_failed_erasure(self) -> int:
+        """Record an audit row (outcome "rolled_back", nothing removed) for an erasure that
+        failed and was rolled back; returns its audit id."""
 
     @abstractmethod
     def put_state(self, user: str, key: str, value: bytes) -> None:
@@ -174,17 +209,22 @@ class SQLEventStore(EventStore):
         """Record this code's schema version in a new database; refuse a newer one. Runs in
         the transaction that created the tables."""
         row = conn.execute("SELECT max(version) FROM lmrec_schema").fetchone()
-        if row is None or row[0] is None:
-            conn.execute(self._sql("INSERT INTO lmrec_schema (version) VALUES (?)"),
-                         (SCHEMA_VERSION,))
-        elif row[0] > SCHEMA_VERSION:
+        if row is not None and row[0] is not None and row[0] > SCHEMA_VERSION:
             raise ConfigError(f"{self.url} has store schema version {row[0]}; this lmrec "
                               f"reads up to {SCHEMA_VERSION}: upgrade lmrec")
+        if row is not None and row[0] is not None and row[0] < 2:  # version 1: no outcome
+            conn.execute("ALTER TABLE lmrec_deletions ADD COLUMN outcome TEXT NOT NULL "
+                         f"DEFAULT '{ERASED}'")
+        if row is None or row[0] is None or row[0] < SCHEMA_VERSION:
+            conn.execute(self._sql("INSERT INTO lmrec_schema (version) VALUES (?)"),
+                         (SCHEMA_VERSION,))
 
     def close(self) -> None:
         self._pool.close()
 
-    def delete_user(self, user: str) -> DeleteResult:
+    def delete_user(self, user: str, *,
+                    before_commit: Callable[[StateWriter], None] | None = None
+                    ) -> DeleteResult:
         user = check_text(user, "user")
         audit_id = new_audit_id()
         with self._write() as conn:
@@ -192,19 +232,36 @@ class SQLEventStore(EventStore):
                                   (user,)).rowcount
             state = conn.execute(self._sql("DELETE FROM lmrec_user_state WHERE user_id = ?"),
                                  (user,)).rowcount
-            conn.execute(self._sql("INSERT INTO lmrec_deletions (audit_id, deleted_at, "
-                                   "events_removed, state_removed) VALUES (?, ?, ?, ?)"),
-                         (audit_id, now(), events, state))
-        self._after_delete()
+            self._audit(conn, audit_id, events, state, ERASED)
+            if before_commit is not None:
+                before_commit(StateWriter(lambda *args: self._put_state(conn, *args)))
+        try:
+            self._after_delete()
+        except StoreError as exc:  # committed: the clean-up is best effort
+            log.warning("%s: clean-up after a deletion failed: %s", self.url, exc)
         return DeleteResult(events, audit_id)
 
-    def put_state(self, user: str, key: str, value: bytes) -> None:
-        args = (check_text(user, "user"), check_text(key, "key"), check_state(value), now())
+    def record_failed_erasure(self) -> int:
+        audit_id = new_audit_id()
         with self._write() as conn:
-            conn.execute(self._sql(
-                "INSERT INTO lmrec_user_state (user_id, key, value, updated_at) VALUES "
-                "(?, ?, ?, ?) ON CONFLICT (user_id, key) DO UPDATE SET value = excluded.value, "
-                "updated_at = excluded.updated_at"), args)
+            self._audit(conn, audit_id, 0, 0, ROLLED_BACK)
+        return audit_id
+
+    def _audit(self, conn: Any, audit_id: int, events: int, state: int, outcome: str) -> None:
+        conn.execute(self._sql("INSERT INTO lmrec_deletions (audit_id, deleted_at, "
+                               "events_removed, state_removed, outcome) VALUES (?, ?, ?, ?, ?)"),
+                     (audit_id, now(), events, state, outcome))
+
+    def put_state(self, user: str, key: str, value: bytes) -> None:
+        with self._write() as conn:
+            self._put_state(conn, user, key, value)
+
+    def _put_state(self, conn: Any, user: str, key: str, value: bytes) -> None:
+        args = (check_text(user, "user"), check_text(key, "key"), check_state(value), now())
+        conn.execute(self._sql(
+            "INSERT INTO lmrec_user_state (user_id, key, value, updated_at) VALUES "
+            "(?, ?, ?, ?) ON CONFLICT (user_id, key) DO UPDATE SET value = excluded.value, "
+            "updated_at = excluded.updated_at"), args)
 
     def get_state(self, user: str, key: str) -> bytes | None:
         args = (check_text(user, "user"), check_text(key, "key"))

@@ -23,6 +23,7 @@ table when a deletion must leave the data files at once.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from collections.abc import Set as AbstractSet
 from contextlib import AbstractContextManager, contextmanager
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -65,7 +66,8 @@ _SCHEMA = (
         updated_at DOUBLE PRECISION NOT NULL, PRIMARY KEY (user_id, key))""",
     """CREATE TABLE IF NOT EXISTS lmrec_deletions (
         audit_id BIGINT PRIMARY KEY, deleted_at DOUBLE PRECISION NOT NULL,
-        events_removed BIGINT NOT NULL, state_removed BIGINT NOT NULL)""",
+        events_removed BIGINT NOT NULL, state_removed BIGINT NOT NULL,
+        outcome TEXT NOT NULL DEFAULT 'erased')""",
 )
 # ORDER BY the array position: identity values then follow the order the batch was sent in
 _INSERT = """
@@ -130,14 +132,21 @@ class PostgresStore(SQLEventStore):
             yield conn
 
     # --- EventStore -------------------------------------------------------------------
-    def add_events(self, events: Sequence[EventIn]) -> IngestResult:
+    def add_events(self, events: Sequence[EventIn], *,
+                   count_items: AbstractSet[str] = frozenset()) -> IngestResult:
         rows = event_rows(events, now())
         if not rows:
             return IngestResult(0, 0)
         columns = [list(col) for col in zip(*rows, strict=True)]
+        counted = 0
         with self._read() as conn:  # one statement in autocommit: one transaction
-            accepted = conn.execute(_INSERT, columns).rowcount
-        return IngestResult(accepted, len(rows) - accepted)
+            if count_items:  # the items of the rows inserted, to count those asked about
+                cur = conn.execute(_INSERT + " RETURNING item_id", columns)
+                counted = sum(item in count_items for (item,) in cur.fetchall())
+            else:
+                cur = conn.execute(_INSERT, columns)
+            accepted = cur.rowcount
+        return IngestResult(accepted, len(rows) - accepted, counted)
 
     def histories(self, users: Sequence[str], limit: int | None = None
                   ) -> dict[str, list[StoredEvent]]:

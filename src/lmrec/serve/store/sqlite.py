@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 import sqlite3
 from collections.abc import Iterator, Sequence
+from collections.abc import Set as AbstractSet
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from urllib.parse import parse_qsl
@@ -62,7 +63,8 @@ CREATE TABLE IF NOT EXISTS lmrec_user_state (
     PRIMARY KEY (user_id, key));
 CREATE TABLE IF NOT EXISTS lmrec_deletions (
     audit_id INTEGER PRIMARY KEY, deleted_at REAL NOT NULL,
-    events_removed INTEGER NOT NULL, state_removed INTEGER NOT NULL);
+    events_removed INTEGER NOT NULL, state_removed INTEGER NOT NULL,
+    outcome TEXT NOT NULL DEFAULT 'erased');
 """
 _INSERT = ("INSERT INTO lmrec_events (user_id, item_id, type, ts, event_id, value) "
            "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (user_id, event_id) DO NOTHING")
@@ -80,7 +82,7 @@ class SQLiteStore(SQLEventStore):
         target, params = _parse(url)
         self._memory = target == ":memory:"
         if not self._memory:
-            Path(target).parent.mkdir(parents=True, exist_ok=True)
+            _check_folder(url, Path(target).parent)
         self._target = target
         self._synchronous = params.get("synchronous", "full").upper()
         size = 1 if self._memory else parse_pool_size(params.get("pool_size"), DEFAULT_POOL)
@@ -125,14 +127,20 @@ class SQLiteStore(SQLEventStore):
             conn.execute("COMMIT")
 
     # --- EventStore -------------------------------------------------------------------
-    def add_events(self, events: Sequence[EventIn]) -> IngestResult:
+    def add_events(self, events: Sequence[EventIn], *,
+                   count_items: AbstractSet[str] = frozenset()) -> IngestResult:
         rows = event_rows(events, now())
         if not rows:
             return IngestResult(0, 0)
+        counted = 0
         with self._write() as conn:
+            last = conn.execute("SELECT max(seq) FROM lmrec_events").fetchone()[0] or 0
             # executemany sums the changes; a row skipped by ON CONFLICT changes nothing
             accepted = conn.executemany(_INSERT, rows).rowcount
-        return IngestResult(accepted, len(rows) - accepted)
+            if count_items and accepted:  # the rows just added: seq is above every older one
+                new = conn.execute("SELECT item_id FROM lmrec_events WHERE seq > ?", (last,))
+                counted = sum(item in count_items for (item,) in new)
+        return IngestResult(accepted, len(rows) - accepted, counted)
 
     def histories(self, users: Sequence[str], limit: int | None = None
                   ) -> dict[str, list[StoredEvent]]:
@@ -191,6 +199,16 @@ def _store_errors(url: str) -> Iterator[None]:
         raise  # a bug in the statement or its parameters: not the store's fault
     except sqlite3.DatabaseError as exc:
         raise StoreError(f"{url}: {exc}") from exc
+
+
+def _check_folder(url: str, folder: Path) -> None:
+    """The database file's folder must exist: a typo in the path would otherwise start an
+    empty store in a new folder tree, with the real events left behind unnoticed."""
+    if folder.is_dir():
+        return
+    what = "is not a folder" if folder.exists() else "does not exist"
+    raise ConfigError(f"store url {url!r}: the database's folder {str(folder)!r} "
+                      f"{what}; create it first")
 
 
 def _parse(url: str) -> tuple[str, dict[str, str]]:

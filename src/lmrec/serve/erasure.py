@@ -1,0 +1,282 @@
+"""Erasing a user, all or nothing: `Service.forget`, behind `DELETE /v1/users/{id}`.
+
+What is erased: the user's events and cached state in the store (one transaction, with an
+anonymous audit row) and, when the served bundle was trained on them, their rows in the bundle
+(training history, seen items, per-user learned rows: `redact_bundle`), on disk and in memory.
+
+The steps are ordered so that a failure at any of them leaves either all of it or none of it
+erased:
+
+    1. prepare   Holding the bundle folder's lock exclusively (until step 3 is over): load the
+                 bundle from disk (its digests checked), redact the user in memory, write the
+                 changed files (arrays.npz, histories.npz, then bundle.json with new digests)
+                 under temporary names inside the folder and build the engine that will serve
+                 them. Nothing anyone can see has changed yet.
+    2. store     One transaction: delete the user's events and cached state, write the audit
+                 row (outcome "erased"), point the other workers at the new model_version
+                 (`BundleSync`), and last swap the files in (`RedactionPlan.commit`: each old
+                 file is kept under a temporary name first; bundle.json goes last).
+    3. commit    The transaction commits.
+    4. serve     The new engine is swapped in: one reference assignment, which cannot fail.
+
+A failure in step 1 changes nothing. A failure in step 2 or 3 rolls the transaction back and
+puts back every file moved so far (`RedactionPlan.rollback`). Either way the service answers
+503 (`ErasureFailed`: nothing was erased), records an audit row with outcome "rolled_back"
+(when the store takes it) and keeps serving the bundle it served before; asking again redoes
+the whole erasure. No reader sees a mix of old and new files: loads wait for the lock, and the
+digests in bundle.json refuse a mix to readers that take no lock.
+
+Left open: a crash of the process (not an exception) after some files were swapped in and
+before the commit leaves the bundle redacted and the store not erased; asking again then
+finishes the job. A commit whose outcome the database never reports (the connection lost
+during COMMIT) is treated as failed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from lmrec.data.dataset import Sequences
+from lmrec.errors import LmrecError
+from lmrec.integrity import sha256_files
+from lmrec.models.base import ARRAYS_FILE, ids_array, kept_entries
+from lmrec.serve.bundle import (
+    BUNDLE_FILE,
+    HISTORIES_FILE,
+    Bundle,
+    Redaction,
+    bundle_files,
+    bundle_lock,
+    find_rules,
+    fsync_dir,
+    fsync_file,
+    load_bundle,
+    read_bundle_meta,
+)
+from lmrec.serve.store.base import StateWriter
+
+if TYPE_CHECKING:
+    from lmrec.serve.service import Engine, Forgotten, Service
+
+log = logging.getLogger("lmrec.serve")
+
+SWAPPED = (ARRAYS_FILE, HISTORIES_FILE, BUNDLE_FILE)  # the files a redaction replaces, in order
+_OLD = ".old"  # suffix of the kept copy of a replaced file, inside the temporary folder
+
+
+class ErasureFailed(LmrecError):
+    """An erasure that failed and was rolled back: nothing was erased (HTTP 503)."""
+
+
+# --- the bundle on disk ----------------------------------------------------------------------
+@dataclass
+class RedactionPlan:
+    """A redaction prepared in `tmp` (a temporary folder inside `folder`), not yet visible.
+
+    `bundle` is the redacted bundle as it will be served, `meta` its bundle.json, `users` the
+    number of users redacted now: 0 when there is nothing to write, and `bundle` is then the
+    bundle on disk as it is. `base_version` is the model_version on disk before."""
+
+    folder: Path
+    tmp: Path
+    meta: dict[str, Any]
+    bundle: Bundle
+    users: int
+    base_version: str
+    moved: list[str] = field(default_factory=list)
+
+    def commit(self) -> None:
+        """Swap the new files in, bundle.json last, keeping each old file in `tmp` first (a
+        hard link, or a copy where the file system has none) so that `rollback` can put it
+        back."""
+        if not self.users:
+            return
+        for name in SWAPPED:
+            _keep(self.folder / name, self.tmp / (name + _OLD))
+        for name in SWAPPED:
+            os.replace(self.tmp / name, self.folder / name)
+            self.moved.append(name)
+        fsync_dir(self.folder)
+
+    def rollback(self) -> None:
+        """Put back the files `commit` replaced so far, last first."""
+        while self.moved:
+            name = self.moved[-1]
+            os.replace(self.tmp / (name + _OLD), self.folder / name)
+            self.moved.pop()
+        fsync_dir(self.folder)
+
+
+@contextmanager
+def redaction(folder: str | Path, users: Sequence[Any]) -> Iterator[RedactionPlan]:
+    """Prepare the redaction of training users (external ids; others are ignored) in the
+    bundle at `folder`, holding the folder's lock exclusively until the block ends; the block
+    calls `plan.commit()` to make it visible. When the block raises, the files it swapped in
+    are put back; the temporary files always go."""
+    folder = Path(folder)
+    read_bundle_meta(folder)  # refuse a folder that is not a bundle before touching it
+    with bundle_lock(folder):
+        tmp = Path(tempfile.mkdtemp(prefix=".redact-", dir=folder))
+        plan: RedactionPlan | None = None
+        keep_tmp = False
+        try:
+            plan = _prepare(folder, tmp, users)
+            yield plan
+        except BaseException:
+            if plan is not None and plan.moved:
+                try:
+                    plan.rollback()
+                except OSError:  # the folder is now a mix that the digests will refuse
+                    keep_tmp = True  # it holds the old files
+                    log.critical("could not put back the files of bundle %s after a failed "
+                                 "redaction; restore them from %s", folder, tmp)
+                    raise
+            raise
+        finally:
+            if not keep_tmp:
+                shutil.rmtree(tmp, ignore_errors=True)
+
+
+def redact_bundle(folder: str | Path, users: Sequence[Any]) -> Redaction:
+    """Forget training users in the bundle at `folder` (external ids; others are ignored).
+
+    Their histories.npz row and seen items are emptied and their per-user learned rows zeroed
+    (`Recommender.redact_users`); `redacted` marks them. The changed files are written in a
+    temporary folder inside `folder`, flushed to disk and moved over the old ones with
+    `os.replace`, then bundle.json (new digests and model_version, `redactions` counted up).
+    Holds the folder's lock, and reads the files again under it, so that concurrent erasures
+    (threads or worker processes) compose.
+    """
+    with redaction(folder, users) as plan:
+        plan.commit()
+    return Redaction(plan.meta, plan.users)
+
+
+def _prepare(folder: Path, tmp: Path, users: Sequence[Any]) -> RedactionPlan:
+    """Load the bundle, redact `users` in memory and write the changed files into `tmp`."""
+    bundle = load_bundle(folder)  # under the exclusive lock: what is on disk now, verified
+    model, meta = bundle.model, bundle.meta
+    n_users = len(model.users_)
+    redacted = (np.array(bundle.redacted, dtype=bool) if bundle.redacted is not None
+                else np.zeros(n_users, dtype=bool))
+    idx = model.users_.index(list(users)) if len(users) else np.empty(0, np.int64)
+    idx = np.unique(idx[idx >= 0])
+    idx = idx[~redacted[idx]]
+    if idx.size == 0:
+        return RedactionPlan(folder, tmp, meta, bundle, 0, bundle.model_version)
+    model.redact_users(idx)
+    h = bundle.histories
+    indptr, keep = kept_entries(h.indptr, idx)
+    seqs = Sequences(indptr, h.items[keep], h.events[keep], h.timestamps[keep], h.event_types)
+    redacted[idx] = True
+    model.save(tmp)  # its config.json is not used: the config has not changed
+    np.savez(tmp / HISTORIES_FILE, allow_pickle=False, indptr=seqs.indptr, items=seqs.items,
+             events=seqs.events, timestamps=seqs.timestamps,
+             event_types=np.asarray(seqs.event_types, dtype=np.str_),
+             user_ids=ids_array(model.users_), item_ids=ids_array(model.items_),
+             redacted=redacted)
+    replaced = {name: tmp / name for name in (ARRAYS_FILE, HISTORIES_FILE)}
+    for path in replaced.values():
+        fsync_file(path)
+    digest, files = sha256_files(bundle_files(folder, meta.get("index"), replaced))
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(meta["created_at"]))
+    meta = {**meta, "model_version": f"{meta['model']}-{stamp}-{digest[:12]}",
+            "content_sha256": digest, "files": files,
+            "redactions": int(meta.get("redactions", 0)) + int(idx.size),
+            "redacted_at": time.time()}
+    (tmp / BUNDLE_FILE).write_text(json.dumps(meta, indent=2))
+    fsync_file(tmp / BUNDLE_FILE)
+    new = Bundle(folder, meta, model, bundle.items, seqs, bundle.index, redacted)
+    return RedactionPlan(folder, tmp, meta, new, int(idx.size), bundle.model_version)
+
+
+def _keep(path: Path, copy: Path) -> None:
+    try:
+        os.link(path, copy)
+    except OSError:
+        shutil.copy2(path, copy)
+
+
+# --- the service -------------------------------------------------------------------------
+def forget(svc: Service, raw_user: Any) -> Forgotten:
+    """`Service.forget`: erase a user, all or nothing (see the module docstring)."""
+    from lmrec.serve.service import Forgotten
+
+    eng = svc.engine
+    key, public, u = eng.user_key(raw_user)
+    if u < 0:  # nothing in the bundle: one store transaction is all there is
+        deleted = svc.store.delete_user(key)
+        return Forgotten(public, deleted.events, deleted.audit_id, False, False,
+                         eng.model_version)
+    with svc._reload_lock:  # no reload in between; the served bundle is the one redacted
+        served = svc.engine
+        key, public, u = served.user_key(raw_user)
+        if u < 0:  # a reload swapped in a bundle without the user meanwhile
+            deleted = svc.store.delete_user(key)
+            return Forgotten(public, deleted.events, deleted.audit_id, False, False,
+                             served.model_version)
+        try:
+            engine, deleted = _erase(svc, served, key)
+        except Exception as exc:
+            audit = _record_failure(svc)
+            # no user id in the log: it would outlive the erasure
+            log.error("an erasure failed and was rolled back (audit id %s): %s", audit, exc,
+                      exc_info=exc)
+            raise ErasureFailed("the erasure failed and was rolled back: nothing was erased; "
+                                "try again") from None
+        svc._engine = engine  # one reference assignment: atomic for request threads
+    if engine is not served:
+        log.info("serving bundle %s after an erasure (was %s)", engine.model_version,
+                 served.model_version)
+    return Forgotten(public, deleted.events, deleted.audit_id, True, engine.user_key(key)[2] < 0,
+                     engine.model_version)
+
+
+def _erase(svc: Service, served: Engine, key: str) -> tuple[Engine, Any]:
+    """Steps 1 to 3: the engine to serve afterwards and the store's DeleteResult."""
+    from lmrec.serve.service import POINTER_KEY, SYSTEM_USER, Engine
+
+    path = served.bundle.path
+    with redaction(path, [key]) as plan:
+        engine = Engine(plan.bundle, _rules(svc, served, plan))
+        pointer = (svc.sync.pointer(path, plan.meta["model_version"])
+                   if svc.sync is not None and plan.users else None)
+
+        def swap(tx: StateWriter) -> None:
+            if pointer is not None:  # the other workers follow once this commits
+                tx.put_state(SYSTEM_USER, POINTER_KEY, pointer)
+            plan.commit()  # last: only the commit is left after it
+
+        deleted = svc.store.delete_user(key, before_commit=swap)
+    return engine, deleted
+
+
+def _rules(svc: Service, served: Engine, plan: RedactionPlan) -> Any:
+    """The served rules, or the rules file's when the bundle on disk was another version
+    (replaced since it was loaded), as a reload would read them."""
+    from lmrec.serve.service import Rules
+
+    if plan.base_version == served.model_version:
+        return served.rules
+    rules_file = svc.rules_path or find_rules(plan.folder)
+    return Rules.from_file(rules_file) if rules_file else None
+
+
+def _record_failure(svc: Service) -> int | None:
+    try:
+        return svc.store.record_failed_erasure()
+    except Exception as exc:  # the store may be the reason of the failure
+        log.error("could not record the failed erasure in the audit table: %s", exc)
+        return None
