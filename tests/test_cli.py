@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -150,16 +152,31 @@ def _strict_json(text: str) -> object:
     return json.loads(text, parse_constant=refuse)
 
 
-@pytest.fixture()
-def prepared(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Path:
+@pytest.fixture(scope="module")
+def prepared_once(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """`lmrec data prepare` run once per module; tests get a copy (see `prepared`)."""
+    from lmrec.cli import main
+
+    root = tmp_path_factory.mktemp("prepared")
     rows = ["user,item,ts"] + [f"u{u},i{(u * 7 + j) % 30},{1_700_000_000 + 10 * u + j}"
                                for u in range(20) for j in range(8)]
-    path = tmp_path / "e.csv"
+    path = root / "e.csv"
     path.write_text("\n".join(rows) + "\n")
-    code, _, err = run(["data", "prepare", "--events", str(path), "--out", str(tmp_path / "d")],
-                       capsys)
-    assert code == 0, err
-    return tmp_path / "d"
+    argv = sys.argv
+    sys.argv = ["lmrec", "data", "prepare", "--events", str(path), "--out", str(root / "d")]
+    try:
+        main()
+    except SystemExit as exc:
+        assert not exc.code, exc.code
+    finally:
+        sys.argv = argv
+    return root / "d"
+
+
+@pytest.fixture()
+def prepared(prepared_once: Path, tmp_path: Path) -> Path:
+    """A prepared dataset folder of this test's own (a test may write into it)."""
+    return shutil.copytree(prepared_once, tmp_path / "d")
 
 
 def _one_line(err: str) -> str:
@@ -313,10 +330,10 @@ def test_json_output_keeps_non_ascii_text(tmp_path: Path,
     assert '"größe"' in (report / "results.json").read_text(encoding="utf-8")
 
 
-def test_jsonout_writes_valid_utf8_json(tmp_path: Path) -> None:
+def test_json_writer_writes_valid_utf8_json(tmp_path: Path) -> None:
     import numpy as np
 
-    from lmrec.jsonout import dumps, write_json
+    from lmrec.jsonfile import dumps, write_json
 
     value = {"nan": float("nan"), "inf": [float("-inf"), np.float32("nan")], 3: np.int64(7),
              "arr": np.array([0.5, np.inf]), "text": "zoë ☕", "tuple": (1, np.bool_(True))}

@@ -9,14 +9,14 @@ subprocess, as a user would.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from helpers_cli import CliProcess, cli_processes
 from lmrec.cli import main
 
 # --- the world the cells run in -------------------------------------------------------------
@@ -364,7 +364,8 @@ def _check_one_line(code: int, out: str, err: str, needle: str) -> None:
 
 @pytest.mark.parametrize(("args", "needle"), [pytest.param(a, n, id=i) for i, a, n in CELLS])
 def test_bad_input_cell(world: World, tmp_path: Path, capsys: pytest.CaptureFixture[str],
-                        monkeypatch: pytest.MonkeyPatch, args: list[str], needle: str) -> None:
+                        monkeypatch: pytest.MonkeyPatch, args: list[str], needle: str,
+                        real_runs: dict[str, CliProcess]) -> None:
     monkeypatch.setenv("LMREC_CACHE_DIR", str(tmp_path / "emb-cache"))
     argv = [_materialise(world, tmp_path, a) for a in args]
     before = sorted(p.name for p in world.root.iterdir())
@@ -395,25 +396,35 @@ def test_every_command_has_cells() -> None:
 
 
 # --- a few as a real process: what a user's terminal (here a pipe) shows ------------------------
+# They are started together with the first in-process cell (see `real_runs`) and run on the
+# other core while the cells run; each test below checks its own process.
+
+REAL: list[tuple[str, list[str], str]] = [
+    ("trials-zero", ["evaluate", "--data", "{data}", "--model", "ease", "--tune", "--trials",
+                     "0"], "--trials"),
+    ("train-out-file", ["train", "--data", "{data}", "--model", "popularity", "--out",
+                        "{file}"], "--out"),
+    ("usage-error-type", ["recommend", "{model}", "--user", "u1", "--k", "ten"], "--k"),
+    ("usage-error-missing", ["evaluate", "--data", "{data}"], "--model"),
+]
 
 
-@pytest.mark.parametrize(
-    ("args", "needle"),
-    [
-        pytest.param(["evaluate", "--data", "{data}", "--model", "ease", "--tune", "--trials",
-                      "0"], "--trials", id="trials-zero"),
-        pytest.param(["train", "--data", "{data}", "--model", "popularity", "--out", "{file}"],
-                     "--out", id="train-out-file"),
-        pytest.param(["recommend", "{model}", "--user", "u1", "--k", "ten"], "--k",
-                     id="usage-error-type"),
-        pytest.param(["evaluate", "--data", "{data}"], "--model", id="usage-error-missing"),
-    ],
-)
-def test_bad_input_subprocess(world: World, tmp_path: Path, args: list[str],
-                              needle: str) -> None:
-    argv = [_materialise(world, tmp_path, a) for a in args]
-    env = {**os.environ, "COLUMNS": "80", "LMREC_CACHE_DIR": str(tmp_path / "emb-cache")}
-    proc = subprocess.run([sys.executable, "-m", "lmrec.cli", *argv], capture_output=True,
-                          text=True, env=env, timeout=120)
+@pytest.fixture(scope="module")
+def real_runs(world: World, tmp_path_factory: pytest.TempPathFactory
+              ) -> Iterator[dict[str, CliProcess]]:
+    jobs = {}
+    for key, args, _ in REAL:
+        tmp = tmp_path_factory.mktemp(f"real-{key}")
+        argv = [_materialise(world, tmp, a) for a in args]
+        jobs[key] = (argv, tmp / "run", {"COLUMNS": "80",
+                                         "LMREC_CACHE_DIR": str(tmp / "emb-cache")})
+    with cli_processes(jobs) as started:
+        yield started
+
+
+@pytest.mark.parametrize("needle", [pytest.param(n, id=i) for i, _, n in REAL])
+def test_bad_input_subprocess(world: World, real_runs: dict[str, CliProcess],
+                              request: pytest.FixtureRequest, needle: str) -> None:
+    proc = real_runs[request.node.callspec.id].result()
     _check_one_line(proc.returncode, proc.stdout, proc.stderr, needle)
     assert world.file.read_text() == FILE_TEXT

@@ -62,11 +62,12 @@ def _prepare(args: list[str]) -> subprocess.CompletedProcess[str]:
 
 
 def test_cli_exits_2_with_one_line_every_time(tmp_path: Path) -> None:
-    """End to end: the abort showed in about one run in six; eight runs, two at a time."""
+    """End to end, as real processes: four runs, two at a time. (The abort showed in about one
+    run in six; the root cause is checked deterministically, 50 reads, in process above.)"""
     p = write(tmp_path, "short.csv", SHORT_ROW)
     args = ["--events", str(p), "--out", str(tmp_path / "out")]
     with ThreadPoolExecutor(2) as pool:
-        results = list(pool.map(lambda _: _prepare(args), range(8)))
+        results = list(pool.map(lambda _: _prepare(args), range(4)))
     for r in results:
         lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
         assert (r.returncode, len(lines)) == (2, 1), r.stderr

@@ -10,10 +10,8 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 import string
-import subprocess
-import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +19,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from helpers_cli import CliProcess, cli_processes
 from lmrec.collect import ColumnMapping, read_table, to_events
 from lmrec.errors import InputError
 from lmrec.prepare import prepare
@@ -69,7 +68,7 @@ _csvish = st.lists(st.sampled_from([b"a", b"1", b",", b";", b"\t", b"|", b'"', b
 @given(data=st.one_of(st.binary(max_size=200), _csvish), suffix=st.sampled_from(SUFFIXES),
        header=st.booleans(), delimiter=st.sampled_from([None, ",", ";", "\t"]))
 def test_random_bytes(tmp_path: Path, data: bytes, suffix: str, header: bool,
-                      delimiter: str | None) -> None:
+                      delimiter: str | None, real_runs: object) -> None:
     path = _write(tmp_path, f"x{suffix}", data)
     _through_the_pipeline(path, header=header, delimiter=delimiter)
 
@@ -165,16 +164,33 @@ def test_random_json_lines_read_back_equal(tmp_path: Path, kinds: dict[str, str]
 
 
 # --- the CLI: one line and exit 2 ---------------------------------------------------------------
-@pytest.mark.parametrize(("name", "data"), [
+# Real processes, started with the first fuzz test (see `real_runs`) so that they run on the
+# other core while the fuzzing runs; each test below checks its own process.
+REAL = [
     ("garbage.csv", bytes(range(256)) * 3),
     ("mixed.jsonl", b'{"user_id": 1, "item_id": 2}\n{"user_id": {"a": 1}, "item_id": 3}\n'),
-])
-def test_cli_one_line_and_exit_2(tmp_path: Path, name: str, data: bytes) -> None:
-    path = _write(tmp_path, name, data)
-    env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE", "OPENBLAS_NUM_THREADS": "1"}
-    r = subprocess.run([sys.executable, "-m", "lmrec.cli", "data", "prepare", "--events",
-                        str(path), "--out", str(tmp_path / "d")], capture_output=True,
-                       text=True, env=env, timeout=120)
+]
+
+
+@pytest.fixture(scope="module")
+def real_runs(tmp_path_factory: pytest.TempPathFactory
+              ) -> Iterator[dict[str, tuple[Path, CliProcess]]]:
+    jobs, paths = {}, {}
+    for name, data in REAL:
+        tmp = tmp_path_factory.mktemp("cli")
+        paths[name] = path = _write(tmp, name, data)
+        jobs[name] = (["data", "prepare", "--events", str(path), "--out", str(tmp / "d")],
+                      tmp / "run", None)
+    with cli_processes(jobs) as started:
+        yield {name: (paths[name], proc) for name, proc in started.items()}
+
+
+@pytest.mark.parametrize(("name", "data"), REAL)
+def test_cli_one_line_and_exit_2(name: str, data: bytes,
+                                 real_runs: dict[str, tuple[Path, CliProcess]]) -> None:
+    path, run_ = real_runs[name]
+    assert path.read_bytes() == data
+    r = run_.result()
     lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
     assert (r.returncode, len(lines)) == (2, 1), r.stderr
     assert lines[0].startswith(f"error: {path}") and "Traceback" not in r.stderr

@@ -19,8 +19,8 @@ from lmrec.data.dataset import Dataset
 from lmrec.errors import InputError
 from lmrec.models import EmbeddingScorer, Recommender, create_model
 from lmrec.models.als import fold_in
-from lmrec.models.base import as_sequences, top_k
-from lmrec.models.history import history_matrix
+from lmrec.models.history import as_sequences, history_matrix
+from lmrec.models.ranking import top_k
 from lmrec.prepare import PrepareConfig, prepare
 from lmrec.testing import planted_dataset
 

@@ -97,7 +97,7 @@ def test_exact_search_breaks_many_ties_by_the_smaller_index(rng: np.random.Gener
 
 
 def test_top_k_keeps_the_smallest_indices_tied_at_the_cut() -> None:
-    from lmrec.models.base import top_k
+    from lmrec.models.ranking import top_k
 
     scores = np.zeros((2, 1000), np.float32)
     scores[:, 500:] = 1.0

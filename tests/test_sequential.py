@@ -16,8 +16,9 @@ from lmrec.data.dataset import Dataset, Sequences
 from lmrec.errors import InputError
 from lmrec.evaluate import evaluate, split_loo
 from lmrec.models import EASE, GRU4Rec, Popularity, Recommender, SASRec
-from lmrec.models.base import ModelConfig, as_sequences, take_histories
 from lmrec.models.gru4rec import GRU4RecConfig, GRU4RecNet
+from lmrec.models.history import as_sequences, take_histories
+from lmrec.models.hyperparams import ModelConfig
 from lmrec.models.sasrec import SASRecConfig, SASRecNet
 from lmrec.models.sequential import (
     SeqData,

@@ -9,11 +9,8 @@ against the vocabularies and the config.
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
-import subprocess
-import sys
 import zipfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -22,7 +19,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from helpers_cli import run
+from helpers_cli import CliProcess, cli_processes, run
 from helpers_serve import planted_bundle
 from lmrec.errors import InputError
 from lmrec.models import Recommender, create_model
@@ -98,7 +95,8 @@ def _one_line(code: int, err: str, needle: str) -> str:
 @pytest.mark.parametrize("command", ["recommend", "serve"])
 def test_a_damaged_bundle_is_refused_naming_the_file(
         damage: str, command: str, good_bundle: Path, tmp_path: Path, no_server: None,
-        capsys: pytest.CaptureFixture[str]) -> None:
+        capsys: pytest.CaptureFixture[str],
+        real_runs: dict[tuple[str, str], tuple[Path, CliProcess]]) -> None:
     folder = tmp_path / "bundle"
     shutil.copytree(good_bundle, folder)
     name, spoil = DAMAGE[damage]
@@ -232,19 +230,34 @@ def test_a_config_that_is_not_text_is_one_clear_error(ease_folder: Path, tmp_pat
 
 
 # --- as a real process ---------------------------------------------------------------------------
-@pytest.mark.parametrize(("command", "damage"), [("recommend", "bad-crc-arrays"),
-                                                 ("serve", "truncated-items")])
-def test_damage_as_a_user_sees_it(command: str, damage: str, good_bundle: Path,
-                                  tmp_path: Path) -> None:
-    folder = tmp_path / "bundle"
-    shutil.copytree(good_bundle, folder)
-    name, spoil = DAMAGE[damage]
-    spoil(folder / name)
-    args = (["recommend", str(folder), "--user", "a0"] if command == "recommend" else
-            ["serve", str(folder), "--store", f"sqlite:///{tmp_path / 'e.db'}", "--port", "1"])
-    env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE", "OPENBLAS_NUM_THREADS": "1",
-           "COLUMNS": "80"}
-    proc = subprocess.run([sys.executable, "-m", "lmrec.cli", *args], capture_output=True,
-                          text=True, env=env, timeout=180)
-    _one_line(proc.returncode, proc.stderr, str(folder / name))
+# Started together with the first bundle test (see `real_runs`): they run on the other core while
+# the in-process tests run, and each test below checks its own process.
+REAL = [("recommend", "bad-crc-arrays"), ("serve", "truncated-items")]
+
+
+@pytest.fixture(scope="module")
+def real_runs(good_bundle: Path, tmp_path_factory: pytest.TempPathFactory
+              ) -> Iterator[dict[tuple[str, str], tuple[Path, CliProcess]]]:
+    jobs, folders = {}, {}
+    for command, damage in REAL:
+        tmp = tmp_path_factory.mktemp(f"real-{command}")
+        folder = tmp / "bundle"
+        shutil.copytree(good_bundle, folder)
+        name, spoil = DAMAGE[damage]
+        spoil(folder / name)
+        args = (["recommend", str(folder), "--user", "a0"] if command == "recommend" else
+                ["serve", str(folder), "--store", f"sqlite:///{tmp / 'e.db'}", "--port", "1"])
+        jobs[(command, damage)] = (args, tmp / "run", {"COLUMNS": "80"})
+        folders[(command, damage)] = folder / name
+    with cli_processes(jobs) as started:
+        yield {key: (folders[key], proc) for key, proc in started.items()}
+
+
+@pytest.mark.parametrize(("command", "damage"), REAL)
+def test_damage_as_a_user_sees_it(
+        command: str, damage: str,
+        real_runs: dict[tuple[str, str], tuple[Path, CliProcess]]) -> None:
+    damaged, run_ = real_runs[(command, damage)]
+    proc = run_.result()
+    _one_line(proc.returncode, proc.stderr, str(damaged))
     assert proc.stdout == ""

@@ -4,16 +4,13 @@ nothing created on disk."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from helpers_cli import run
+from helpers_cli import CliProcess, cli_processes, run
 from helpers_serve import planted_bundle
 
 
@@ -50,7 +47,7 @@ def _one_line(code: int, err: str, needle: str) -> str:
 ])
 def test_bad_options_are_one_line_naming_the_option(
         option: str, value: str, bundle: Path, tmp_path: Path, started: list[Any],
-        capsys: pytest.CaptureFixture[str]) -> None:
+        capsys: pytest.CaptureFixture[str], real_runs: list[CliProcess]) -> None:
     code, out, err = run(["serve", str(bundle), "--store", f"sqlite:///{tmp_path / 'e.db'}",
                           option, value], capsys)
     _one_line(code, err, option)
@@ -94,14 +91,25 @@ def test_a_damaged_bundle_stops_a_multi_worker_start(bundle: Path, tmp_path: Pat
     assert started == []  # no worker was launched
 
 
-def test_as_a_user_sees_it(bundle: Path, tmp_path: Path) -> None:
-    env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE", "OPENBLAS_NUM_THREADS": "1",
-           "COLUMNS": "80"}
-    for args, needle in ((["--port", "80000"], "--port"), (["--log-level", "loud"],
-                                                          "--log-level"),
-                         (["--port", "http"], "--port")):
-        proc = subprocess.run([sys.executable, "-m", "lmrec.cli", "serve", str(bundle),
-                               "--store", f"sqlite:///{tmp_path / 'e.db'}", *args],
-                              capture_output=True, text=True, env=env, timeout=180)
+# --- as a real process: started with the first test above (see `real_runs`), they run on the
+# other core while the in-process tests run, all three at once ---------------------------------
+REAL = [(["--port", "80000"], "--port"), (["--log-level", "loud"], "--log-level"),
+        (["--port", "http"], "--port")]
+
+
+@pytest.fixture(scope="module")
+def real_runs(bundle: Path, tmp_path_factory: pytest.TempPathFactory
+              ) -> Iterator[list[CliProcess]]:
+    tmp = tmp_path_factory.mktemp("real")
+    jobs = {str(i): (["serve", str(bundle), "--store", f"sqlite:///{tmp / 'e.db'}", *args],
+                     tmp / f"run-{i}", {"COLUMNS": "80"})
+            for i, (args, _) in enumerate(REAL)}
+    with cli_processes(jobs) as started:
+        yield list(started.values())
+
+
+def test_as_a_user_sees_it(real_runs: list[CliProcess]) -> None:
+    for run_, (_, needle) in zip(real_runs, REAL, strict=True):
+        proc = run_.result()
         _one_line(proc.returncode, proc.stderr, needle)
         assert proc.stdout == ""

@@ -11,7 +11,7 @@ from helpers_cli import run
 from lmrec.errors import ConfigError
 from lmrec.evaluate import protocol, split_random, tune
 from lmrec.models import create_model, model_class
-from lmrec.models.base import FloatRange, IntRange
+from lmrec.models.hyperparams import FloatRange, IntRange
 from lmrec.testing import planted_dataset
 
 

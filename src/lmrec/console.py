@@ -89,9 +89,9 @@ def _fmt(v: Any, column: str = "") -> str:
 
 
 def print_json(value: Any, indent: int | None = None) -> None:
-    """Valid JSON (`lmrec.jsonout.dumps`: NaN as null) on stdout, one line unless `indent`,
+    """Valid JSON (`lmrec.jsonfile.dumps`: NaN as null) on stdout, one line unless `indent`,
     encoded as UTF-8 whatever the locale, for --json output that other programs read."""
-    from lmrec.jsonout import dumps
+    from lmrec.jsonfile import dumps
 
     text = dumps(value, indent=indent) + "\n"
     stream = sys.stdout

@@ -28,7 +28,8 @@ import polars as pl
 
 from lmrec.data.dataset import Dataset
 from lmrec.errors import UnknownUserError
-from lmrec.models.base import Recommender, top_k
+from lmrec.models.base import Recommender
+from lmrec.models.ranking import top_k
 from lmrec.prepare import PrepareConfig, prepare
 
 ModelFactory = Callable[[], Recommender]

@@ -28,7 +28,8 @@ from lmrec.data.dataset import Dataset
 from lmrec.errors import ConfigError, InputError
 from lmrec.evaluate import metrics as M
 from lmrec.evaluate.splits import Split
-from lmrec.models.base import Recommender, take_histories
+from lmrec.models.base import Recommender
+from lmrec.models.history import take_histories
 
 HISTORY_BUCKETS: tuple[tuple[str, int, float], ...] = (
     ("history 1-5", 1, 5), ("history 6-20", 6, 20), ("history 21-100", 21, 100),

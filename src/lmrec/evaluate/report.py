@@ -15,7 +15,7 @@ import polars as pl
 from lmrec import __version__
 from lmrec.evaluate.metrics import ALL_METRICS
 from lmrec.evaluate.protocol import POPULARITY_BINS, EvalResult
-from lmrec.jsonout import write_json
+from lmrec.jsonfile import write_json
 
 _BAR_METRICS = ("ndcg", "recall", "precision", "hit", "mrr", "map")
 

@@ -14,7 +14,8 @@ from typing import Any
 from lmrec.errors import ConfigError
 from lmrec.evaluate.protocol import fit_and_evaluate
 from lmrec.evaluate.splits import Split
-from lmrec.models.base import Choice, FloatRange, IntRange, Recommender, SearchSpace
+from lmrec.models.base import Recommender
+from lmrec.models.hyperparams import Choice, FloatRange, IntRange, SearchSpace
 
 
 @dataclass

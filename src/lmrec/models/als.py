@@ -27,14 +27,9 @@ from pydantic import Field
 from threadpoolctl import threadpool_limits
 
 from lmrec.data.dataset import Dataset, Sequences
-from lmrec.models.base import (
-    FloatRange,
-    IntRange,
-    ModelConfig,
-    Recommender,
-    SearchSpace,
-    checked_histories,
-)
+from lmrec.models.base import Recommender
+from lmrec.models.history import checked_histories
+from lmrec.models.hyperparams import FloatRange, IntRange, ModelConfig, SearchSpace
 
 # Entries of the padded (b, L, f) history block held at once by the fold-in (32 MB float64)
 _FOLD_IN_ELEMENTS = 1 << 22

@@ -25,156 +25,40 @@ from __future__ import annotations
 import json
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Protocol, Self, runtime_checkable
 
 import numpy as np
 import polars as pl
 import scipy.sparse as sp
-from pydantic import BaseModel, ConfigDict, ValidationError
 
 from lmrec import __version__
 from lmrec.data.dataset import Dataset, Sequences
 from lmrec.data.vocab import IdVocabulary
-from lmrec.errors import ConfigError, InputError, LmrecError, Location, UnknownUserError
+from lmrec.errors import ConfigError, InputError, LmrecError, UnknownUserError
 from lmrec.integrity import IntegrityError, one_line, read_npz, verify_manifest
-from lmrec.jsonfile import read_json
-from lmrec.models.history import history_matrix, weights_arrays, weights_from_arrays
+from lmrec.models.artifacts import (
+    ARRAYS_FILE,
+    ARTIFACT_FORMAT,
+    ARTIFACT_VERSION,
+    check_user_rows,
+    ids_array,
+    ids_series,
+    read_artifact_meta,
+    seen_matrix,
+)
+from lmrec.models.history import (
+    checked_histories,
+    history_matrix,
+    take_histories,
+    weights_arrays,
+    weights_from_arrays,
+)
+from lmrec.models.hyperparams import ModelConfig
+from lmrec.models.ranking import Recommendations, mask_rows, top_k
+from lmrec.models.redaction import drop_entries, drop_group_rows
 
-ARTIFACT_FORMAT = "lmrec-model"
-ARTIFACT_VERSION = 1
-ARRAYS_FILE = "arrays.npz"
 _BATCH = 1024  # users scored at once; (B, n_items) float32 must fit comfortably in memory
-
-
-@dataclass(frozen=True)
-class IntRange:
-    """An integer hyperparameter range for tuning (both ends included)."""
-
-    low: int
-    high: int
-    log: bool = False
-
-
-@dataclass(frozen=True)
-class FloatRange:
-    """A real hyperparameter range for tuning."""
-
-    low: float
-    high: float
-    log: bool = False
-
-
-@dataclass(frozen=True)
-class Choice:
-    """A hyperparameter taking one of a few values."""
-
-    values: tuple[Any, ...]
-
-
-SearchSpace = dict[str, IntRange | FloatRange | Choice]
-
-
-class ModelConfig(BaseModel):
-    """Base of every model's hyperparameter config: typed, frozen, unknown keys refused.
-
-    `search_space` names the hyperparameters worth tuning and their ranges (`--tune`).
-    """
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    search_space: ClassVar[SearchSpace] = {}
-
-    @classmethod
-    def from_params(cls, params: Mapping[str, Any] | None) -> Self:
-        """Build from user-supplied values (strings from the CLI are coerced by type)."""
-        try:
-            return cls.model_validate(dict(params or {}))
-        except ValidationError as exc:
-            problems = []
-            for err in exc.errors():
-                loc = ".".join(str(p) for p in err["loc"])
-                if err["type"] == "extra_forbidden":
-                    known = ", ".join(cls.model_fields) or "none"
-                    problems.append(f"unknown parameter {loc!r} (known: {known})")
-                else:
-                    problems.append(f"parameter {loc!r}: {err['msg']}")
-            raise ConfigError(f"{cls.__name__}: " + "; ".join(problems)) from None
-
-
-@dataclass
-class Recommendations:
-    """Top-k lists for a batch of users. Rows shorter than k are padded with item -1."""
-
-    users: list[Any]  # external user ids, as asked
-    item_idx: np.ndarray  # (B, k) int64 internal item indices, -1 = padding
-    scores: np.ndarray  # (B, k) float32
-    items_vocab: IdVocabulary
-    notes: dict[Any, str] = field(default_factory=dict)  # per-user notes, e.g. cold-start fallback
-
-    def items_of(self, row: int) -> list[Any]:
-        idx = self.item_idx[row]
-        return [self.items_vocab.to_python(int(i)) for i in idx[idx >= 0]]
-
-    def to_records(self) -> list[dict[str, Any]]:
-        """[{"user": id, "items": [{"item": id, "score": s}, ...]}, ...] with external ids."""
-        out = []
-        for r, user in enumerate(self.users):
-            valid = self.item_idx[r] >= 0
-            rec: dict[str, Any] = {
-                "user": user,
-                "items": [
-                    {"item": self.items_vocab.to_python(int(i)), "score": round(float(s), 6)}
-                    for i, s in zip(self.item_idx[r][valid], self.scores[r][valid], strict=True)
-                ],
-            }
-            if user in self.notes:
-                rec["note"] = self.notes[user]
-            out.append(rec)
-        return out
-
-    def to_frame(self) -> pl.DataFrame:
-        """Long format: user, rank (1-based), item, score."""
-        rows = [(rec["user"], rank, it["item"], it["score"])
-                for rec in self.to_records() for rank, it in enumerate(rec["items"], start=1)]
-        return pl.DataFrame(rows, schema=["user", "rank", "item", "score"], orient="row")
-
-
-def top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Indices (B, k) and values of the k largest entries per row, best first; -inf ranks last.
-
-    Entries equal to -inf are reported as index -1 so that filtered items never appear.
-    """
-    n = scores.shape[1]
-    k = min(k, n)
-    if k <= 0:
-        return np.empty((scores.shape[0], 0), np.int64), np.empty((scores.shape[0], 0), np.float32)
-    if k < n:
-        part = _ties_to_smaller(scores, np.argpartition(-scores, k - 1, axis=1)[:, :k])
-    else:
-        part = np.tile(np.arange(n), (scores.shape[0], 1))
-    vals = np.take_along_axis(scores, part, axis=1)
-    # stable order: score descending, then item index ascending (deterministic ties)
-    order = np.lexsort((part, -vals), axis=1)
-    idx = np.take_along_axis(part, order, axis=1).astype(np.int64)
-    vals = np.take_along_axis(vals, order, axis=1)
-    idx[~np.isfinite(vals)] = -1
-    return idx, vals.astype(np.float32)
-
-
-def _ties_to_smaller(scores: np.ndarray, part: np.ndarray) -> np.ndarray:
-    """`part` (B, k), the positions argpartition picked, with the items tied at the cut (the
-    k-th best score) replaced by the smallest positions holding it: argpartition keeps any k
-    of them."""
-    k = part.shape[1]
-    kth = np.take_along_axis(scores, part, axis=1).min(axis=1)
-    at_cut = scores == kth[:, None]
-    short = np.count_nonzero(at_cut, axis=1) > np.count_nonzero(
-        np.take_along_axis(at_cut, part, axis=1), axis=1)
-    for r in np.flatnonzero(short & np.isfinite(kth)):  # -inf is never returned: no matter
-        above = np.flatnonzero(scores[r] > kth[r])
-        part[r] = np.concatenate([above, np.flatnonzero(at_cut[r])[: k - above.size]])
-    return part
 
 
 @runtime_checkable
@@ -343,9 +227,9 @@ class Recommender(ABC):
             else:
                 s = self.score(batch).copy()
             if exclude_seen:
-                _mask_rows(s, self.seen_, batch)
+                mask_rows(s, self.seen_, batch)
             if exclude is not None:
-                _mask_rows(s, exclude, batch)
+                mask_rows(s, exclude, batch)
             if allowed is not None:
                 s[:, ~allowed] = -np.inf
             idx, vals = top_k(s, k)
@@ -425,7 +309,7 @@ class Recommender(ABC):
                 if offset:
                     raise TypeError(f"{type(self).__name__}.user_state[{name!r}]: a "
                                     "row-compressed group needs offset 0")
-                _drop_group_rows(arrays, name, idx)
+                drop_group_rows(arrays, name, idx)
         self._load_arrays(arrays)  # rebuilds what depends on them (modules, caches)
         self._redact_users(idx)
 
@@ -486,13 +370,13 @@ class Recommender(ABC):
         try:
             model.users_ = IdVocabulary(ids_series(arrays["user_ids"]))
             model.items_ = IdVocabulary(ids_series(arrays["item_ids"]))
-            model.seen_ = _seen_matrix(arrays, len(model.users_), len(model.items_))
+            model.seen_ = seen_matrix(arrays, len(model.users_), len(model.items_))
             model.popularity_ = arrays["popularity"]
             if model.popularity_.shape != (len(model.items_),):
                 raise ValueError(f"popularity has shape {model.popularity_.shape}, expected "
                                  f"({len(model.items_)},)")
             model_arrays = {k[6:]: v for k, v in arrays.items() if k.startswith("model.")}
-            _check_user_rows(klass, model_arrays, len(model.users_))
+            check_user_rows(klass.user_state, model_arrays, len(model.users_))
             # artifacts without weights load as weight 1; older ones kept them among the model's
             model.behaviour_weights_ = (weights_from_arrays(arrays)
                                         or weights_from_arrays(model_arrays))
@@ -528,176 +412,3 @@ class Recommender(ABC):
     def __repr__(self) -> str:
         params = ", ".join(f"{k}={v!r}" for k, v in self.config.model_dump().items())
         return f"{type(self).__name__}({params})"
-
-
-def _seen_matrix(arrays: Mapping[str, np.ndarray], n_users: int, n_items: int
-                 ) -> sp.csr_matrix:
-    """The saved seen items as (n_users, n_items) CSR, checked against the vocabularies."""
-    indptr, indices = arrays["seen.indptr"], arrays["seen.indices"]
-    if indptr.shape != (n_users + 1,) or indptr[0] != 0 or indptr[-1] != indices.size \
-            or np.any(np.diff(indptr) < 0):
-        raise ValueError(f"seen.indptr does not describe {n_users} users' rows")
-    if indices.size and (indices.min() < 0 or indices.max() >= n_items):
-        raise ValueError(f"seen.indices outside [0, {n_items})")
-    return sp.csr_matrix((np.ones(indices.size, dtype=np.float32), indices, indptr),
-                         shape=(n_users, n_items))
-
-
-def _check_user_rows(klass: type[Recommender], arrays: Mapping[str, np.ndarray],
-                     n_users: int) -> None:
-    """The per-user arrays a model declares (`user_state`) have a row per user."""
-    for name, offset in klass.user_state:
-        if name in arrays:
-            rows = arrays[name].shape[0] if arrays[name].ndim else -1
-            if rows != n_users + offset:
-                raise ValueError(f"model.{name} has {rows} rows, expected {n_users + offset} "
-                                 "(one per user)")
-        elif f"{name}.indptr" in arrays and arrays[f"{name}.indptr"].shape != (n_users + 1,):
-            raise ValueError(f"model.{name}.indptr does not describe {n_users} users' rows")
-
-
-def read_artifact_meta(folder: Path) -> dict[str, Any]:
-    cfg = folder / "config.json"
-    if not cfg.exists() or not (folder / "arrays.npz").exists():
-        raise InputError("not a saved lmrec model (config.json and arrays.npz expected)",
-                         location=Location(str(folder)))
-    meta = read_json(cfg)
-    if meta.get("format") != ARTIFACT_FORMAT:
-        raise InputError("not a saved lmrec model", location=Location(str(cfg)))
-    if meta.get("format_version") != ARTIFACT_VERSION:
-        raise InputError(
-            f"model saved in format version {meta.get('format_version')} by lmrec "
-            f"{meta.get('lmrec_version')}; this lmrec ({__version__}) reads version "
-            f"{ARTIFACT_VERSION}: train the model again", location=Location(str(cfg)))
-    return meta
-
-
-def as_sequences(histories: Sequences | Sequence[np.ndarray]) -> Sequences:
-    """A list of item-index arrays (oldest first) as `Sequences` (no types or times)."""
-    if isinstance(histories, Sequences):
-        return histories
-    arrays = [np.asarray(h, dtype=np.int64).ravel() for h in histories]
-    lengths = np.array([a.size for a in arrays], dtype=np.int64)
-    indptr = np.zeros(lengths.size + 1, dtype=np.int64)
-    np.cumsum(lengths, out=indptr[1:])
-    items = np.concatenate(arrays).astype(np.int32) if arrays else np.zeros(0, np.int32)
-    return Sequences(indptr, items, np.zeros(items.size, np.int32),
-                     np.full(items.size, -1, np.int64), ())
-
-
-def checked_histories(histories: Sequences | Sequence[np.ndarray], n_items: int) -> Sequences:
-    """`histories` as Sequences, refused (InputError) when an item index is outside
-    [0, n_items); for public entry points (`score_histories`, `history_embeddings`)."""
-    seqs = as_sequences(histories)
-    if seqs.items.size and (seqs.items.min() < 0 or seqs.items.max() >= n_items):
-        raise InputError(f"history items must be internal indices in [0, {n_items})")
-    return seqs
-
-
-def take_histories(seqs: Sequences, rows: np.ndarray) -> Sequences:
-    """The rows `rows` (B,) of `seqs`, in that order, as a new `Sequences` (vectorised)."""
-    rows = np.asarray(rows, dtype=np.int64)
-    starts = seqs.indptr[rows]
-    lengths = seqs.indptr[rows + 1] - starts
-    indptr = np.zeros(rows.size + 1, dtype=np.int64)
-    np.cumsum(lengths, out=indptr[1:])
-    # source position of every output event: its row's start plus its offset inside the row
-    src = np.repeat(starts - indptr[:-1], lengths) + np.arange(indptr[-1])
-    return Sequences(indptr, seqs.items[src], seqs.events[src], seqs.timestamps[src],
-                     seqs.event_types)
-
-
-def pack_csr(m: sp.csr_matrix, prefix: str) -> dict[str, np.ndarray]:
-    """A CSR matrix as named arrays for an .npz artifact (shape kept exactly)."""
-    m = m.tocsr()
-    return {f"{prefix}.data": m.data, f"{prefix}.indices": m.indices,
-            f"{prefix}.indptr": m.indptr, f"{prefix}.shape": np.asarray(m.shape, np.int64)}
-
-
-def unpack_csr(arrays: Mapping[str, np.ndarray], prefix: str) -> sp.csr_matrix:
-    """The inverse of `pack_csr`."""
-    shape = tuple(int(v) for v in arrays[f"{prefix}.shape"])
-    return sp.csr_matrix((arrays[f"{prefix}.data"], arrays[f"{prefix}.indices"],
-                          arrays[f"{prefix}.indptr"]), shape=shape)
-
-
-def pack_sequences(seqs: Sequences, prefix: str, *, timestamps: bool = True
-                   ) -> dict[str, np.ndarray]:
-    """`Sequences` as named arrays for an .npz artifact: `prefix.indptr` (n + 1,) and
-    `prefix.items`, `prefix.events`, `prefix.timestamps` (n_events,) each, the row-compressed
-    group layout `redact_users` empties rows of. The event types are the caller's to save."""
-    out = {f"{prefix}.indptr": np.asarray(seqs.indptr), f"{prefix}.items": np.asarray(seqs.items),
-           f"{prefix}.events": np.asarray(seqs.events)}
-    if timestamps:
-        out[f"{prefix}.timestamps"] = np.asarray(seqs.timestamps)
-    return out
-
-
-def unpack_sequences(arrays: Mapping[str, np.ndarray], prefix: str,
-                     event_types: Sequence[str] = ()) -> Sequences:
-    """The inverse of `pack_sequences`; timestamps -1 (unknown) where none were saved."""
-    events = arrays[f"{prefix}.events"]
-    key = f"{prefix}.timestamps"
-    times = arrays[key] if key in arrays else np.full(events.size, -1, np.int64)
-    return Sequences(arrays[f"{prefix}.indptr"], arrays[f"{prefix}.items"], events, times,
-                     tuple(event_types))
-
-
-def drop_entries(m: sp.spmatrix, rows: np.ndarray, cols: np.ndarray | None = None
-                 ) -> sp.csr_matrix:
-    """`m` as CSR without the stored entries of rows `rows` (and of columns `cols`); the
-    shape is kept."""
-    m = sp.csr_matrix(m)
-    indptr, keep = kept_entries(m.indptr, rows, m.indices if cols is not None else None, cols)
-    return sp.csr_matrix((m.data[keep], m.indices[keep], indptr), shape=m.shape)
-
-
-def kept_entries(indptr: np.ndarray, rows: np.ndarray, indices: np.ndarray | None = None,
-                  cols: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """For a row-compressed layout: the new indptr and the (nnz,) bool mask of the entries
-    kept when rows `rows` (and entries whose index is in `cols`) are dropped."""
-    dropped = np.zeros(indptr.size - 1, dtype=bool)
-    dropped[rows] = True
-    keep = ~np.repeat(dropped, np.diff(indptr))
-    if indices is not None and cols is not None:
-        keep &= ~np.isin(indices, cols)
-    kept_before = np.zeros(keep.size + 1, dtype=np.int64)
-    np.cumsum(keep, out=kept_before[1:])
-    return kept_before[indptr].astype(indptr.dtype), keep
-
-
-def _drop_group_rows(arrays: dict[str, np.ndarray], prefix: str, rows: np.ndarray) -> None:
-    """Empty rows of the row-compressed group `prefix.*` of an `_arrays()` dict in place:
-    every `prefix.<name>` with one entry per stored element follows `prefix.indptr`."""
-    indptr = arrays[f"{prefix}.indptr"]
-    nnz = int(indptr[-1])
-    new_indptr, keep = kept_entries(indptr, rows)
-    for key in [k for k in arrays if k.startswith(prefix + ".")]:
-        if key.endswith((".indptr", ".shape")):
-            continue
-        if arrays[key].ndim == 0 or arrays[key].shape[0] != nnz:
-            raise ValueError(f"{key}: expected {nnz} entries along the first axis")
-        arrays[key] = arrays[key][keep]
-    arrays[f"{prefix}.indptr"] = new_indptr
-
-
-def _mask_rows(scores: np.ndarray, mask: sp.csr_matrix, rows: np.ndarray) -> None:
-    sub = mask[rows].tocoo()
-    scores[sub.row, sub.col] = -np.inf
-
-
-def ids_array(vocab: IdVocabulary) -> np.ndarray:
-    if vocab.dtype == pl.Int64:
-        return vocab.ids.to_numpy().astype(np.int64)
-    return np.asarray(vocab.ids.to_list(), dtype=np.str_)
-
-
-def ids_series(arr: np.ndarray) -> pl.Series:
-    if arr.dtype.kind in "iu":
-        return pl.Series(arr.astype(np.int64))
-    return pl.Series(arr.astype(str).tolist(), dtype=pl.String)
-
-
-def batched(seq: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:
-    for i in range(0, len(seq), size):
-        yield seq[i : i + size]

@@ -30,15 +30,14 @@ import torch
 from pydantic import Field
 
 from lmrec.data.dataset import Dataset, Sequences
-from lmrec.models.base import (
-    FloatRange,
-    IntRange,
-    ModelConfig,
-    Recommender,
-    SearchSpace,
+from lmrec.models.base import Recommender
+from lmrec.models.history import (
     checked_histories,
+    fit_linear_fold_in,
+    history_matrix,
+    mean_item_features,
 )
-from lmrec.models.history import fit_linear_fold_in, history_matrix, mean_item_features
+from lmrec.models.hyperparams import FloatRange, IntRange, ModelConfig, SearchSpace
 from lmrec.train.loop import torch_threads
 
 

@@ -28,15 +28,9 @@ from pydantic import BeforeValidator, Field
 from lmrec.columns import Role
 from lmrec.data.dataset import Dataset, Sequences
 from lmrec.errors import ConfigError
-from lmrec.models.base import (
-    Choice,
-    IntRange,
-    ModelConfig,
-    Recommender,
-    SearchSpace,
-    pack_csr,
-    unpack_csr,
-)
+from lmrec.models.artifacts import pack_csr, unpack_csr
+from lmrec.models.base import Recommender
+from lmrec.models.hyperparams import Choice, IntRange, ModelConfig, SearchSpace
 
 _WORD = r"[\p{L}\p{N}]+"
 

@@ -29,18 +29,11 @@ from pydantic import Field
 
 from lmrec.data.dataset import Dataset, Sequences
 from lmrec.errors import ConfigError, InputError
-from lmrec.models.base import (
-    FloatRange,
-    IntRange,
-    ModelConfig,
-    Recommender,
-    SearchSpace,
-    checked_histories,
-    pack_sequences,
-    take_histories,
-    top_k,
-    unpack_sequences,
-)
+from lmrec.models.artifacts import pack_sequences, unpack_sequences
+from lmrec.models.base import Recommender
+from lmrec.models.history import checked_histories, take_histories
+from lmrec.models.hyperparams import FloatRange, IntRange, ModelConfig, SearchSpace
+from lmrec.models.ranking import top_k
 
 
 class ContentTextConfig(ModelConfig):

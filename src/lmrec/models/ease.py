@@ -21,14 +21,9 @@ from pydantic import Field
 
 from lmrec.data.dataset import Dataset, Sequences
 from lmrec.errors import ConfigError
-from lmrec.models.base import (
-    FloatRange,
-    ModelConfig,
-    Recommender,
-    SearchSpace,
-    pack_csr,
-    unpack_csr,
-)
+from lmrec.models.artifacts import pack_csr, unpack_csr
+from lmrec.models.base import Recommender
+from lmrec.models.hyperparams import FloatRange, ModelConfig, SearchSpace
 
 # Refuse item-item matrices above this size: G and its inverse are dense (n_items^2 floats).
 MAX_ITEMS = 60_000

@@ -23,15 +23,9 @@ import scipy.sparse as sp
 from pydantic import Field
 
 from lmrec.data.dataset import Dataset, Sequences
-from lmrec.models.base import (
-    FloatRange,
-    IntRange,
-    ModelConfig,
-    Recommender,
-    SearchSpace,
-    pack_csr,
-    unpack_csr,
-)
+from lmrec.models.artifacts import pack_csr, unpack_csr
+from lmrec.models.base import Recommender
+from lmrec.models.hyperparams import FloatRange, IntRange, ModelConfig, SearchSpace
 
 # Entries of the dense similarity block held at once (16M float32: 64 MB per temporary).
 _BLOCK_ELEMENTS = 1 << 24

@@ -43,7 +43,8 @@ from torch import Tensor, nn
 
 from lmrec.data.dataset import Dataset
 from lmrec.evaluate import metrics as M
-from lmrec.models.base import ModelConfig, Recommender
+from lmrec.models.base import Recommender
+from lmrec.models.hyperparams import ModelConfig
 from lmrec.train.config import TRAIN_FIELDS, TrainConfig
 from lmrec.train.loop import TrainResult, seeded_torch, torch_threads, train
 

@@ -14,7 +14,8 @@ from pydantic import Field
 
 from lmrec import columns as C
 from lmrec.data.dataset import Dataset, Sequences
-from lmrec.models.base import Choice, ModelConfig, Recommender, SearchSpace
+from lmrec.models.base import Recommender
+from lmrec.models.hyperparams import Choice, ModelConfig, SearchSpace
 
 
 class PopularityConfig(ModelConfig):

@@ -31,13 +31,10 @@ from torch import Tensor, nn
 
 from lmrec.data.dataset import Dataset, Sequences
 from lmrec.errors import InputError
-from lmrec.models.base import (
-    ModelConfig,
-    Recommender,
-    pack_sequences,
-    take_histories,
-    unpack_sequences,
-)
+from lmrec.models.artifacts import pack_sequences, unpack_sequences
+from lmrec.models.base import Recommender
+from lmrec.models.history import take_histories
+from lmrec.models.hyperparams import ModelConfig
 from lmrec.train import TRAIN_FIELDS, TrainConfig, train
 
 PAD = 0  # token of padding positions (items, behaviour types and time gaps alike)

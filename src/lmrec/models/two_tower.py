@@ -57,8 +57,10 @@ from torch import Tensor, nn
 from lmrec.columns import Role
 from lmrec.data.dataset import Dataset, Sequences
 from lmrec.errors import InputError
-from lmrec.models.base import checked_histories, kept_entries, top_k
+from lmrec.models.history import checked_histories
 from lmrec.models.neural import IntTuple, NeuralConfig, NeuralRecommender
+from lmrec.models.ranking import top_k
+from lmrec.models.redaction import kept_entries
 from lmrec.models.sequential import gather_windows
 from lmrec.models.text_items import (
     ItemIdGate,

@@ -22,8 +22,8 @@ import scipy.sparse as sp
 from pydantic import Field
 
 from lmrec.data.dataset import Dataset, Sequences
-from lmrec.models.base import drop_entries
 from lmrec.models.itemknn import KNNConfig, NeighbourModel, cosine_topk, topk_similarity
+from lmrec.models.redaction import drop_entries
 
 
 class UserKNNConfig(KNNConfig):

@@ -15,10 +15,10 @@ Endpoints (OpenAPI docs at /docs, schema at /openapi.json):
 
 Handlers that touch the store or score are plain `def`: FastAPI runs them in its threadpool, so
 blocking database calls and CPU-bound scoring never stall the event loop. The body limit and
-the metrics are pure ASGI middleware. Errors: 400 for requests the engine cannot answer, 401/403
-for keys, 404 for unknown items, 413 for oversized bodies and batches, 422 for invalid bodies,
-503 when the store is unavailable or an erasure failed (and erased nothing), and a generic 500
-that says nothing about the internals.
+the metrics are pure ASGI middleware (`lmrec.serve.middleware`). Errors: 400 for requests the
+engine cannot answer, 401/403 for keys, 404 for unknown items, 413 for oversized bodies and
+batches, 422 for invalid bodies, 503 when the store is unavailable or an erasure failed (and
+erased nothing), and a generic 500 that says nothing about the internals.
 
 With several workers (`lmrec serve --workers N`) uvicorn imports `app_from_env`, which rebuilds
 the same app in each worker from the settings the CLI put in the environment (the store URL
@@ -31,7 +31,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Annotated, Any
@@ -51,6 +51,7 @@ from lmrec.serve import schemas as S
 from lmrec.serve.docs import add_docs
 from lmrec.serve.erasure import ErasureFailed
 from lmrec.serve.metrics import ServiceMetrics
+from lmrec.serve.middleware import BodyLimit, Metrics
 from lmrec.serve.security import KeyRing, Role
 from lmrec.serve.service import (
     BundleSync,
@@ -69,7 +70,6 @@ APP_ENV = "LMREC_SERVE_APP"  # JSON {"bundle", "store", "settings"} for worker p
 STORE_ENV = "LMREC_STORE_URL"  # the store URL, kept out of command lines (it may hold a password)
 LOAD_FAILED = "the bundle could not be loaded"
 
-Send = Callable[[dict[str, Any]], Awaitable[None]]  # an ASGI send
 
 
 class ServeSettings(BaseModel):
@@ -374,93 +374,6 @@ def _add_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ErasureFailed, erasure_failed)
     app.add_exception_handler(RequestValidationError, validation)
     app.add_exception_handler(Exception, internal)
-
-
-# --- middleware ----------------------------------------------------------------------------
-class BodyLimit:
-    """413 for a body over `max_bytes`, told by Content-Length or counted while reading
-    (chunked uploads are buffered up to the limit, then replayed to the app)."""
-
-    def __init__(self, app: Any, max_bytes: int) -> None:
-        self.app = app
-        self.max_bytes = max_bytes
-
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
-            await self.app(scope, receive, send)
-            return
-        headers = dict(scope.get("headers") or [])
-        length = headers.get(b"content-length")
-        if length is not None:
-            try:
-                too_big = int(length) > self.max_bytes
-            except ValueError:
-                too_big = True
-            if too_big:
-                await _send_json(send, 413, {"detail": f"body over {self.max_bytes} bytes"})
-                return
-        chunks: list[bytes] = []
-        size = 0
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > self.max_bytes:
-                await _send_json(send, 413, {"detail": f"body over {self.max_bytes} bytes"})
-                return
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                break
-        body = b"".join(chunks)
-        sent = False
-
-        async def replay() -> dict[str, Any]:
-            nonlocal sent
-            if not sent:
-                sent = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            return await receive()
-
-        await self.app(scope, replay, send)
-
-
-class Metrics:
-    """Counts and times every HTTP request by method, route template and status."""
-
-    def __init__(self, app: Any, metrics: ServiceMetrics) -> None:
-        self.app = app
-        self.metrics = metrics
-
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        start = time.perf_counter()
-        status = 500
-
-        async def send_wrapper(message: dict[str, Any]) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = int(message["status"])
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_wrapper)
-        finally:
-            route = scope.get("route")
-            template = getattr(route, "path", None) or "unmatched"
-            self.metrics.observe(scope["method"], template, status,
-                                 time.perf_counter() - start)
-
-
-async def _send_json(send: Send, status: int, doc: dict[str, Any]) -> None:
-    body = json.dumps(doc).encode()
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"),
-                            (b"content-length", str(len(body)).encode())]})
-    await send({"type": "http.response.body", "body": body})
 
 
 def _limit_threads(n: int) -> None:

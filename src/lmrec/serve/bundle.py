@@ -65,7 +65,8 @@ from lmrec.data.vocab import IdVocabulary
 from lmrec.errors import InputError, LmrecError, Location
 from lmrec.integrity import IntegrityError, read_failure, read_npz, sha256_files, verify_manifest
 from lmrec.jsonfile import read_json
-from lmrec.models.base import ARRAYS_FILE, EmbeddingScorer, Recommender, ids_array
+from lmrec.models.artifacts import ARRAYS_FILE, ids_array
+from lmrec.models.base import EmbeddingScorer, Recommender
 from lmrec.serve.retrieval import DEFAULT_ANN_THRESHOLD
 
 BUNDLE_FORMAT = "lmrec-bundle"

@@ -51,7 +51,8 @@ import numpy as np
 from lmrec.data.dataset import Sequences
 from lmrec.errors import LmrecError
 from lmrec.integrity import sha256_files
-from lmrec.models.base import ARRAYS_FILE, ids_array, kept_entries
+from lmrec.models.artifacts import ARRAYS_FILE, ids_array
+from lmrec.models.redaction import kept_entries
 from lmrec.serve.bundle import (
     BUNDLE_FILE,
     HISTORIES_FILE,

@@ -23,11 +23,9 @@ fraction, doubled until k results survive. When that fetch would visit about as 
 as the allowed subset holds (a very selective filter), the rows are answered by exact search
 over the allowed subset instead, so a query always returns k items when k remain.
 
-Ties: equal scores go to the smaller item index (`lmrec.models.base.top_k`). Equal vectors
-must then score exactly alike, which a BLAS product does not promise: its kernels sum a
-column's products in an order that depends on where the column falls in the blocking, so two
-copies of one vector can differ in the last bit and come back in either order. Exact search
-therefore scores each set of identical item vectors once and gives that score to all of them.
+Ties: equal scores go to the smaller item index (`lmrec.models.ranking.top_k`). Exact search
+scores each set of identical item vectors once and gives that score to all of them
+(`lmrec.serve.vector_ties`: a BLAS product may score two copies of one vector apart).
 
 Threads: the build uses all cores (`threads`); searches run on `search_threads` OpenMP threads
 (1 by default: one request per server worker thread; the setting is per calling thread).
@@ -42,12 +40,13 @@ import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal, NamedTuple
+from typing import Any, Literal
 
 import numpy as np
 
 from lmrec.errors import ConfigError, InputError, Location
 from lmrec.jsonfile import read_json
+from lmrec.serve.vector_ties import Duplicates, find_duplicates, tie_duplicates
 
 INDEX_FORMAT = "lmrec-item-index"
 INDEX_VERSION = 1
@@ -81,7 +80,7 @@ class ItemIndex:
         self._faiss = faiss_index
         self.params = dict(params or {})
         self.search_threads = 1
-        self._dups: _Duplicates | bool | None = False  # False: not looked for yet
+        self._dups: Duplicates | bool | None = False  # False: not looked for yet
 
     # --- construction -----------------------------------------------------------------
     @classmethod
@@ -246,18 +245,9 @@ class ItemIndex:
         """Give the items of each set of identical vectors one score, computed once, in
         `scores` (len(q), n_items), or (len(q), len(subset)) over the items `subset`."""
         if self._dups is False:
-            self._dups = _find_duplicates(self._vectors)
-        dups = self._dups
-        if not isinstance(dups, _Duplicates):
-            return
-        cols, group = dups.items, dups.group
-        if subset is not None:  # the duplicates among the scored items, by position
-            pos = np.minimum(np.searchsorted(subset, cols), subset.size - 1)
-            hit = subset[pos] == cols
-            cols, group = pos[hit], group[hit]
-            if not cols.size:
-                return
-        scores[:, cols] = (q @ dups.vectors.T)[:, group]
+            self._dups = find_duplicates(self._vectors)
+        if isinstance(self._dups, Duplicates):
+            tie_duplicates(self._dups, q, scores, subset)
 
     def _search_hnsw(self, q: np.ndarray, k: int, excl: list[np.ndarray] | None,
                      allow: np.ndarray | None, out_i: np.ndarray, out_s: np.ndarray) -> None:
@@ -400,40 +390,6 @@ class ItemIndex:
 
 
 # --- helpers ----------------------------------------------------------------------------
-class _Duplicates(NamedTuple):
-    """Items whose vector equals another item's, bit for bit."""
-
-    items: np.ndarray  # (m,) their indices, ascending
-    group: np.ndarray  # (m,) which set of identical vectors each is in, 0..G-1
-    vectors: np.ndarray  # (G, d) each set's vector
-
-
-def _find_duplicates(vecs: np.ndarray) -> _Duplicates | None:
-    """The sets of identical rows of `vecs` (n, d) float32, None when all differ: rows are
-    hashed (exactly, on their bits), then rows sharing a hash are compared."""
-    n, d = vecs.shape
-    mult = np.random.default_rng(0).integers(1, 2**62, d, dtype=np.uint64) | np.uint64(1)
-    hashes = np.empty(n, np.uint64)
-    for start in range(0, n, _ADD_CHUNK):
-        rows = vecs[start : start + _ADD_CHUNK] + np.float32(0)  # -0.0 becomes 0.0
-        hashes[start : start + rows.shape[0]] = (rows.view(np.uint32).astype(np.uint64)
-                                                 * mult).sum(axis=1)
-    order = np.argsort(hashes, kind="stable")
-    same = hashes[order][1:] == hashes[order][:-1]
-    if not same.any():
-        return None
-    cand = np.sort(order[np.r_[same, False] | np.r_[False, same]])
-    rows = np.ascontiguousarray(vecs[cand] + np.float32(0))
-    _, inverse, counts = np.unique(rows.view(np.dtype((np.void, 4 * d))).ravel(),
-                                   return_inverse=True, return_counts=True)
-    keep = counts[inverse] > 1
-    if not keep.any():
-        return None
-    items = cand[keep]
-    _, first, group = np.unique(inverse[keep], return_index=True, return_inverse=True)
-    return _Duplicates(items, group.astype(np.int64), np.ascontiguousarray(vecs[items[first]]))
-
-
 def _as_matrix(x: np.ndarray, name: str) -> np.ndarray:
     arr = np.asarray(x)
     if arr.ndim != 2:
@@ -454,7 +410,7 @@ def _storage_view(index: Any, n: int, d: int) -> np.ndarray:
 
 def _top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """(B, m) scores -> best-first (B, min(k, m)) positions and values; -inf becomes -1."""
-    from lmrec.models.base import top_k
+    from lmrec.models.ranking import top_k
 
     return top_k(scores, k)
 

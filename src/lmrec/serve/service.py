@@ -78,7 +78,9 @@ from lmrec.columns import Role
 from lmrec.data.dataset import Sequences
 from lmrec.errors import ConfigError, InputError, LmrecError, Location
 from lmrec.jsonfile import read_json
-from lmrec.models.base import EmbeddingScorer, as_sequences, top_k
+from lmrec.models.base import EmbeddingScorer
+from lmrec.models.history import as_sequences
+from lmrec.models.ranking import top_k
 from lmrec.serve.bundle import Bundle, find_rules, load_bundle
 from lmrec.serve.explain import POPULAR_REASON, UNKNOWN_EVENT, empty_filter_note, history_reason
 from lmrec.serve.store import EventIn, EventStore, IngestResult, StoredEvent

@@ -1,4 +1,5 @@
-"""The event store contract, its records and what the SQLite and PostgreSQL stores share.
+"""The event store contract, its records and what the SQLite and PostgreSQL stores share
+(their connection pool: `lmrec.serve.store.pool`).
 
 Four tables, the same in both back ends (ids are TEXT, times epoch seconds as floats):
 
@@ -21,19 +22,20 @@ from __future__ import annotations
 
 import logging
 import math
-import re
 import secrets
-import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
 from collections.abc import Set as AbstractSet
-from contextlib import AbstractContextManager, contextmanager, suppress
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
-from typing import Any, Generic, Self, TypeVar
+from typing import TYPE_CHECKING, Any, Self
 from urllib.parse import urlsplit, urlunsplit
 
 from lmrec.errors import ConfigError, InputError, LmrecError
+
+if TYPE_CHECKING:  # the pool raises StoreError, defined here
+    from lmrec.serve.store.pool import ConnectionPool
 
 SCHEMA_VERSION = 2  # 2: lmrec_deletions.outcome
 ERASED, ROLLED_BACK = "erased", "rolled_back"  # lmrec_deletions.outcome
@@ -42,7 +44,6 @@ log = logging.getLogger("lmrec.serve.store")
 TABLES = ("lmrec_schema", "lmrec_events", "lmrec_user_state", "lmrec_deletions")
 EVENT_COLUMNS = "seq, user_id, item_id, type, ts, event_id, value"  # a StoredEvent's row
 MAX_STATE_BYTES = 1 << 20  # the per-user cache holds small blobs, not documents
-POOL_TIMEOUT_S = 30.0  # how long a caller waits for a free connection before StoreError
 
 # (user_id, item_id, type, ts, event_id, value): the column order of every insert
 Row = tuple[str, str, str, float, str | None, float | None]
@@ -354,18 +355,6 @@ def mask_url(url: str) -> str:
     return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc[1]}"))
 
 
-def parse_pool_size(raw: str | None, default: int) -> int:
-    """The `pool_size` store-URL parameter: a positive decimal integer (`default` when
-    absent)."""
-    if raw is None:
-        return default
-    value = int(raw) if re.fullmatch(r"[0-9]+", raw) else 0
-    if value < 1:
-        raise ConfigError(f"store url parameter pool_size must be a positive integer, "
-                          f"got {raw!r}")
-    return value
-
-
 def now() -> float:
     return time.time()
 
@@ -374,84 +363,3 @@ def _finite(x: Any, n: int, field: str) -> float:
     if isinstance(x, bool) or not isinstance(x, int | float) or not math.isfinite(x):
         raise InputError(f"event {n} {field} must be a finite number, got {x!r}")
     return float(x)
-
-
-# --- a small connection pool -------------------------------------------------------------
-C = TypeVar("C")
-
-
-class ConnectionPool(Generic[C]):
-    """At most `max_size` connections, each used by one thread at a time, opened on demand.
-
-    `healthy(conn)` decides whether a connection handed back can be reused (a broken one is
-    closed and replaced by a fresh one on the next demand).
-    """
-
-    def __init__(self, connect: Callable[[], C], close: Callable[[C], None],
-                 healthy: Callable[[C], bool], max_size: int, what: str) -> None:
-        if max_size < 1:
-            raise InputError(f"pool_size must be at least 1, got {max_size}")
-        self._connect, self._close, self._healthy = connect, close, healthy
-        self._max = max_size
-        self._what = what
-        self._idle: list[C] = []
-        self._open = 0
-        self._closed = False
-        self._cond = threading.Condition()
-
-    @contextmanager
-    def connection(self) -> Iterator[C]:
-        conn = self._acquire()
-        try:
-            yield conn
-        finally:
-            self._release(conn)
-
-    def _acquire(self) -> C:
-        deadline = time.monotonic() + POOL_TIMEOUT_S
-        with self._cond:
-            while True:
-                if self._closed:
-                    raise StoreError(f"the store {self._what} is closed")
-                if self._idle:
-                    return self._idle.pop()
-                if self._open < self._max:
-                    self._open += 1
-                    break
-                left = deadline - time.monotonic()
-                if left <= 0 or not self._cond.wait(left):
-                    raise StoreError(f"no free connection to {self._what} after "
-                                     f"{POOL_TIMEOUT_S:g} s ({self._max} in use)")
-        try:  # connect outside the lock: it may take a network round trip
-            return self._connect()
-        except BaseException:
-            with self._cond:
-                self._open -= 1
-                self._cond.notify()
-            raise
-
-    def _release(self, conn: C) -> None:
-        keep = self._healthy(conn)
-        with self._cond:
-            if keep and not self._closed:
-                self._idle.append(conn)
-                conn = None  # type: ignore[assignment]
-            else:
-                self._open -= 1
-            self._cond.notify()
-        if conn is not None:
-            self._close_quietly(conn)
-
-    def close(self) -> None:
-        """Close idle connections now and busy ones when they are handed back."""
-        with self._cond:
-            self._closed = True
-            idle, self._idle = self._idle, []
-            self._open -= len(idle)
-            self._cond.notify_all()
-        for conn in idle:
-            self._close_quietly(conn)
-
-    def _close_quietly(self, conn: C) -> None:
-        with suppress(Exception):  # a connection that fails to close is gone anyway
-            self._close(conn)

@@ -34,7 +34,6 @@ from psycopg.conninfo import conninfo_to_dict
 from lmrec.errors import ConfigError
 from lmrec.serve.store.base import (
     EVENT_COLUMNS,
-    ConnectionPool,
     EventIn,
     IngestResult,
     SQLEventStore,
@@ -46,8 +45,8 @@ from lmrec.serve.store.base import (
     group_histories,
     mask_url,
     now,
-    parse_pool_size,
 )
+from lmrec.serve.store.pool import ConnectionPool, parse_pool_size
 
 DEFAULT_POOL = 8
 CONNECT_TIMEOUT_S = 10

@@ -30,7 +30,6 @@ from urllib.parse import parse_qsl
 from lmrec.errors import ConfigError
 from lmrec.serve.store.base import (
     EVENT_COLUMNS,
-    ConnectionPool,
     EventIn,
     IngestResult,
     SQLEventStore,
@@ -41,8 +40,8 @@ from lmrec.serve.store.base import (
     event_rows,
     group_histories,
     now,
-    parse_pool_size,
 )
+from lmrec.serve.store.pool import ConnectionPool, parse_pool_size
 
 PREFIX = "sqlite:///"
 BUSY_TIMEOUT_S = 30.0
