@@ -16,6 +16,17 @@ import pytest
 from lmrec.cli import main
 
 
+def one_error_line(code: int, err: str, needle: str, out: str = "") -> str:
+    """The one line a refused command prints on stderr, after checking the rule every bad input
+    follows: exit code 2, exactly one non-blank line naming `needle`, no traceback."""
+    assert "Traceback" not in out + err, err
+    assert code == 2, (code, out, err)
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1, f"expected one line on stderr, got {len(lines)}:\n{err}"
+    assert needle in lines[0], f"{needle!r} not named in: {lines[0]}"
+    return lines[0]
+
+
 def run(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
     """(exit code, stdout, stderr) of `lmrec ARGS`."""
     old = sys.argv

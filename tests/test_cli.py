@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers_cli import run
+from helpers_cli import one_error_line, run
 
 
 @pytest.fixture()
@@ -179,12 +179,6 @@ def prepared(prepared_once: Path, tmp_path: Path) -> Path:
     return shutil.copytree(prepared_once, tmp_path / "d")
 
 
-def _one_line(err: str) -> str:
-    lines = [line for line in err.splitlines() if line.strip()]
-    assert len(lines) == 1, err
-    return lines[0]
-
-
 @pytest.mark.parametrize("command", ["prepare", "train"])
 def test_out_that_is_a_file_or_unwritable_is_refused(
         command: str, tmp_path: Path, events_csv: Path, capsys: pytest.CaptureFixture[str],
@@ -198,8 +192,8 @@ def test_out_that_is_a_file_or_unwritable_is_refused(
     existing.write_text("mine\n")
     for target in (existing, existing / "sub"):
         code, out, err = run([*base, "--out", str(target)], capsys)
-        line = _one_line(err)
-        assert code == 2 and "--out" in line and str(target) in line, err
+        line = one_error_line(code, err, "--out")
+        assert str(target) in line, err
         assert "Traceback" not in out + err
         assert existing.read_text() == "mine\n"
     # a read-only folder (tests may run as root, where the mode bits do not stop writes)
@@ -209,7 +203,8 @@ def test_out_that_is_a_file_or_unwritable_is_refused(
     monkeypatch.setattr(os, "access", lambda p, mode, **kw: (
         False if Path(p) == locked else real_access(p, mode, **kw)))
     code, _, err = run([*base, "--out", str(locked / "new")], capsys)
-    assert code == 2 and "--out" in _one_line(err) and "not writable" in err, err
+    one_error_line(code, err, "--out")
+    assert "not writable" in err, err
     assert list(locked.iterdir()) == []
 
 
@@ -218,7 +213,7 @@ def test_tune_with_zero_trials_is_refused(prepared: Path,
     for trials in ("0", "-2"):
         code, out, err = run(["evaluate", "--data", str(prepared), "--model", "ease", "--tune",
                               "--trials", trials], capsys)
-        assert code == 2 and "--trials" in _one_line(err), err
+        one_error_line(code, err, "--trials")
         assert "Traceback" not in out + err
 
 
@@ -249,7 +244,7 @@ def test_evaluate_option_out_of_range(prepared: Path, capsys: pytest.CaptureFixt
         if command[0] == "compare" and option in ("--folds", "--part"):
             continue
         code, out, err = run([*command, "--data", str(prepared), *args], capsys)
-        assert code == 2 and option in _one_line(err), (command, err)
+        one_error_line(code, err, option)
         assert "Traceback" not in out + err
         assert not (prepared.parent / "r").exists()
 
@@ -283,7 +278,7 @@ def test_other_options_out_of_range(prepared: Path, tmp_path: Path,
     (prepared / "e.csv").write_text("a file\n")
     argv = [a.format(model=model, data=prepared, new=tmp_path / "new") for a in args]
     code, out, err = run(argv, capsys)
-    assert code == 2 and option in _one_line(err), err
+    one_error_line(code, err, option)
     assert "Traceback" not in out + err and not (tmp_path / "new").exists()
 
 
@@ -349,8 +344,9 @@ def test_demo_never_deletes_a_folder_it_did_not_write(
     (tmp_path / "raw").mkdir()  # an earlier demo's folder ...
     (tmp_path / "thesis.tex").write_text("mine\n")  # ... next to a file that is not the demo's
     code, out, err = run(["demo", "--out", str(tmp_path)], capsys)
-    assert code == 2 and "--out" in _one_line(err) and "thesis.tex" in err, err
+    one_error_line(code, err, "--out")
+    assert "thesis.tex" in err, err
     assert "Traceback" not in out + err
     assert (tmp_path / "thesis.tex").read_text() == "mine\n" and (tmp_path / "raw").is_dir()
     code, _, err = run(["demo", "--out", str(tmp_path / "thesis.tex")], capsys)
-    assert code == 2 and "--out" in _one_line(err)
+    one_error_line(code, err, "--out")

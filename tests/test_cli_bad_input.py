@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers_cli import CliProcess, cli_processes
+from helpers_cli import CliProcess, cli_processes, one_error_line
 from lmrec.cli import main
 
 # --- the world the cells run in -------------------------------------------------------------
@@ -354,14 +354,6 @@ def _materialise(world: World, tmp_path: Path, arg: str) -> str:
                       new=tmp_path / "new-out")
 
 
-def _check_one_line(code: int, out: str, err: str, needle: str) -> None:
-    assert "Traceback" not in out + err, err
-    assert code == 2, (code, out, err)
-    lines = [line for line in err.splitlines() if line.strip()]
-    assert len(lines) == 1, f"expected one line on stderr, got {len(lines)}:\n{err}"
-    assert needle in lines[0], f"{needle!r} not named in: {lines[0]}"
-
-
 @pytest.mark.parametrize(("args", "needle"), [pytest.param(a, n, id=i) for i, a, n in CELLS])
 def test_bad_input_cell(world: World, tmp_path: Path, capsys: pytest.CaptureFixture[str],
                         monkeypatch: pytest.MonkeyPatch, args: list[str], needle: str,
@@ -370,7 +362,7 @@ def test_bad_input_cell(world: World, tmp_path: Path, capsys: pytest.CaptureFixt
     argv = [_materialise(world, tmp_path, a) for a in args]
     before = sorted(p.name for p in world.root.iterdir())
     code, out, err = run_cli(argv, capsys, monkeypatch)
-    _check_one_line(code, out, err, _materialise(world, tmp_path, needle))
+    one_error_line(code, err, _materialise(world, tmp_path, needle), out)
     assert not (tmp_path / "new-out").exists(), "something was written to the output folder"
     assert world.file.read_text() == FILE_TEXT
     assert not (world.file.parent / "existing.txt" / "sub").exists()
@@ -426,5 +418,5 @@ def real_runs(world: World, tmp_path_factory: pytest.TempPathFactory
 def test_bad_input_subprocess(world: World, real_runs: dict[str, CliProcess],
                               request: pytest.FixtureRequest, needle: str) -> None:
     proc = real_runs[request.node.callspec.id].result()
-    _check_one_line(proc.returncode, proc.stdout, proc.stderr, needle)
+    one_error_line(proc.returncode, proc.stderr, needle, proc.stdout)
     assert world.file.read_text() == FILE_TEXT

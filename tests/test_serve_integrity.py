@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from helpers_cli import CliProcess, cli_processes, run
+from helpers_cli import CliProcess, cli_processes, one_error_line, run
 from helpers_serve import planted_bundle
 from lmrec.errors import InputError
 from lmrec.models import Recommender, create_model
@@ -81,15 +81,6 @@ def no_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     yield
 
 
-def _one_line(code: int, err: str, needle: str) -> str:
-    assert "Traceback" not in err, err
-    assert code == 2, err
-    lines = [line for line in err.splitlines() if line.strip()]
-    assert len(lines) == 1, err
-    assert needle in lines[0], lines[0]
-    return lines[0]
-
-
 # --- bundles ---------------------------------------------------------------------------------
 @pytest.mark.parametrize("damage", sorted(DAMAGE))
 @pytest.mark.parametrize("command", ["recommend", "serve"])
@@ -104,7 +95,7 @@ def test_a_damaged_bundle_is_refused_naming_the_file(
     args = (["recommend", str(folder), "--user", "a0"] if command == "recommend" else
             ["serve", str(folder), "--store", f"sqlite:///{tmp_path / 'events.db'}"])
     code, _, err = run(args, capsys)
-    line = _one_line(code, err, str(folder / name))
+    line = one_error_line(code, err, str(folder / name))
     assert "does not match the one recorded in bundle.json" in line
 
 
@@ -178,7 +169,7 @@ def test_a_damaged_model_folder_is_refused_naming_the_file(
     with pytest.raises(InputError, match=re.escape(message)):
         Recommender.load(folder)
     code, _, err = run(["recommend", str(folder), "--user", "a0", "--json"], capsys)
-    assert message in _one_line(code, err, str(folder / name))
+    assert message in one_error_line(code, err, str(folder / name))
 
 
 def _resave(folder: Path, change: Callable[[dict[str, np.ndarray]], None]) -> None:
@@ -259,5 +250,5 @@ def test_damage_as_a_user_sees_it(
         real_runs: dict[tuple[str, str], tuple[Path, CliProcess]]) -> None:
     damaged, run_ = real_runs[(command, damage)]
     proc = run_.result()
-    _one_line(proc.returncode, proc.stderr, str(damaged))
+    one_error_line(proc.returncode, proc.stderr, str(damaged))
     assert proc.stdout == ""

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from helpers_cli import CliProcess, cli_processes, run
+from helpers_cli import CliProcess, cli_processes, one_error_line, run
 from helpers_serve import planted_bundle
 
 
@@ -32,15 +32,6 @@ def started(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[Any]]:
             app.state.service.close()
 
 
-def _one_line(code: int, err: str, needle: str) -> str:
-    assert "Traceback" not in err, err
-    assert code == 2, err
-    lines = [line for line in err.splitlines() if line.strip()]
-    assert len(lines) == 1, err
-    assert needle in lines[0], lines[0]
-    return lines[0]
-
-
 @pytest.mark.parametrize(("option", "value"), [
     ("--port", "80000"), ("--port", "-5"), ("--port", "65536"), ("--port", "http"),
     ("--log-level", "loud"), ("--max-batch", "0"), ("--max-body-bytes", "10"),
@@ -50,7 +41,7 @@ def test_bad_options_are_one_line_naming_the_option(
         capsys: pytest.CaptureFixture[str], real_runs: list[CliProcess]) -> None:
     code, out, err = run(["serve", str(bundle), "--store", f"sqlite:///{tmp_path / 'e.db'}",
                           option, value], capsys)
-    _one_line(code, err, option)
+    one_error_line(code, err, option)
     assert started == [] and out == ""
     assert not (tmp_path / "e.db").exists()  # refused before the store was opened
 
@@ -71,7 +62,7 @@ def test_a_store_in_a_missing_folder_is_refused_not_created(
     missing = tmp_path / "no" / "such" / "dir"
     code, _, err = run(["serve", str(bundle), "--store", f"sqlite:///{missing}/s.db",
                         "--workers", workers], capsys)
-    line = _one_line(code, err, f"'{missing}' does not exist")
+    line = one_error_line(code, err, f"'{missing}' does not exist")
     assert "--store" in line or "store url" in line
     assert not (tmp_path / "no").exists() and started == []
 
@@ -87,7 +78,7 @@ def test_a_damaged_bundle_stops_a_multi_worker_start(bundle: Path, tmp_path: Pat
     (folder / "histories.npz").write_bytes(b"PK\x03\x04 not an archive")
     code, _, err = run(["serve", str(folder), "--store", f"sqlite:///{tmp_path / 'e.db'}",
                         "--workers", "2"], capsys)
-    _one_line(code, err, str(folder / "histories.npz"))
+    one_error_line(code, err, str(folder / "histories.npz"))
     assert started == []  # no worker was launched
 
 
@@ -111,5 +102,5 @@ def real_runs(bundle: Path, tmp_path_factory: pytest.TempPathFactory
 def test_as_a_user_sees_it(real_runs: list[CliProcess]) -> None:
     for run_, (_, needle) in zip(real_runs, REAL, strict=True):
         proc = run_.result()
-        _one_line(proc.returncode, proc.stderr, needle)
+        one_error_line(proc.returncode, proc.stderr, needle)
         assert proc.stdout == ""
