@@ -1,0 +1,196 @@
+"""`lmrec evaluate` (with --tune) and `lmrec compare`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from lmrec.cli.checks import check_choice, check_out, check_range
+from lmrec.cli.options import SEED_MAX, _parse_ks, parse_params, parse_variant
+from lmrec.console import err, metrics_summary, out, print_json, steps, table
+from lmrec.errors import ConfigError
+from lmrec.serve.security import split_list as _split_list
+
+
+def _check_split_options(ratios: str, test_share: float, holdout_share: float,
+                         max_train_events: int, seed: int, folds: int | None = None
+                         ) -> tuple[float, ...]:
+    """The split options of evaluate and compare, checked whatever the split kind (a value
+    that no split can use is a mistake even where this split ignores it); the ratios parsed."""
+    from lmrec.evaluate.splits import check_ratios
+
+    try:
+        r = tuple(float(x) for x in _split_list(ratios))
+    except ValueError:
+        raise ConfigError(f"--ratios {ratios!r} is not a list of numbers") from None
+    try:
+        check_ratios(r)
+    except ConfigError as exc:
+        raise ConfigError(f"--ratios {ratios!r}: {exc}") from None
+    check_range("--test-share", test_share, low=0, high=1, low_open=True, high_open=True)
+    check_range("--holdout-share", holdout_share, low=0, high=1, low_open=True,
+                high_open=True)
+    # 0 would leave every test user with no training event: nobody could be scored
+    check_range("--max-train-events", max_train_events, low=1)
+    check_range("--seed", seed, low=0, high=SEED_MAX)
+    check_range("--folds", folds, low=2)
+    return r
+
+
+def _splits(ds: Any, split: str, ratios: tuple[float, ...], test_share: float, folds: int,
+            seed: int, holdout_share: float = 0.2, max_train_events: int = 5) -> list:
+    """The splits asked for (options checked by `_check_split_options`); notes to stderr."""
+    from lmrec.evaluate import make_splits
+
+    splits = make_splits(ds, split, ratios=ratios, test_share=test_share, folds=folds, seed=seed,
+                         holdout_share=holdout_share, max_train_events=max_train_events)
+    for note in dict.fromkeys(n for s in splits for n in s.notes):
+        err.print(f"[yellow]note:[/] {note}")
+    return splits
+
+
+def evaluate_cmd(
+    data: Annotated[Path, typer.Option("--data", help="A prepared dataset folder.")],
+    model: Annotated[str, typer.Option("--model", help="Model name.")],
+    param: Annotated[list[str] | None, typer.Option("--param", help="KEY=VALUE, repeatable.")
+                     ] = None,
+    config: Annotated[Path | None, typer.Option(help="TOML file with model parameters.")
+                      ] = None,
+    split: Annotated[str, typer.Option(
+        help="random | loo | temporal | kfold | cold-items | cold-users")] = "random",
+    ratios: Annotated[str, typer.Option(help="train,valid,test shares for --split random")
+                      ] = "0.8,0.1,0.1",
+    test_share: Annotated[float, typer.Option(help="Test share for --split temporal")] = 0.2,
+    holdout_share: Annotated[float, typer.Option(
+        help="Share of items (cold-items) or users (cold-users) held out for test")] = 0.2,
+    max_train_events: Annotated[int, typer.Option(
+        help="Items a test user keeps in training for --split cold-users")] = 5,
+    folds: Annotated[int, typer.Option(help="Folds for --split kfold")] = 5,
+    k: Annotated[str, typer.Option("--k", help="Cutoffs, e.g. 10,20")] = "10",
+    seed: Annotated[int, typer.Option(help="Random seed (split and model).")] = 0,
+    part: Annotated[str, typer.Option(help="test | valid")] = "test",
+    tune: Annotated[bool, typer.Option(
+        "--tune", help="Search hyperparameters on the validation part first.")] = False,
+    trials: Annotated[int, typer.Option(help="Trials for --tune.")] = 20,
+    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON object of metrics.")
+                       ] = False,
+) -> None:
+    """Fit a model on a split's training part and print full-ranking metrics."""
+    from lmrec.data import Dataset
+    from lmrec.evaluate import SPLIT_KINDS, cross_validate, fit_and_evaluate
+    from lmrec.models import create_model
+
+    params = parse_params(param, config)
+    create_model(model, params)  # refuse unknown models and parameters before any work
+    ks = _parse_ks(k)
+    r = _check_split_options(ratios, test_share, holdout_share, max_train_events, seed, folds)
+    check_choice("--split", split, SPLIT_KINDS)
+    check_choice("--part", part, ("test", "valid"))
+    check_range("--trials", trials, low=1)
+    if tune and split == "kfold":
+        raise ConfigError("--tune takes a single split (random with a validation part, or "
+                          "loo), not --split kfold")
+    ds = Dataset.load(data)
+    if ks[-1] > ds.n_items:
+        raise ConfigError(f"--k {ks[-1]} is larger than the catalogue ({ds.n_items} items)")
+    with steps(f"evaluating {model}") as step:
+        step("splitting")
+        splits = _splits(ds, split, r, test_share, folds, seed, holdout_share, max_train_events)
+        if tune:
+            params = _tune(model, params, splits[0], ks, trials, seed, step)
+        if len(splits) > 1:
+            step(f"{len(splits)} folds")
+            summary = cross_validate(lambda: create_model(model, params), splits, ks)
+            metrics = {key: v["mean"] for key, v in summary.items()}
+            extra = {f"{key}_std": v["std"] for key, v in summary.items()}
+        else:
+            step("fitting and scoring")
+            res = fit_and_evaluate(create_model(model, params), splits[0], ks, rng=seed,
+                                   part=part)
+            metrics, extra = dict(res.metrics), {}
+    if as_json:
+        print_json({**metrics, **extra})
+        return
+    rows = [(key, v) for key, v in metrics.items()]
+    out.print(table(f"{model} on {ds.name} ({split} split, {part})", ["metric", "value"], rows))
+
+
+def _tune(model: str, params: dict[str, Any], split: Any, ks: list[int], trials: int,
+          seed: int, step: Any) -> dict[str, Any]:
+    """Best parameters on the validation part (`--param` values stay fixed)."""
+    from lmrec.evaluate import tune
+    from lmrec.models import create_model, model_class
+
+    metric = f"ndcg@{10 if 10 in ks else ks[0]}"
+    best = {"value": float("-inf")}
+
+    def on_trial(i: int, trial_params: dict[str, Any], value: float) -> None:
+        best["value"] = max(best["value"], value)
+        step(f"tuning: trial {i}/{trials}, best valid {metric} {best['value']:.4f}")
+
+    result = tune(lambda p: create_model(model, p), model_class(model).Config.search_space,
+                  split, metric=metric, trials=trials, seed=seed, fixed=params,
+                  on_trial=on_trial)
+    shown = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                      for k, v in result.best_params.items())
+    err.print(f"tuned on the validation part ({trials} trials, {result.seconds:.1f} s): "
+              f"valid {metric} {result.best_value:.4f} with {shown}")
+    return result.best_params
+
+
+def compare_cmd(
+    data: Annotated[Path, typer.Option("--data", help="A prepared dataset folder.")],
+    report: Annotated[Path, typer.Option("--report", help="Folder for the report.")],
+    models: Annotated[str, typer.Option("--models", help="Comma-separated model names.")] = "",
+    variant: Annotated[list[str] | None, typer.Option(
+        "--variant", help="A model with parameters, LABEL=MODEL:key=value,key=value "
+                          "(repeatable), e.g. tt-text=two-tower:text=true")] = None,
+    split: Annotated[str, typer.Option(
+        help="random | loo | temporal | cold-items | cold-users")] = "random",
+    ratios: Annotated[str, typer.Option()] = "0.8,0.1,0.1",
+    test_share: Annotated[float, typer.Option()] = 0.2,
+    holdout_share: Annotated[float, typer.Option(
+        help="Share of items (cold-items) or users (cold-users) held out for test")] = 0.2,
+    max_train_events: Annotated[int, typer.Option(
+        help="Items a test user keeps in training for --split cold-users")] = 5,
+    k: Annotated[str, typer.Option("--k", help="Cutoffs, e.g. 5,10,20")] = "5,10,20",
+    seed: Annotated[int, typer.Option()] = 0,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Run several models on one split; write a Markdown/HTML report with plots."""
+    from lmrec.data import Dataset
+    from lmrec.evaluate import SPLIT_KINDS, fit_and_evaluate, metrics_table, write_report
+    from lmrec.models import create_model
+
+    check_out(report, "--report")
+    recs = {n: create_model(n) for n in _split_list(models)}
+    for spec in variant or []:
+        label, model_name, params = parse_variant(spec)
+        if label in recs:
+            raise ConfigError(f"--variant {spec!r}: the label {label!r} is already taken")
+        recs[label] = create_model(model_name, params)
+    if not recs:
+        raise ConfigError("give --models and/or --variant")
+    ks = _parse_ks(k)
+    r = _check_split_options(ratios, test_share, holdout_share, max_train_events, seed)
+    check_choice("--split", split, tuple(s for s in SPLIT_KINDS if s != "kfold"))
+    ds = Dataset.load(data)
+    if ks[-1] > ds.n_items:
+        raise ConfigError(f"--k {ks[-1]} is larger than the catalogue ({ds.n_items} items)")
+    splits = _splits(ds, split, r, test_share, 2, seed, holdout_share, max_train_events)
+    results = {}
+    with steps("comparing") as step:
+        for n, rec in recs.items():
+            step(n)
+            results[n] = fit_and_evaluate(rec, splits[0], ks, rng=seed)
+        step("writing the report")
+        paths = write_report(results, report, title=f"lmrec compare on {ds.name}",
+                             split_info=splits[0].sizes())
+    if as_json:
+        print_json({n: r.to_dict()["metrics"] for n, r in results.items()})
+        return
+    out.print(metrics_summary(metrics_table(results, ks), 10 if 10 in ks else ks[0]))
+    err.print(f"Report: {paths.get('html')} (also {paths.get('markdown')}, "
+              f"{paths.get('json')})")

@@ -1,0 +1,193 @@
+"""`lmrec train`, `lmrec recommend` and `lmrec embed`."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import polars as pl
+import typer
+
+from lmrec import columns as C
+from lmrec.cli.checks import check_choice, check_out, check_range
+from lmrec.cli.options import SEED_MAX, parse_params
+from lmrec.console import err, out, print_json, steps, table
+from lmrec.errors import ConfigError
+from lmrec.serve.retrieval import DEFAULT_ANN_THRESHOLD
+
+
+def train(
+    data: Annotated[Path, typer.Option("--data", help="A prepared dataset folder.")],
+    model: Annotated[str, typer.Option("--model", help="Model name.")],
+    out_dir: Annotated[Path, typer.Option("--out", help="Folder for the trained model.")],
+    param: Annotated[list[str] | None, typer.Option("--param", help="KEY=VALUE, repeatable.")
+                     ] = None,
+    config: Annotated[Path | None, typer.Option(help="TOML file with model parameters.")
+                      ] = None,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    rules: Annotated[Path | None, typer.Option(
+        help="Business rules (JSON or TOML) to ship in the bundle.")] = None,
+    ann_threshold: Annotated[int, typer.Option(
+        help="Catalogue size from which embedding models get an ANN index.")
+    ] = DEFAULT_ANN_THRESHOLD,
+) -> None:
+    """Train a model on a dataset folder and save it as a servable bundle (model, items,
+    training histories, version; see `lmrec serve`)."""
+    from lmrec.data import Dataset
+    from lmrec.models import create_model, model_class
+    from lmrec.serve.bundle import write_bundle
+
+    check_out(out_dir, "--out")
+    check_range("--seed", seed, low=0, high=SEED_MAX)
+    check_range("--ann-threshold", ann_threshold, low=0)
+    if rules is not None:  # a bad rules file is refused before training, not after it
+        from lmrec.serve.service import Rules
+
+        if rules.suffix not in (".json", ".toml"):
+            raise ConfigError(f"--rules {rules}: expected a .json or .toml file")
+        Rules.from_file(rules)
+    params = parse_params(param, config)
+    if "checkpoint_dir" in model_class(model).Config.model_fields:
+        # neural models keep checkpoints, history.json and the training curve with the model
+        params.setdefault("checkpoint_dir", str(out_dir / "run"))
+    rec = create_model(model, params)
+    ds = Dataset.load(data)
+    t0 = time.perf_counter()
+    with steps(f"training {model} on {ds.name}"):
+        rec.fit(ds, rng=seed)
+    seconds = time.perf_counter() - t0
+    from lmrec.train.distributed import dist_env
+
+    if not dist_env().is_main:  # under torchrun every rank trains; rank 0 alone writes
+        return
+    write_bundle(rec, ds, out_dir, ann_threshold=ann_threshold, rules=rules)
+    err.print(f"Trained {rec!r} on {ds.n_users} users, {ds.n_items} items, {ds.n_events} "
+              f"events in {seconds:.2f} s; saved to {out_dir}")
+
+
+def recommend(
+    model_dir: Annotated[Path, typer.Argument(help="A folder written by `lmrec train`.")],
+    user: Annotated[list[str] | None, typer.Option("--user", help="User id; repeatable.")
+                    ] = None,
+    text: Annotated[str | None, typer.Option(
+        "--text", help="Describe a taste in words instead of naming a user (zero-shot; "
+                       "text models such as content-text).")] = None,
+    k: Annotated[int, typer.Option("--k", help="How many items.")] = 10,
+    as_json: Annotated[bool, typer.Option("--json", help="JSON output.")] = False,
+    strict: Annotated[bool, typer.Option(help="Unknown users are an error.")] = False,
+    include_seen: Annotated[bool, typer.Option(help="Allow items the user already has.")
+                            ] = False,
+) -> None:
+    """Top-k recommendations for users of a trained model, or for a text (--text)."""
+    from lmrec.models import Recommender
+
+    if (text is None) == (not user):
+        raise ConfigError("give --user (one or more) or --text, not both")
+    check_range("--k", k, low=1)
+    rec = Recommender.load(model_dir)
+    if text is not None:
+        _recommend_for_text(rec, model_dir, text, k, as_json)
+        return
+    result = rec.recommend(user, k, exclude_seen=not include_seen, strict=strict)
+    records = result.to_records()
+    if as_json:
+        for r in records:
+            print_json(r)
+        return
+    titles = _item_titles(model_dir)
+    for r in records:
+        if "note" in r:
+            err.print(f"[yellow]note:[/] user {r['user']}: {r['note']}")
+        rows = [(i, it["item"], titles.get(it["item"], ""), it["score"])
+                for i, it in enumerate(r["items"], start=1)]
+        out.print(table(f"Top {k} for user {r['user']} ({rec.name})",
+                        ["rank", "item", "title", "score"], rows))
+
+
+def _recommend_for_text(rec: Any, model_dir: Path, text: str, k: int, as_json: bool) -> None:
+    from lmrec.models import MODELS
+
+    check_range("--k", k, low=1)
+    if not hasattr(rec, "recommend_for_text"):
+        able = sorted(n for n, klass in MODELS.items() if hasattr(klass, "recommend_for_text"))
+        raise ConfigError(f"model {rec.name!r} cannot recommend from a text; models that can: "
+                          f"{', '.join(able)}")
+    with steps("encoding the text"):
+        ranked = rec.recommend_for_text(text, k)
+    if as_json:
+        print_json({"text": text, "items": [{"item": i, "score": round(s, 6)}
+                                            for i, s in ranked]})
+        return
+    titles = _item_titles(model_dir)
+    rows = [(r, i, titles.get(i, ""), s) for r, (i, s) in enumerate(ranked, start=1)]
+    out.print(table(f"Top {k} for {text!r} ({rec.name})", ["rank", "item", "title", "score"],
+                    rows))
+
+
+def _item_titles(model_dir: Path) -> dict[Any, str]:
+    """A readable label per item from the bundle's item table (first text-like column)."""
+    path = model_dir / "items.parquet"
+    if not path.exists():
+        return {}
+    items = pl.read_parquet(path)
+    labels = [c for c in ("title", "name") if c in items.columns]
+    if not labels:
+        labels = [c for c in items.columns if c != C.ITEM and items[c].dtype == pl.String][:1]
+    if not labels:
+        return {}
+    extra = [c for c in ("category", "brand", "genres") if c in items.columns]
+    rows = items.select(C.ITEM, *labels[:1], *extra).iter_rows()
+    out_map: dict[Any, str] = {}
+    for row in rows:
+        parts = [str(row[1])]
+        for v in row[2:]:
+            if v is not None and v != "":
+                parts.append("|".join(v) if isinstance(v, list) else str(v))
+        out_map[row[0]] = " · ".join(parts)
+    return out_map
+
+
+# --- text embeddings ------------------------------------------------------------------------
+def embed(
+    data: Annotated[Path, typer.Option("--data", help="A prepared dataset folder.")],
+    encoder: Annotated[str | None, typer.Option(
+        help="'default' (all-MiniLM-L6-v2) or a local sentence-transformers model folder.")
+                       ] = None,
+    template: Annotated[str | None, typer.Option(
+        help="Item text: a format string such as '{title}. Genres: {genres}.' or columns "
+             "'title,genres'; default: title/genres/tags/... as available.")] = None,
+    cache_dir: Annotated[Path | None, typer.Option(
+        help="Embedding cache (default $LMREC_CACHE_DIR or ~/.cache/lmrec/embeddings).")
+                         ] = None,
+    device: Annotated[str, typer.Option(help="cpu | cuda | auto")] = "auto",
+    batch_size: Annotated[int, typer.Option(help="Texts encoded per batch.")] = 64,
+    show: Annotated[int, typer.Option(help="Print the texts of this many items.")] = 0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON object.")] = False,
+) -> None:
+    """Encode the item texts of a dataset into the embedding cache (new or changed texts only)."""
+    from lmrec.data import Dataset
+    from lmrec.features import EmbeddingCache, encode_cached, get_encoder, item_texts
+
+    check_choice("--device", device, ("cpu", "cuda", "auto"))
+    check_range("--batch-size", batch_size, low=1)
+    check_range("--show", show, low=0)
+    check_out(cache_dir, "--cache-dir")
+    ds = Dataset.load(data)
+    enc = get_encoder(encoder, device=device)  # type: ignore[arg-type]
+    texts = item_texts(ds, template)
+    res = encode_cached(texts, enc, cache_dir=cache_dir, batch_size=batch_size,
+                        progress=not as_json)
+    summary = {"dataset": ds.name, "items": ds.n_items, "encoder": res.encoder,
+               "dim": int(res.vectors.shape[1]), "newly_encoded": res.n_encoded,
+               "from_cache": res.n_cached, "empty_texts": sum(1 for t in texts if not t),
+               "seconds": round(res.seconds, 3),
+               "items_per_s": round(ds.n_items / res.seconds, 1) if res.seconds > 0 else None,
+               "cache": str(EmbeddingCache(res.encoder, cache_dir).folder)}
+    if as_json:
+        print_json(summary)
+        return
+    for i, t in enumerate(texts[:show]):
+        out.print(f"{ds.items.to_python(i)}: {t}", highlight=False)
+    out.print(table(f"Embedded {ds.name!r}", ["", "value"],
+                    [(key, f"{v:g}" if isinstance(v, float) else v) for key, v in summary.items()]))
