@@ -8,6 +8,7 @@ Typical use::
     write_report({"model": result}, "out/", title="...", split_info=split.sizes())
 """
 
+from lmrec.evaluate.cold_splits import split_cold_items, split_cold_users
 from lmrec.evaluate.metrics import (
     ACCURACY_METRICS,
     ALL_METRICS,
@@ -28,13 +29,10 @@ from lmrec.evaluate.metrics import (
 )
 from lmrec.evaluate.protocol import EvalResult, cross_validate, evaluate, fit_and_evaluate
 from lmrec.evaluate.report import metrics_table, write_report
+from lmrec.evaluate.split_kinds import SPLIT_KINDS, make_splits
 from lmrec.evaluate.splits import (
-    SPLIT_KINDS,
     Split,
-    make_splits,
     recbole_split_counts,
-    split_cold_items,
-    split_cold_users,
     split_from_pairs,
     split_kfold,
     split_loo,

@@ -14,6 +14,8 @@ Kinds:
               the test part is those events (another share of items forms the validation part)
     cold-users  a seeded share of users keeps only its earliest few items in training
               (few-shot); the rest of their items are the test part (another share: valid)
+The cold-start kinds are built in `lmrec.evaluate.cold_splits`; `make_splits`
+(`lmrec.evaluate.split_kinds`) builds the splits of any kind by name.
 
 The parts are Datasets sharing the vocabularies of the source Dataset, so internal indices are
 the same in every part. A user with test events but no training events (a *cold* user) is kept
@@ -34,11 +36,7 @@ from lmrec import columns as C
 from lmrec.data.dataset import Dataset
 from lmrec.errors import ConfigError, InputError
 
-SPLIT_KINDS: tuple[str, ...] = ("random", "loo", "temporal", "kfold", "cold-items",
-                                 "cold-users")
-COLD_VALID_SHARE = 0.1  # the validation share of the cold splits unless one is given
-
-_ROW = "__row"
+ROW = "__row"  # the row-index column added while splitting
 _PART = "__part"
 TRAIN, VALID, TEST, DROPPED = 0, 1, 2, 3
 
@@ -141,13 +139,13 @@ def split_random(
     test.
     """
     r = check_ratios(ratios)
-    pairs = _pair_table(dataset)
+    pairs = pair_table(dataset)
     users = pairs[C.USER_IDX].to_numpy().astype(np.int64)
     rng = np.random.default_rng(seed)
     perm = rng.permutation(users.size)
     order = perm[np.argsort(users[perm], kind="stable")]  # grouped by user, shuffled inside
     rank = np.empty(users.size, dtype=np.int64)
-    rank[order] = _rank_in_group(users[order])
+    rank[order] = rank_in_group(users[order])
     counts = recbole_split_counts(np.bincount(users, minlength=dataset.n_users), r)
     n_train = counts[0][users]
     n_valid = counts[1][users] if len(r) == 3 else np.zeros_like(n_train)
@@ -155,10 +153,10 @@ def split_random(
     if len(r) == 2:
         part = np.where(part == VALID, TEST, part)
     ratio_txt = ":".join(f"{x:g}" for x in ratios)
-    return _build(dataset, pairs, part.astype(np.int8), f"random {ratio_txt} seed {seed}",
-                  "random", has_valid=len(r) == 3,
-                  empty_hint="every user has too few interactions for a test item at these "
-                             "ratios; use larger ratios or a smaller k-core")
+    return build_split(dataset, pairs, part.astype(np.int8), f"random {ratio_txt} seed {seed}",
+                       "random", has_valid=len(r) == 3,
+                       empty_hint="every user has too few interactions for a test item at these "
+                                  "ratios; use larger ratios or a smaller k-core")
 
 
 def split_loo(dataset: Dataset, *, valid: bool = True) -> Split:
@@ -168,10 +166,10 @@ def split_loo(dataset: Dataset, *, valid: bool = True) -> Split:
     RecBole's 'LS' split, a user always keeps at least one training item: a user with one pair
     has no test item, a user with two has a test item but no validation item.
     """
-    pairs = _pair_table(dataset).sort([C.USER_IDX, "last_row"])
+    pairs = pair_table(dataset).sort([C.USER_IDX, "last_row"])
     users = pairs[C.USER_IDX].to_numpy().astype(np.int64)
     n = np.bincount(users, minlength=dataset.n_users)[users]
-    from_end = n - 1 - _rank_in_group(users)  # 0 = the user's last pair
+    from_end = n - 1 - rank_in_group(users)  # 0 = the user's last pair
     part = np.full(users.size, TRAIN, dtype=np.int8)
     part[(from_end == 0) & (n >= 2)] = TEST
     if valid:
@@ -179,10 +177,10 @@ def split_loo(dataset: Dataset, *, valid: bool = True) -> Split:
     notes = []
     if dataset.events[C.TIME].null_count() == dataset.n_events:
         notes.append("no timestamps: the file order of events was used as time order")
-    return _build(dataset, pairs, part, "leave-one-out" + (" (+valid)" if valid else ""),
-                  "loo", has_valid=valid, notes=notes,
-                  empty_hint="every user has a single item, so leave-one-out keeps it for "
-                             "training")
+    return build_split(dataset, pairs, part, "leave-one-out" + (" (+valid)" if valid else ""),
+                       "loo", has_valid=valid, notes=notes,
+                       empty_hint="every user has a single item, so leave-one-out keeps it for "
+                                  "training")
 
 
 def split_temporal(
@@ -210,14 +208,14 @@ def split_temporal(
         raise InputError(f"a temporal split needs a timestamp on every event; {n_missing} of "
                          f"{dataset.n_events} events have none",
                          expected="timestamps (map a time column), or a random split")
-    ev = dataset.events.with_row_index(_ROW)
+    ev = dataset.events.with_row_index(ROW)
     n = ev.height
     n_test = max(1, round(test_share * n))
     n_valid = round(valid_share * n) if valid_share > 0 else 0
     pos_part = np.full(n, TRAIN, dtype=np.int8)
     pos_part[n - n_test - n_valid : n - n_test] = VALID
     pos_part[n - n_test :] = TEST
-    by_time = ev.sort([C.TIME, _ROW])[_ROW].to_numpy()
+    by_time = ev.sort([C.TIME, ROW])[ROW].to_numpy()
     part = np.empty(n, dtype=np.int8)
     part[by_time] = pos_part
     # a repeat of a pair first seen in an earlier part is dropped from the later part
@@ -248,139 +246,22 @@ def split_kfold(dataset: Dataset, *, folds: int = 5, seed: int = 0) -> list[Spli
     """
     if folds < 2:
         raise ConfigError(f"folds must be at least 2, got {folds}")
-    pairs = _pair_table(dataset)
+    pairs = pair_table(dataset)
     users = pairs[C.USER_IDX].to_numpy().astype(np.int64)
     rng = np.random.default_rng(seed)
     perm = rng.permutation(users.size)
     order = perm[np.argsort(users[perm], kind="stable")]
     rank = np.empty(users.size, dtype=np.int64)
-    rank[order] = _rank_in_group(users[order])
+    rank[order] = rank_in_group(users[order])
     offset = rng.integers(0, folds, size=dataset.n_users)
     fold = (rank + offset[users]) % folds
     out = []
     for j in range(folds):
         part = np.where(fold == j, TEST, TRAIN).astype(np.int8)
-        out.append(_build(dataset, pairs, part, f"kfold {j + 1}/{folds} seed {seed}", "kfold",
-                          has_valid=False,
-                          empty_hint=f"no user has an item in fold {j + 1}"))
+        out.append(build_split(dataset, pairs, part, f"kfold {j + 1}/{folds} seed {seed}",
+                               "kfold", has_valid=False,
+                               empty_hint=f"no user has an item in fold {j + 1}"))
     return out
-
-
-def split_cold_items(
-    dataset: Dataset,
-    holdout_share: float = 0.2,
-    *,
-    seed: int = 0,
-    valid_share: float = COLD_VALID_SHARE,
-) -> Split:
-    """Cold-start items: a seeded share of the items leaves training with ALL its events.
-
-    Among the items with events, `round(holdout_share * n)` drawn with
-    `numpy.random.default_rng(seed)` are the test items and the next `round(valid_share * n)`
-    of the same permutation the validation items; the test part is every event on a test
-    item, the validation part every event on a validation item, training the rest. So no
-    test or validation item has a training event: a model can know them only by their
-    attributes. Items stay in the vocabularies (the catalogue, with their attributes), so the
-    protocol ranks warm and cold items together. The test items do not depend on
-    `valid_share`. Users whose items were all held out have no training events (cold users,
-    counted in the notes, scored only in the protocol's "cold users" slice).
-    """
-    _check_shares(holdout_share, valid_share)
-    items_col = dataset.events[C.ITEM_IDX].to_numpy()
-    active = np.flatnonzero(np.bincount(items_col, minlength=dataset.n_items) > 0)
-    role, n_test, n_valid = _holdout_roles(dataset.n_items, active, holdout_share, valid_share,
-                                           seed, "items")
-    pairs = _pair_table(dataset)
-    part = role[pairs[C.ITEM_IDX].to_numpy()]
-    share_txt = _share_text(holdout_share, valid_share, n_valid)
-    notes = [f"{n_test} of {active.size} items with events held out for test"
-             + (f" and {n_valid} for validation" if n_valid else "")
-             + f", with all their events; ranking covers all {dataset.n_items} items"]
-    return _build(dataset, pairs, part, f"cold-items {share_txt} seed {seed}", "cold-items",
-                  has_valid=n_valid > 0, notes=notes,
-                  empty_hint="the held-out items have no events")
-
-
-def split_cold_users(
-    dataset: Dataset,
-    max_train_events: int = 5,
-    *,
-    holdout_share: float = 0.2,
-    seed: int = 0,
-    valid_share: float = COLD_VALID_SHARE,
-) -> Split:
-    """Few-shot users: test users keep only their earliest `max_train_events` items in training.
-
-    Eligible are users with more than `max_train_events` distinct items. Of them,
-    `round(holdout_share * n)` drawn with `numpy.random.default_rng(seed)` are test users and
-    the next `round(valid_share * n)` validation users. Such a user's distinct items, ordered
-    by their first event (time, ties in file order), go to training up to `max_train_events`
-    and the rest to the test (validation) part; every other user is fully in training. With
-    `max_train_events=0` the test users are entirely cold (scored in the "cold users" slice).
-    """
-    if max_train_events < 0:
-        raise ConfigError(f"max_train_events must be >= 0, got {max_train_events}")
-    _check_shares(holdout_share, valid_share)
-    ev = dataset.events.select(C.USER_IDX, C.ITEM_IDX, C.TIME).with_row_index(_ROW)
-    if ev.height == 0:
-        raise InputError("cannot split a dataset without events")
-    pairs = (ev.group_by(C.USER_IDX, C.ITEM_IDX)
-             .agg(pl.col(C.TIME).min().alias("first_time"), pl.col(_ROW).min().alias("first_row"))
-             .sort([C.USER_IDX, "first_time", "first_row"], nulls_last=False))
-    users = pairs[C.USER_IDX].to_numpy().astype(np.int64)
-    n_pairs = np.bincount(users, minlength=dataset.n_users)
-    eligible = np.flatnonzero(n_pairs > max_train_events)
-    role, n_test, n_valid = _holdout_roles(dataset.n_users, eligible, holdout_share,
-                                           valid_share, seed,
-                                           f"users with more than {max_train_events} items")
-    early = _rank_in_group(users) < max_train_events  # pairs sorted by user, then time
-    part = np.where(early, TRAIN, role[users]).astype(np.int8)
-    notes = [f"{n_test} of {eligible.size} users with more than {max_train_events} items "
-             f"keep their first {max_train_events} in training, the rest is test"
-             + (f" ({n_valid} more users likewise for validation)" if n_valid else "")]
-    if dataset.events[C.TIME].null_count() == dataset.n_events:
-        notes.append("no timestamps: the file order of events was used as time order")
-    share_txt = _share_text(holdout_share, valid_share, n_valid)
-    return _build(dataset, pairs.select(C.USER_IDX, C.ITEM_IDX), part,
-                  f"cold-users {max_train_events} shots {share_txt} seed {seed}", "cold-users",
-                  has_valid=n_valid > 0, notes=notes,
-                  empty_hint="the test users have no items beyond their training ones")
-
-
-def make_splits(
-    dataset: Dataset,
-    kind: str,
-    *,
-    ratios: Sequence[float] = (0.8, 0.1, 0.1),
-    test_share: float = 0.2,
-    folds: int = 5,
-    seed: int = 0,
-    valid_share: float | None = None,
-    holdout_share: float = 0.2,
-    max_train_events: int = 5,
-) -> list[Split]:
-    """The splits of one kind (see SPLIT_KINDS) as a list.
-
-    random uses `ratios` and `seed`; loo has a validation part when `ratios` has three
-    entries; temporal uses `test_share` (and `valid_share`, default 0); kfold gives `folds`
-    splits; cold-items uses `holdout_share` of the items (`valid_share` default
-    COLD_VALID_SHARE); cold-users uses `holdout_share` of the users and `max_train_events`.
-    """
-    if kind == "random":
-        return [split_random(dataset, ratios, seed=seed)]
-    if kind == "loo":
-        return [split_loo(dataset, valid=len(check_ratios(ratios)) == 3)]
-    if kind == "temporal":
-        return [split_temporal(dataset, test_share=test_share, valid_share=valid_share or 0.0)]
-    if kind == "kfold":
-        return split_kfold(dataset, folds=folds, seed=seed)
-    cold_valid = COLD_VALID_SHARE if valid_share is None else valid_share
-    if kind == "cold-items":
-        return [split_cold_items(dataset, holdout_share, seed=seed, valid_share=cold_valid)]
-    if kind == "cold-users":
-        return [split_cold_users(dataset, max_train_events, holdout_share=holdout_share,
-                                 seed=seed, valid_share=cold_valid)]
-    raise ConfigError(f"unknown split kind {kind!r}; choose one of {', '.join(SPLIT_KINDS)}")
 
 
 def recbole_split_counts(n: np.ndarray | int, ratios: Sequence[float] = (0.8, 0.1, 0.1)
@@ -427,43 +308,7 @@ def check_ratios(ratios: Sequence[float]) -> tuple[float, ...]:
     return tuple(x / total for x in r)
 
 
-def _check_shares(holdout_share: float, valid_share: float) -> None:
-    if not 0.0 < holdout_share < 1.0:
-        raise ConfigError(f"holdout_share must be in (0, 1), got {holdout_share}")
-    if not 0.0 <= valid_share < 1.0 or holdout_share + valid_share >= 1.0:
-        raise ConfigError(f"valid_share must be in [0, 1) and holdout_share + valid_share < 1, "
-                          f"got {valid_share} + {holdout_share}")
-
-
-def _share_counts(n: int, holdout_share: float, valid_share: float, what: str
-                  ) -> tuple[int, int]:
-    """(test, valid) counts of `n` candidates: rounded shares, at least one test candidate and
-    at least one left for training."""
-    n_test = max(1, round(holdout_share * n))
-    n_valid = round(valid_share * n)
-    if n < 2 or n_test + n_valid >= n:
-        raise InputError(f"too few {what} ({n}) to hold out {holdout_share:g} (+ {valid_share:g} "
-                         "for validation) and keep some for training")
-    return n_test, n_valid
-
-
-def _holdout_roles(n: int, candidates: np.ndarray, holdout_share: float, valid_share: float,
-                   seed: int, what: str) -> tuple[np.ndarray, int, int]:
-    """(n,) int8 role of every item (or user) -- TEST for the first `n_test` candidates of a
-    seeded permutation, VALID for the next `n_valid`, TRAIN otherwise -- and the two counts."""
-    n_test, n_valid = _share_counts(candidates.size, holdout_share, valid_share, what)
-    order = np.random.default_rng(seed).permutation(candidates)
-    role = np.full(n, TRAIN, dtype=np.int8)
-    role[order[:n_test]] = TEST
-    role[order[n_test : n_test + n_valid]] = VALID
-    return role, n_test, n_valid
-
-
-def _share_text(holdout_share: float, valid_share: float, n_valid: int) -> str:
-    return f"{holdout_share:g}" + (f" valid {valid_share:g}" if n_valid else "")
-
-
-def _rank_in_group(sorted_keys: np.ndarray) -> np.ndarray:
+def rank_in_group(sorted_keys: np.ndarray) -> np.ndarray:
     """(n,) position of each element inside its run of equal keys (keys grouped)."""
     n = sorted_keys.size
     if n == 0:
@@ -473,23 +318,23 @@ def _rank_in_group(sorted_keys: np.ndarray) -> np.ndarray:
     return np.arange(n, dtype=np.int64) - run_start
 
 
-def _pair_table(dataset: Dataset) -> pl.DataFrame:
+def pair_table(dataset: Dataset) -> pl.DataFrame:
     """Distinct (user, item) pairs in order of first appearance, with first/last event rows."""
     if dataset.n_events == 0:
         raise InputError("cannot split a dataset without events")
-    return (dataset.events.select(C.USER_IDX, C.ITEM_IDX).with_row_index(_ROW)
+    return (dataset.events.select(C.USER_IDX, C.ITEM_IDX).with_row_index(ROW)
             .group_by(C.USER_IDX, C.ITEM_IDX)
-            .agg(pl.col(_ROW).min().alias("first_row"), pl.col(_ROW).max().alias("last_row"))
+            .agg(pl.col(ROW).min().alias("first_row"), pl.col(ROW).max().alias("last_row"))
             .sort("first_row"))
 
 
-def _build(dataset: Dataset, pairs: pl.DataFrame, part: np.ndarray, name: str, kind: str, *,
-           has_valid: bool, empty_hint: str, notes: Sequence[str] = ()) -> Split:
+def build_split(dataset: Dataset, pairs: pl.DataFrame, part: np.ndarray, name: str, kind: str,
+                *, has_valid: bool, empty_hint: str, notes: Sequence[str] = ()) -> Split:
     """Assign every event the part of its pair, then build the Split."""
     assign = pairs.select(C.USER_IDX, C.ITEM_IDX).with_columns(
         pl.Series(_PART, part, dtype=pl.Int8))
-    ev = (dataset.events.with_row_index(_ROW)
-          .join(assign, on=[C.USER_IDX, C.ITEM_IDX], how="left").sort(_ROW))
+    ev = (dataset.events.with_row_index(ROW)
+          .join(assign, on=[C.USER_IDX, C.ITEM_IDX], how="left").sort(ROW))
     return _build_events(dataset, ev.drop(_PART), ev[_PART].to_numpy(), name, kind,
                          has_valid=has_valid, empty_hint=empty_hint, notes=notes)
 
@@ -578,6 +423,6 @@ def split_from_pairs(dataset: Dataset, parts: dict[str, pl.DataFrame], *,
     missing = _pairs(dataset).height - assign.height
     if missing:
         raise InputError(f"the dataset has {missing} (user, item) pairs that no part lists")
-    return _build(dataset, assign.select(C.USER_IDX, C.ITEM_IDX), assign[_PART].to_numpy(),
-                  name, "given", has_valid="valid" in parts,
-                  empty_hint="the test part is empty")
+    return build_split(dataset, assign.select(C.USER_IDX, C.ITEM_IDX), assign[_PART].to_numpy(),
+                       name, "given", has_valid="valid" in parts,
+                       empty_hint="the test part is empty")

@@ -16,7 +16,8 @@ from lmrec.models.ranking import Recommendations, top_k
 from lmrec.models.registry import MODELS, create_model, model_class
 from lmrec.models.sasrec import SASRec, SASRecConfig
 from lmrec.models.sequential import SequentialConfig, SequentialRecommender
-from lmrec.models.two_tower import TwoTower, TwoTowerConfig
+from lmrec.models.two_tower import TwoTower
+from lmrec.models.two_tower_config import TwoTowerConfig
 from lmrec.models.userknn import UserKNN, UserKNNConfig
 
 __all__ = [
