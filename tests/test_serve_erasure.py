@@ -23,9 +23,11 @@ from fastapi.testclient import TestClient
 
 from helpers_serve import API_KEY, auth, planted_bundle, postgres_base_url, postgres_schema
 from lmrec.serve.app import ServeSettings, create_app
+from lmrec.serve.engine import Query
 from lmrec.serve.security import KeyRing
-from lmrec.serve.service import BundleSync, Query, Service
+from lmrec.serve.service import Service
 from lmrec.serve.store import EventIn, StoreError, open_store
+from lmrec.serve.sync import BundleSync
 from test_models_contract import TINY_PARAMS
 
 USER = "b8"  # a training user of the planted dataset
@@ -142,14 +144,13 @@ def _steps() -> dict[str, Callable[[pytest.MonkeyPatch, Service], None]]:
     import numpy as np
 
     from lmrec.serve import erasure
-    from lmrec.serve import service as service_module
     from lmrec.serve.store.base import StateWriter
 
     return {
         "load-bundle": lambda mp, svc: mp.setattr(erasure, "load_bundle",
                                                   _raise(Injected("bad file"))),
         "write-files": lambda mp, svc: mp.setattr(np, "savez", _raise(OSError(28, "disk full"))),
-        "build-engine": lambda mp, svc: mp.setattr(service_module, "Engine",
+        "build-engine": lambda mp, svc: mp.setattr(erasure, "Engine",
                                                    _raise(MemoryError())),
         "store-delete": lambda mp, svc: mp.setattr(svc.store, "delete_user",
                                                    _raise(StoreError("store down"))),

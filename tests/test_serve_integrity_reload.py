@@ -19,10 +19,12 @@ from fastapi.testclient import TestClient
 
 from helpers_serve import API_KEY, auth, planted_bundle
 from lmrec.serve import service as service_module
+from lmrec.serve import sync as sync_module
 from lmrec.serve.app import LOAD_FAILED, ServeSettings, create_app
 from lmrec.serve.security import KeyRing
-from lmrec.serve.service import BundleSync, Service
+from lmrec.serve.service import Service
 from lmrec.serve.store import open_store
+from lmrec.serve.sync import BundleSync
 
 MISMATCH = "damaged or replaced: its sha256 does not match the one recorded in bundle.json"
 
@@ -137,7 +139,7 @@ def test_a_worker_does_not_follow_another_to_a_damaged_bundle(
     load = service_module.load_bundle
     monkeypatch.setattr(service_module, "load_bundle",
                         lambda path: loads.append(Path(path)) or load(path))
-    monkeypatch.setattr(service_module, "FOLLOW_RETRY_S", 1.5)
+    monkeypatch.setattr(sync_module, "FOLLOW_RETRY_S", 1.5)
     try:
         served = svc.engine.model_version
         sync.publish(damaged, meta["model_version"])  # another worker "reloaded" it

@@ -34,9 +34,11 @@ from lmrec.models.registry import MODELS
 from lmrec.prepare import PrepareConfig, prepare
 from lmrec.serve import erasure
 from lmrec.serve.bundle import HISTORIES_FILE, read_bundle_meta, redact_bundle
-from lmrec.serve.service import BundleSync, Query, Service
+from lmrec.serve.engine import Query
+from lmrec.serve.service import Service
 from lmrec.serve.store import EventIn, open_store
 from lmrec.serve.store.base import TABLES
+from lmrec.serve.sync import BundleSync
 from lmrec.testing import planted_dataset
 from test_models_contract import TINY_PARAMS
 

@@ -1,4 +1,4 @@
-"""The recommendation logic behind the HTTP API (lmrec.serve.service), without HTTP.
+"""The recommendation logic behind the HTTP API (lmrec.serve.service and the engine), no HTTP.
 
 The planted dataset has two user groups (a*, b*) with disjoint item groups (A* genres
 alpha, B* genres beta); group B's items are the most popular. So a history of A items must
@@ -18,8 +18,11 @@ import pytest
 from helpers_serve import planted_bundle
 from lmrec.errors import ConfigError
 from lmrec.serve.bundle import load_bundle
+from lmrec.serve.engine import Engine, Query
+from lmrec.serve.rerank import QueryError
+from lmrec.serve.rules import Rules
 from lmrec.serve.security import KeyRing
-from lmrec.serve.service import Engine, NotFoundError, Query, QueryError, Rules, Service
+from lmrec.serve.service import NotFoundError, Service
 from lmrec.serve.store import EventIn, open_store
 
 

@@ -42,7 +42,7 @@ def train(
     check_range("--seed", seed, low=0, high=SEED_MAX)
     check_range("--ann-threshold", ann_threshold, low=0)
     if rules is not None:  # a bad rules file is refused before training, not after it
-        from lmrec.serve.service import Rules
+        from lmrec.serve.rules import Rules
 
         if rules.suffix not in (".json", ".toml"):
             raise ConfigError(f"--rules {rules}: expected a .json or .toml file")

@@ -49,20 +49,15 @@ from lmrec.errors import LmrecError
 from lmrec.integrity import IntegrityError
 from lmrec.serve import schemas as S
 from lmrec.serve.docs import add_docs
+from lmrec.serve.engine import Query, Scored
 from lmrec.serve.erasure import ErasureFailed
 from lmrec.serve.metrics import ServiceMetrics
 from lmrec.serve.middleware import BodyLimit, Metrics
+from lmrec.serve.rerank import QueryError
 from lmrec.serve.security import KeyRing, Role
-from lmrec.serve.service import (
-    BundleSync,
-    NotFoundError,
-    Query,
-    QueryError,
-    Result,
-    Scored,
-    Service,
-)
+from lmrec.serve.service import NotFoundError, Result, Service
 from lmrec.serve.store import EventIn, StoreError, open_store
+from lmrec.serve.sync import BundleSync
 
 log = logging.getLogger("lmrec.serve")
 

@@ -11,7 +11,7 @@
     index/                    an ANN index over the item embeddings (`ItemIndex.save`), only for
                               models that are EmbeddingScorers with a catalogue of at least
                               `ann_threshold` items; smaller catalogues are searched exactly
-    rules.json | rules.toml   optional business rules (see `lmrec.serve.service.Rules`)
+    rules.json | rules.toml   optional business rules (see `lmrec.serve.rules.Rules`)
     bundle.json               written last, so a folder without it is an unfinished bundle:
                               format, format_version, model, model_version (creation time + a
                               content hash of the other files), content_sha256 (that hash),
@@ -68,6 +68,7 @@ from lmrec.jsonfile import read_json
 from lmrec.models.artifacts import ARRAYS_FILE, ids_array
 from lmrec.models.base import EmbeddingScorer, Recommender
 from lmrec.serve.retrieval import DEFAULT_ANN_THRESHOLD
+from lmrec.serve.rules import Rules
 
 BUNDLE_FORMAT = "lmrec-bundle"
 BUNDLE_VERSION = 1
@@ -123,8 +124,6 @@ def write_bundle(model: Recommender, dataset: Dataset, folder: str | Path, *,
         if rules_file.suffix not in (".json", ".toml"):
             raise InputError("a rules file must be .json or .toml",
                              location=Location(str(rules_file)))
-        from lmrec.serve.service import Rules
-
         Rules.from_file(rules_file)  # refuse a bad file now, not when the bundle is served
     with bundle_lock(folder):
         tmp = Path(tempfile.mkdtemp(prefix=".write-", dir=folder))

@@ -66,10 +66,13 @@ from lmrec.serve.bundle import (
     load_bundle,
     read_bundle_meta,
 )
+from lmrec.serve.engine import Engine
+from lmrec.serve.rules import Rules
 from lmrec.serve.store.base import StateWriter
+from lmrec.serve.sync import POINTER_KEY, SYSTEM_USER
 
 if TYPE_CHECKING:
-    from lmrec.serve.service import Engine, Forgotten, Service
+    from lmrec.serve.service import Service
 
 log = logging.getLogger("lmrec.serve")
 
@@ -79,6 +82,18 @@ _OLD = ".old"  # suffix of the kept copy of a replaced file, inside the temporar
 
 class ErasureFailed(LmrecError):
     """An erasure that failed and was rolled back: nothing was erased (HTTP 503)."""
+
+
+@dataclass(frozen=True)
+class Forgotten:
+    """What `Service.forget` removed."""
+
+    user: Any  # public id
+    events_deleted: int
+    audit_id: int
+    in_training_data: bool  # the served bundle held the user's training data before this
+    redacted_from_model: bool  # ... and the bundle served now no longer does
+    model_version: str  # the bundle version served after the erasure
 
 
 # --- the bundle on disk ----------------------------------------------------------------------
@@ -213,8 +228,6 @@ def _keep(path: Path, copy: Path) -> None:
 # --- the service -------------------------------------------------------------------------
 def forget(svc: Service, raw_user: Any) -> Forgotten:
     """`Service.forget`: erase a user, all or nothing (see the module docstring)."""
-    from lmrec.serve.service import Forgotten
-
     eng = svc.engine
     key, public, u = eng.user_key(raw_user)
     if u < 0:  # nothing in the bundle: one store transaction is all there is
@@ -247,8 +260,6 @@ def forget(svc: Service, raw_user: Any) -> Forgotten:
 
 def _erase(svc: Service, served: Engine, key: str) -> tuple[Engine, Any]:
     """Steps 1 to 3: the engine to serve afterwards and the store's DeleteResult."""
-    from lmrec.serve.service import POINTER_KEY, SYSTEM_USER, Engine
-
     path = served.bundle.path
     with redaction(path, [key]) as plan:
         engine = Engine(plan.bundle, _rules(svc, served, plan))
@@ -267,8 +278,6 @@ def _erase(svc: Service, served: Engine, key: str) -> tuple[Engine, Any]:
 def _rules(svc: Service, served: Engine, plan: RedactionPlan) -> Any:
     """The served rules, or the rules file's when the bundle on disk was another version
     (replaced since it was loaded), as a reload would read them."""
-    from lmrec.serve.service import Rules
-
     if plan.base_version == served.model_version:
         return served.rules
     rules_file = svc.rules_path or find_rules(plan.folder)

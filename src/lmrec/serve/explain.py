@@ -1,4 +1,11 @@
-"""The words of the service's answers: why an item is recommended, and why nothing is.
+"""Why an item is recommended, and why nothing is: the history item behind it, and the words.
+
+Explanations: for each recommended item, the history item (of the latest 50 distinct ones) with
+the largest affinity to it: embedding cosine, else the score the model gives the item from a
+history of that single item (for EASE and the neighbour models, exactly that item's
+contribution to the score), else co-occurrence cosine (`lmrec.serve.rerank.Similarity`). A
+ranking that is the same for everyone (a `history_independent` model such as popularity, or the
+most-popular fallback) is explained as such, by no history item.
 
 Reasons. A recommendation explained by a history item says what the user did with it
 ("because you bought X"; "because of X in your history" for a behaviour type without a verb
@@ -15,13 +22,19 @@ exclude every match, or a history that holds every match.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
+import polars as pl
+
+from lmrec import columns as C
+from lmrec.data.dataset import Sequences
 
 POPULAR_REASON = "popular with other users"  # not personal: the same for everyone
 # The behaviour-type name of live events whose type the bundle was not trained on; no type sent
 # to the API can take it (types hold printable characters only: `lmrec.ids`).
 UNKNOWN_EVENT = "\x1funknown"
+EXPLAIN_HISTORY = 50  # distinct recent history items considered for an explanation
 VERBS = {"view": "viewed", "pv": "viewed", "click": "clicked", "cart": "added to your cart",
          "add_to_cart": "added to your cart", "purchase": "bought", "buy": "bought",
          "order": "ordered", "favourite": "liked", "favorite": "liked", "fav": "liked",
@@ -55,3 +68,38 @@ def empty_filter_note(filters: Sequence[str], mask: Callable[[str], np.ndarray],
     if exclude_seen:
         return f"every item matching {named} is in the history (exclude_seen=false keeps them)"
     return f"no item matching {named} could be recommended"
+
+
+def explain(hist: Sequences, rec: np.ndarray,
+            affinity: Callable[[np.ndarray, np.ndarray], np.ndarray],
+            external_item: Callable[[int], Any], labels: list[str] | None
+            ) -> list[tuple[Any, str | None]]:
+    """Per recommended item: (external id of the history item behind it, a sentence).
+    `affinity(src, rec)` is the (len(src), len(rec)) affinity of history items to them."""
+    rev_items = hist.items[::-1]
+    uniq, first = np.unique(rev_items, return_index=True)
+    order = np.argsort(first)[:EXPLAIN_HISTORY]  # most recent first
+    src = uniq[order].astype(np.int64)
+    src_events = hist.events[::-1][first[order]]
+    aff = affinity(src, rec)  # (n_src, k)
+    best = aff.argmax(axis=0)
+    out: list[tuple[Any, str | None]] = []
+    for j, b in enumerate(best):
+        if not np.isfinite(aff[b, j]) or aff[b, j] <= 0:
+            out.append((None, None))
+            continue
+        item = int(src[b])
+        etype = hist.event_types[src_events[b]] if hist.event_types else UNKNOWN_EVENT
+        label = labels[item] if labels is not None else str(external_item(item))
+        out.append((external_item(item), history_reason(label, etype)))
+    return out
+
+
+def item_labels(items: pl.DataFrame) -> list[str] | None:
+    """A readable label per item: its title or name column, else none."""
+    for c in ("title", "name"):
+        if c in items.columns and items[c].dtype == pl.String:
+            ids = items[C.ITEM].cast(pl.String)
+            return [t if t else i for t, i in zip(items[c].to_list(), ids.to_list(),
+                                                  strict=True)]
+    return None

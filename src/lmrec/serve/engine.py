@@ -1,0 +1,238 @@
+"""Everything derived from one bundle: histories, scoring, and the answers built from them.
+
+`Engine` is immutable once built, so any number of request threads share it.
+
+Real time. A user's history is their training history from the bundle followed by their live
+events from the store (oldest first; live events already in the training data, i.e. the same
+item no later than the user's last training event, are dropped). It is scored through
+
+    an EmbeddingScorer       history_embeddings(history) -> (1, d), then the item index (exact
+                             below the bundle's ANN threshold, HNSW above); a known user with no
+                             live events is scored from the trained user vector
+    scores_from_history      score_histories(history) -> (1, n_items)
+    any other model          the trained user's scores (no real time) or, for a user it was not
+                             trained on, the most popular items
+
+so an accepted event changes the next recommendation without retraining, and a new user gets
+personalised results from their first event. A user with no history at all gets the most popular
+items (the same answer for every such user).
+
+Behaviour types. A live event keeps its type when the bundle was trained on that type. Any other
+type (a "view" sent to a bundle trained on purchases only), and a visitor's items, which have no
+type, count as a neutral event: the history names it `UNKNOWN_EVENT`, a type no model knows, so
+behaviour-weighted models give it weight 1.0, sequential models with behaviour embeddings give
+it their padding/unknown token, and its explanation names no behaviour ("because of X in your
+history").
+
+The candidates then go through filters, rules, boosts and diversity (`lmrec.serve.rerank`) and
+are explained (`lmrec.serve.explain`). An empty answer to a filtered request has a note naming
+the filter that left nothing.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from lmrec.columns import Role
+from lmrec.data.dataset import Sequences
+from lmrec.models.base import EmbeddingScorer
+from lmrec.serve.bundle import Bundle
+from lmrec.serve.explain import (
+    POPULAR_REASON,
+    UNKNOWN_EVENT,
+    empty_filter_note,
+    explain,
+    item_labels,
+)
+from lmrec.serve.rerank import MMR_POOL, ItemFilters, Similarity, mmr, top1
+from lmrec.serve.rules import Rules
+from lmrec.serve.store import StoredEvent
+
+
+@dataclass(frozen=True)
+class Query:
+    """What to recommend: `k` items, optionally without the history's items, only items
+    matching every filter, re-ranked for diversity (0..1), with explanations."""
+
+    k: int = 10
+    exclude_seen: bool = True
+    filters: tuple[str, ...] = ()
+    diversity: float = 0.0
+    explain: bool = False
+
+
+@dataclass(frozen=True)
+class Scored:
+    item: Any  # external id
+    score: float
+    because: Any = None  # external id of the history item that explains it
+    reason: str | None = None
+
+
+class Engine:
+    """Scoring, filtering, diversity and explanations over one loaded bundle."""
+
+    def __init__(self, bundle: Bundle, rules: Rules | None = None) -> None:
+        self.bundle = bundle
+        self.model = bundle.model
+        self.model_version = bundle.model_version
+        self.loaded_at = time.time()
+        self.n_items = len(bundle.item_ids)
+        self.histories = bundle.histories
+        self._redacted = bundle.redacted  # (n_users,) bool or None
+        types = self.histories.event_types
+        self._codes = {t: i for i, t in enumerate(types)}
+        # Models look behaviour codes up by name (`Sequences.event_types`), so one extra name
+        # that no model was trained on makes an event of unknown type neutral everywhere:
+        # `history_matrix` and content-text weigh unknown names 1.0, and `SeqData` maps them to
+        # PAD, whose embedding stays zero in SASRec/GRU4Rec (padding_idx): the item then enters
+        # without any behaviour signal, instead of posing as the most common training type.
+        self._event_types = (*types, UNKNOWN_EVENT)
+        self._unknown_code = len(types)
+        roles = {c: Role(r) for c, r in bundle.meta.get("item_roles", {}).items()}
+        self.embedding = isinstance(self.model, EmbeddingScorer)
+        self.index: Any = None
+        norms: np.ndarray | None = None  # (n_items,) item vector norms
+        if self.embedding:
+            from lmrec.serve.retrieval import ItemIndex
+
+            # a saved index already holds the item vectors: no second copy of the catalogue
+            self.index = bundle.index or ItemIndex.build(
+                np.asarray(self.model.item_embeddings(), dtype=np.float32), kind="exact")
+            norms = np.linalg.norm(self.index.item_vectors, axis=1).astype(np.float32)
+        self._similarity = Similarity(self.model, self.index, norms, bundle.items, roles,
+                                      self.n_items)
+        self._labels = item_labels(bundle.items)
+        self.rules = rules or Rules()
+        self._filters = ItemFilters(bundle.items, roles, self.rules, self.n_items,
+                                    self.item_indices)
+        self.filter_columns = self._filters.filter_columns
+
+    # --- ids ------------------------------------------------------------------------------
+    def user_key(self, raw: Any) -> tuple[str, Any, int]:
+        """(store key, public id, internal index or -1) of an external user id; -1 also for
+        a training user redacted from the bundle (served as an unknown user)."""
+        key, public = self.bundle.users.canonical(raw)
+        idx = int(self.bundle.users.index([key])[0])
+        if idx >= 0 and self._redacted is not None and self._redacted[idx]:
+            idx = -1
+        return key, public, idx
+
+    def item_key(self, raw: Any) -> str:
+        return self.bundle.item_ids.canonical(raw)[0]
+
+    def item_indices(self, raw: Sequence[Any]) -> np.ndarray:
+        """(n,) internal indices of external item ids, -1 where unknown."""
+        if not raw:
+            return np.empty(0, np.int64)
+        return self.bundle.item_ids.index([self.item_key(r) for r in raw])
+
+    def external_item(self, idx: int) -> Any:
+        return self.bundle.item_ids.to_python(int(idx))
+
+    def filter_mask(self, expr: str) -> np.ndarray:
+        """(n_items,) bool of the items matching `column:value` (`column:a|b`: either)."""
+        return self._filters.filter_mask(expr)
+
+    # --- histories -------------------------------------------------------------------------
+    def history(self, user_idx: int, live: Sequence[StoredEvent]) -> tuple[Sequences, int]:
+        """The user's training history followed by their live events (one row), and how many
+        live events it holds. Live events of unknown items are left out."""
+        h = self.histories
+        lo, hi = (int(h.indptr[user_idx]), int(h.indptr[user_idx + 1])) if user_idx >= 0 \
+            else (0, 0)
+        t_items, t_events, t_ts = h.items[lo:hi], h.events[lo:hi], h.timestamps[lo:hi]
+        items = self.item_indices([ev.item for ev in live])
+        codes = np.array([self._codes.get(ev.type, self._unknown_code) for ev in live],
+                         dtype=np.int32)
+        ts = np.array([int(ev.timestamp) for ev in live], dtype=np.int64)
+        keep = items >= 0
+        if t_items.size and live:
+            # an event the bundle was trained on (it went through the store first)
+            keep &= ~(np.isin(items, t_items) & (ts <= t_ts.max()))
+        n_live = int(keep.sum())
+        all_items = np.concatenate([t_items, items[keep].astype(np.int32)])
+        return Sequences(np.array([0, all_items.size], dtype=np.int64), all_items,
+                         np.concatenate([t_events, codes[keep]]),
+                         np.concatenate([t_ts, ts[keep]]), self._event_types), n_live
+
+    def visitor_history(self, items: Sequence[Any]) -> Sequences:
+        """A visitor's items (unknown ones left out) as one history of untyped events."""
+        idx = self.item_indices(list(items))
+        idx = idx[idx >= 0].astype(np.int32)
+        return Sequences(np.array([0, idx.size], dtype=np.int64), idx,
+                         np.full(idx.size, self._unknown_code, dtype=np.int32),
+                         np.full(idx.size, -1, dtype=np.int64), self._event_types)
+
+    # --- recommendations ----------------------------------------------------------------------
+    def recommend(self, user_idx: int, hist: Sequences, n_live: int, query: Query
+                  ) -> tuple[list[Scored], str | None]:
+        """Top `query.k` items for a user (internal index or -1) with history `hist`."""
+        k = query.k
+        seen = np.unique(hist.items).astype(np.int64) if query.exclude_seen else None
+        f = self._filters
+        allowed = f.allowed(query.filters)
+        pool = max(MMR_POOL, 4 * k) if query.diversity > 0 else k
+        note = None
+        popular = self.model.history_independent  # the same ranking for everyone
+        if hist.items.size == 0:
+            note, popular = "no history yet: the most popular items", True
+            idx, scores = f.top(self.model.popularity_, pool, seen, allowed)
+        elif self.embedding:
+            if user_idx >= 0 and n_live == 0:
+                q = self.model.user_embeddings(np.array([user_idx], dtype=np.int64))
+            else:
+                # the trained user's id and attributes stay beside the updated history
+                q = self.model.history_embeddings(hist, np.array([user_idx], dtype=np.int64))
+            idx, scores = f.search(self.index, np.asarray(q, dtype=np.float32), pool, seen,
+                                   allowed)
+        elif self.model.scores_from_history:
+            idx, scores = f.top(self.model.score_histories(hist)[0], pool, seen, allowed)
+        elif user_idx >= 0:
+            if n_live:
+                note = "this model cannot use live events: scored from the training data"
+            idx, scores = f.top(self.model.score(np.array([user_idx]))[0], pool, seen, allowed)
+        else:
+            note, popular = "this model cannot score a new history: the most popular items", True
+            idx, scores = f.top(self.model.popularity_, pool, seen, allowed)
+        if query.diversity > 0:
+            idx, scores = mmr(idx, scores, k, query.diversity, self._similarity.pairwise)
+        idx, scores = idx[:k], scores[:k]
+        because: list[tuple[Any, str | None]] = [(None, None)] * idx.size
+        if query.explain and idx.size:
+            because = [(None, POPULAR_REASON)] * idx.size if popular else explain(
+                hist, idx, self._similarity.affinity, self.external_item, self._labels)
+        if not idx.size:
+            why = empty_filter_note(query.filters, f.filter_mask, f.rule_allowed,
+                                    query.exclude_seen)
+            note = "; ".join(n for n in (note, why) if n) or None
+        items = [Scored(self.external_item(i), round(float(s), 6), b, r)
+                 for i, s, (b, r) in zip(idx, scores, because, strict=True)]
+        return items, note
+
+    def similar(self, item: int, k: int) -> list[Scored]:
+        """The k items most similar to internal item `item` (itself and excluded items left
+        out): embedding inner product, else the model's scores for the one-item history, else
+        co-occurrence cosine."""
+        one = np.array([item], dtype=np.int64)
+        allowed = self._filters.rule_allowed
+        if self.embedding:
+            assert self.index is not None
+            idx, scores = self.index.search(self.index.item_vectors[one], k, exclude=[one],
+                                            allowed=allowed)
+            idx, scores = idx[0], scores[0]
+            keep = idx >= 0
+            idx, scores = idx[keep], scores[keep]
+        else:
+            row = self._similarity.affinity(one, None)[0]
+            row[item] = -np.inf
+            if allowed is not None:
+                row[~allowed] = -np.inf
+            idx, scores = top1(row, k)
+        return [Scored(self.external_item(i), round(float(s), 6), None, None)
+                for i, s in zip(idx, scores, strict=True)]

@@ -1,0 +1,269 @@
+"""Candidates after the model's scores: filters, the rules' exclusions and boosts, diversity.
+
+Filters (`column:value`, `column:a|b`, on the item table) and the rules' exclusions make a mask
+of allowed items: exact scoring sets the others to -inf, the index over-fetches. Boosts add a
+constant to the scores of the items a filter matches (over-fetching 4x on the index path).
+
+Diversity: maximal marginal relevance (Carbonell & Goldstein 1998) over a pool of the
+max(50, 4k) best candidates, picking in turn the candidate with the largest
+(1 - diversity) * relevance - diversity * (max similarity to those picked), relevance being the
+score min-max scaled over the pool. Similarity is the cosine of the model's item embeddings,
+else of the items' categorical and multi-valued attributes, else of their training
+co-occurrence (`Similarity`, also behind explanations and similar items).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from functools import cached_property
+from typing import Any
+
+import numpy as np
+import polars as pl
+import scipy.sparse as sp
+
+from lmrec import columns as C
+from lmrec.columns import Role
+from lmrec.errors import ConfigError, LmrecError
+from lmrec.models.history import as_sequences
+from lmrec.models.ranking import top_k
+from lmrec.serve.rules import Rules
+
+MMR_POOL = 50  # at least this many candidates for diversity re-ranking
+BOOST_OVERFETCH = 4
+MAX_CACHED_FILTERS = 256
+
+
+class QueryError(LmrecError):
+    """A request the engine cannot answer as asked (e.g. a filter on an unknown column)."""
+
+
+# --- filters, exclusions and boosts ---------------------------------------------------------
+class ItemFilters:
+    """Filter masks over the item table, and the rules' exclusions and boosts as arrays."""
+
+    def __init__(self, items: pl.DataFrame, roles: dict[str, Role], rules: Rules, n_items: int,
+                 item_indices: Callable[[Sequence[Any]], np.ndarray]) -> None:
+        self.items = items
+        self.n_items = n_items
+        self.filter_columns = [c for c in items.columns if c != C.ITEM
+                               and roles.get(c) not in (Role.VECTOR, Role.TEXT)]
+        self._masks: dict[str, np.ndarray] = {}
+        self.rules = rules
+        excluded = self._rule_exclusions(item_indices)  # (n_items,) bool or None
+        self.rule_allowed = None if excluded is None else ~excluded  # the rules alone
+        if self.rule_allowed is not None:
+            self.rule_allowed.flags.writeable = False  # shared by every request
+        self.boosts = self._rule_boosts()  # (n_items,) float32 or None
+
+    def top(self, scores: np.ndarray, pool: int, seen: np.ndarray | None,
+            allowed: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        """Best `pool` items of a full (n_items,) score vector after rules and masks."""
+        s = np.array(scores, dtype=np.float32)  # a copy: the model's arrays stay untouched
+        if self.boosts is not None:
+            s += self.boosts
+        if allowed is not None:
+            s[~allowed] = -np.inf
+        if seen is not None:
+            s[seen] = -np.inf
+        return top1(s, pool)
+
+    def search(self, index: Any, q: np.ndarray, pool: int, seen: np.ndarray | None,
+               allowed: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        """Best `pool` items for a (1, d) query from the item index (over-fetching when
+        boosts may reorder the candidates)."""
+        fetch = min(self.n_items, pool * BOOST_OVERFETCH if self.boosts is not None else pool)
+        exclude = [seen] if seen is not None else None
+        idx, scores = index.search(q, fetch, exclude=exclude, allowed=allowed)
+        idx, scores = idx[0], scores[0]
+        keep = idx >= 0
+        idx, scores = idx[keep], scores[keep]
+        if self.boosts is not None and idx.size:
+            scores = scores + self.boosts[idx]
+            order = np.lexsort((idx, -scores))[:pool]
+            idx, scores = idx[order], scores[order]
+        return idx, scores
+
+    def allowed(self, filters: Sequence[str]) -> np.ndarray | None:
+        """(n_items,) bool: items passing every filter and not excluded by the rules."""
+        mask = self.rule_allowed
+        for f in filters:
+            m = self.filter_mask(f)
+            mask = m if mask is None else mask & m
+        return mask
+
+    def filter_mask(self, expr: str) -> np.ndarray:
+        """(n_items,) bool of the items matching `column:value` (`column:a|b`: either)."""
+        cached = self._masks.get(expr)
+        if cached is not None:
+            return cached
+        col, sep, value = expr.partition(":")
+        col = col.strip()
+        values = [v.strip() for v in value.split("|") if v.strip()]
+        if not sep or not values:
+            raise QueryError(f"filter {expr!r}: expected column:value")
+        if col not in self.filter_columns:
+            known = ", ".join(self.filter_columns) or "none"
+            raise QueryError(f"filter {expr!r}: unknown column {col!r} (filterable: {known})")
+        s = self.items[col]
+        if isinstance(s.dtype, pl.List):
+            hit = s.list.eval(pl.element().cast(pl.String).is_in(values)).list.any()
+        elif s.dtype.is_numeric():  # "year:1995" matches 1995.0
+            try:
+                numbers = [float(v) for v in values]
+            except ValueError:
+                raise QueryError(f"filter {expr!r}: {col!r} holds numbers") from None
+            hit = s.cast(pl.Float64).is_in(numbers)
+        else:
+            hit = s.cast(pl.String).is_in(values)
+        mask = hit.fill_null(False).to_numpy().astype(bool)
+        mask.flags.writeable = False
+        if len(self._masks) < MAX_CACHED_FILTERS:  # a bounded cache of catalogue-wide masks
+            self._masks[expr] = mask
+        return mask
+
+    def _rule_exclusions(self, item_indices: Callable[[Sequence[Any]], np.ndarray]
+                         ) -> np.ndarray | None:
+        r = self.rules
+        if not r.exclude_items and not r.exclude:
+            return None
+        mask = np.zeros(self.n_items, dtype=bool)
+        idx = item_indices(list(r.exclude_items))
+        mask[idx[idx >= 0]] = True
+        for f in r.exclude:
+            mask |= self._rule_filter(f)
+        return mask
+
+    def _rule_boosts(self) -> np.ndarray | None:
+        if not self.rules.boost:
+            return None
+        out = np.zeros(self.n_items, dtype=np.float32)
+        for b in self.rules.boost:
+            out[self._rule_filter(b.filter)] += np.float32(b.weight)
+        return out
+
+    def _rule_filter(self, expr: str) -> np.ndarray:
+        try:
+            return self.filter_mask(expr)
+        except QueryError as exc:
+            raise ConfigError(f"rules: {exc}") from None
+
+
+# --- item similarity and diversity ----------------------------------------------------------
+class Similarity:
+    """Item-to-item similarity: embedding cosine, else the model's scores of one-item histories
+    (affinity) or attribute cosine (pairwise), else training co-occurrence cosine."""
+
+    def __init__(self, model: Any, index: Any, norms: np.ndarray | None, items: pl.DataFrame,
+                 roles: dict[str, Role], n_items: int) -> None:
+        self.model = model
+        self.index = index
+        self.norms = norms  # (n_items,) item vector norms, None without item embeddings
+        self.items = items
+        self.roles = roles
+        self.n_items = n_items
+
+    def pairwise(self, idx: np.ndarray) -> np.ndarray:
+        """(n, n) similarity of candidate items (cosine)."""
+        if self.norms is not None:
+            u = self._unit(idx)
+            return u @ u.T
+        if self._attrs is not None:
+            a = self._attrs[idx]
+            return np.asarray((a @ a.T).toarray(), dtype=np.float32)
+        return self._cooc_cosine(idx, idx)
+
+    def affinity(self, src: np.ndarray, targets: np.ndarray | None) -> np.ndarray:
+        """(len(src), n_targets) affinity of source items to target items (all when None)."""
+        if self.norms is not None:
+            t = self._unit(np.arange(self.n_items) if targets is None else targets)
+            return self._unit(src) @ t.T
+        if self.model.scores_from_history and not self.model.history_independent:
+            s = self.model.score_histories(as_sequences([np.array([i]) for i in src]))
+            return s if targets is None else s[:, targets]
+        return self._cooc_cosine(src, targets)
+
+    @cached_property
+    def _attrs(self) -> sp.csr_matrix | None:
+        """(n_items, n_labels) attribute vectors; built on first use (only models without
+        item embeddings need them)."""
+        return attribute_vectors(self.items, self.roles)
+
+    def _unit(self, idx: np.ndarray) -> np.ndarray:
+        """(len(idx), d) unit item vectors of the items `idx` (gathered, then scaled)."""
+        assert self.norms is not None
+        rows = self.index.item_vectors[idx]
+        return rows / np.maximum(self.norms[idx], 1e-12)[:, None]
+
+    @cached_property
+    def _cooc(self) -> tuple[sp.csc_matrix, np.ndarray]:
+        """The training (n_users, n_items) binary matrix by columns, and its column norms;
+        built on first use (only models without embeddings or history scoring need it)."""
+        seen = self.model.seen_.tocsc()
+        return seen, np.sqrt(np.asarray(seen.sum(axis=0)).ravel()).astype(np.float32)
+
+    def _cooc_cosine(self, src: np.ndarray, targets: np.ndarray | None) -> np.ndarray:
+        """(len(src), n_targets) cosine of items' training user sets."""
+        cols, norms = self._cooc
+        a = cols[:, src]
+        b = cols if targets is None else cols[:, targets]
+        dots = np.asarray((a.T @ b).toarray(), dtype=np.float32)
+        nb = norms if targets is None else norms[targets]
+        return dots / np.maximum(norms[src][:, None] * nb[None, :], 1e-12)
+
+
+def mmr(idx: np.ndarray, scores: np.ndarray, k: int, lam: float,
+        pairwise: Callable[[np.ndarray], np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Maximal marginal relevance re-ranking of the candidates (best first) down to k."""
+    n = idx.size
+    if n <= 1:
+        return idx, scores
+    sim = pairwise(idx)  # (n, n)
+    span = float(scores.max() - scores.min())
+    rel = (scores - scores.min()) / span if span > 0 else np.ones(n, dtype=np.float32)
+    picked = [0]
+    free = np.ones(n, dtype=bool)
+    free[0] = False
+    max_sim = sim[0].copy()
+    for _ in range(min(k, n) - 1):
+        gain = (1.0 - lam) * rel - lam * max_sim
+        gain[~free] = -np.inf
+        j = int(np.argmax(gain))
+        picked.append(j)
+        free[j] = False
+        np.maximum(max_sim, sim[j], out=max_sim)
+    order = np.asarray(picked)
+    return idx[order], scores[order]
+
+
+# --- helpers ---------------------------------------------------------------------------------
+def top1(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Top-k of one (n,) score vector, -inf entries left out."""
+    idx, vals = top_k(scores[None, :], k)
+    keep = idx[0] >= 0
+    return idx[0][keep], vals[0][keep]
+
+
+def attribute_vectors(items: pl.DataFrame, roles: dict[str, Role]) -> sp.csr_matrix | None:
+    """(n_items, n_labels) L2-normalised one-hot of categorical and multi-valued columns."""
+    cols = [c for c, r in roles.items() if r in (Role.CATEGORICAL, Role.MULTI)
+            and c in items.columns]
+    if not cols:
+        return None
+    frame = items.select(
+        [pl.col(c).cast(pl.List(pl.String)) if isinstance(items[c].dtype, pl.List)
+         else pl.concat_list(pl.col(c).cast(pl.String)) for c in cols])
+    # one label vocabulary across columns, "column=value" so equal values of two columns differ
+    long = pl.concat([
+        frame.select(pl.int_range(pl.len()).alias("row"), pl.col(c).alias("v"))
+        .explode("v").drop_nulls("v").select("row", (pl.lit(f"{c}=") + pl.col("v")).alias("v"))
+        for c in cols])
+    if long.height == 0:
+        return None
+    codes = long["v"].cast(pl.Categorical).to_physical().to_numpy().astype(np.int64)
+    rows = long["row"].to_numpy().astype(np.int64)
+    m = sp.csr_matrix((np.ones(rows.size, dtype=np.float32), (rows, codes)),
+                      shape=(items.height, int(codes.max()) + 1))
+    m.data[:] = 1.0
+    norms = np.sqrt(np.asarray(m.multiply(m).sum(axis=1)).ravel())
+    return sp.csr_matrix(sp.diags(1.0 / np.maximum(norms, 1e-12)) @ m, dtype=np.float32)
