@@ -44,8 +44,6 @@ def train(
     if rules is not None:  # a bad rules file is refused before training, not after it
         from lmrec.serve.rules import Rules
 
-        if rules.suffix not in (".json", ".toml"):
-            raise ConfigError(f"--rules {rules}: expected a .json or .toml file")
         Rules.from_file(rules)
     params = parse_params(param, config)
     if "checkpoint_dir" in model_class(model).Config.model_fields:

@@ -117,14 +117,11 @@ def write_bundle(model: Recommender, dataset: Dataset, folder: str | Path, *,
     """
     if model.users_ != dataset.users or model.items_ != dataset.items:
         raise InputError("the model was not trained on this dataset (id vocabularies differ)")
+    rules_file = Path(rules) if rules is not None else None
+    if rules_file is not None:  # refuse a bad file now, before any folder is made
+        Rules.from_file(rules_file)
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    rules_file = Path(rules) if rules is not None else None
-    if rules_file is not None:
-        if rules_file.suffix not in (".json", ".toml"):
-            raise InputError("a rules file must be .json or .toml",
-                             location=Location(str(rules_file)))
-        Rules.from_file(rules_file)  # refuse a bad file now, not when the bundle is served
     with bundle_lock(folder):
         tmp = Path(tempfile.mkdtemp(prefix=".write-", dir=folder))
         try:

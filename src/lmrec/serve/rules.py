@@ -44,6 +44,8 @@ class Rules(BaseModel):
     @classmethod
     def from_file(cls, path: str | Path) -> Rules:
         path = Path(path)
+        if path.suffix not in (".json", ".toml"):  # the only formats read below
+            raise ConfigError(f"{path}: a rules file must be .json or .toml")
         if not path.is_file():
             raise ConfigError(f"rules file not found: {path}")
         try:
