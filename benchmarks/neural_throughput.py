@@ -22,6 +22,7 @@ from lmrec.datasets import load_dataset
 from lmrec.evaluate import split_random
 from lmrec.models import MODELS, create_model
 from lmrec.prepare import PrepareConfig
+from lmrec.train.options import TrainingOptions
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("LMREC_SHARED_DATASETS", ROOT.parent / "shared" / "datasets"))
@@ -53,7 +54,7 @@ def main() -> None:
                                     "device": args.device, "num_threads": args.threads,
                                     "patience": None})
         t0 = time.perf_counter()
-        model.fit(train, rng=0)
+        model.fit(train, TrainingOptions(rng=0))
         fit_s = time.perf_counter() - t0
         res = model.train_result_
         rows.append((name, res.device, res.examples // max(len(res.history), 1),

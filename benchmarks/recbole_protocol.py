@@ -5,6 +5,10 @@ random per-user 8:1:1 split (RecBole's rounding), full ranking over all items wi
 train (and, for test, valid) items masked, metrics @10. Defaults of every model were chosen on
 the validation part only; this script reports both parts.
 
+History policy: "trained" (`lmrec.evaluate.evaluate`'s `history`): every user is ranked from
+the model's fitted state, `model.score(users)`, as in RecBole's general protocol (a general
+model is not shown the validation items when testing; they are only masked).
+
     .venv/bin/python benchmarks/recbole_protocol.py                       # ml-100k, latest-small
     .venv/bin/python benchmarks/recbole_protocol.py --data ml-1m=PATH     # a folder or ratings file
     .venv/bin/python benchmarks/recbole_protocol.py --split-dir DIR       # RecBole's dumped split
@@ -65,8 +69,9 @@ def main() -> None:
               f"(prepared in {load_s:.2f} s); split {split.name} {split.sizes()}", flush=True)
         for model in args.models.split(","):
             rec = create_model(model)
-            test = fit_and_evaluate(rec, split, [10], rng=args.seed)
-            valid = evaluate(rec, split, [10], part="valid")  # the same fit, its valid part
+            test = fit_and_evaluate(rec, split, [10], rng=args.seed, history="trained")
+            # the same fit, its valid part
+            valid = evaluate(rec, split, [10], part="valid", history="trained")
             row = {"dataset": name, "split": split.name, "model": model,
                    **{k: round(test.metrics[k], 4) for k in KEYS},
                    "valid_ndcg@10": round(valid.metrics["ndcg@10"], 4),

@@ -42,6 +42,7 @@ import numpy as np
 from lmrec.datasets.shop import shop_dataset
 from lmrec.models import create_model
 from lmrec.serve.bundle import write_bundle
+from lmrec.train.options import TrainingOptions
 
 
 def _free_port() -> int:
@@ -102,7 +103,7 @@ def main() -> None:
     ds = shop_dataset(args.users, args.items, seed=0).dataset
     params = dict(p.split("=", 1) for p in args.param)
     t0 = time.perf_counter()
-    rec = create_model(args.model, params).fit(ds, rng=0)
+    rec = create_model(args.model, params).fit(ds, TrainingOptions(rng=0))
     fit_s = time.perf_counter() - t0
     bundle = write_bundle(rec, ds, tmp / "bundle")
     key = secrets.token_urlsafe(24)

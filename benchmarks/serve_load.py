@@ -82,6 +82,7 @@ def synthetic_bundle(work: Path, n_items: int, n_users: int, seen: int) -> Path:
     from lmrec.models import create_model
     from lmrec.prepare import prepare
     from lmrec.serve.bundle import write_bundle
+    from lmrec.train.options import TrainingOptions
 
     if n_users * seen < n_items:
         raise SystemExit(f"--synthetic-users x {seen} must cover the {n_items} items")
@@ -90,7 +91,7 @@ def synthetic_bundle(work: Path, n_items: int, n_users: int, seen: int) -> Path:
     events = pl.DataFrame({"user": np.repeat(np.arange(n_users), seen), "item": items,
                            "timestamp": 1_700_000_000 + np.arange(items.size)})
     ds = prepare(events, name="synthetic").dataset
-    model = create_model("als", {"factors": 64, "iterations": 1}).fit(ds, rng=0)
+    model = create_model("als", {"factors": 64, "iterations": 1}).fit(ds, TrainingOptions(rng=0))
     item_vecs, user_vecs = synthetic_factors(n_items, n_users, 64, seed=0)
     model.U_ = user_vecs
     model.V_ = item_vecs  # internal item i gets synthetic vector i (ann_recall's catalogue)

@@ -21,6 +21,7 @@ import pytest
 from lmrec.models import create_model
 from lmrec.serve.bundle import write_bundle
 from lmrec.testing import planted_dataset
+from lmrec.train.options import TrainingOptions
 
 API_KEY = "test-key-" + "0123456789abcdef"  # write + admin
 READ_KEY = "read-key-" + "0123456789abcdef"
@@ -34,7 +35,7 @@ def planted_bundle(folder: Path, model: str = "ease", params: dict[str, Any] | N
     """A bundle of `model` trained on the planted two-group dataset (users a*/b*, items A*/B*
     with genres alpha/beta; group B's items are the most popular)."""
     ds = planted_dataset()
-    rec = create_model(model, params or {}).fit(ds, rng=0)
+    rec = create_model(model, params or {}).fit(ds, TrainingOptions(rng=0))
     return write_bundle(rec, ds, folder, **kwargs)
 
 

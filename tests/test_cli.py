@@ -234,6 +234,8 @@ def test_tune_with_zero_trials_is_refused(prepared: Path,
         (["--k", "0"], "--k"),
         (["--k", "-5,10"], "--k"),
         (["--part", "train"], "--part"),
+        (["--history", "bogus"], "--history"),
+        (["--history", "Trained"], "--history"),
     ],
 )
 def test_evaluate_option_out_of_range(prepared: Path, capsys: pytest.CaptureFixture[str],
@@ -302,6 +304,31 @@ def test_json_output_is_valid_json(prepared: Path, tmp_path: Path,
     assert _strict_json(out)["popularity"]["diversity@1"] is None  # type: ignore[index]
     saved = _strict_json((report / "results.json").read_text(encoding="utf-8"))
     assert saved["results"]["popularity"]["metrics"]["diversity@1"] is None  # type: ignore[index]
+
+
+def test_history_option(prepared: Path, tmp_path: Path,
+                        capsys: pytest.CaptureFixture[str]) -> None:
+    ndcg = {}
+    for history in ("observed", "trained"):
+        code, out, err = run(["evaluate", "--data", str(prepared), "--model", "ease",
+                              "--history", history, "--json"], capsys)
+        assert code == 0, err
+        ndcg[history] = json.loads(out)["ndcg@10"]
+    code, out, err = run(["evaluate", "--data", str(prepared), "--model", "ease", "--json"],
+                         capsys)
+    assert code == 0, err
+    assert json.loads(out)["ndcg@10"] == ndcg["observed"]  # the default
+    code, out, err = run(["evaluate", "--data", str(prepared), "--model", "ease", "--history",
+                          "trained"], capsys)
+    assert code == 0, err
+    assert "trained" in out  # named in the table title
+    report = tmp_path / "report"
+    code, out, err = run(["compare", "--data", str(prepared), "--models", "popularity,ease",
+                          "--history", "trained", "--report", str(report), "--json"], capsys)
+    assert code == 0, err
+    saved = json.loads((report / "results.json").read_text(encoding="utf-8"))
+    assert {r["history"] for r in saved["results"].values()} == {"trained"}
+    assert "History &#x27;trained&#x27;" in (report / "report.html").read_text(encoding="utf-8")
 
 
 def test_json_output_keeps_non_ascii_text(tmp_path: Path,

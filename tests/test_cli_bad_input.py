@@ -18,6 +18,7 @@ import pytest
 
 from helpers_cli import CliProcess, cli_processes, one_error_line
 from lmrec.cli import main
+from lmrec.train.options import TrainingOptions
 
 # --- the world the cells run in -------------------------------------------------------------
 
@@ -52,7 +53,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> World:
     csv.write_text("\n".join(rows) + "\n")
     prepared = prepare(str(csv))
     data = prepared.save(root / "data")
-    model = create_model("popularity").fit(prepared.dataset, rng=0)
+    model = create_model("popularity").fit(prepared.dataset, TrainingOptions(rng=0))
     bundle = write_bundle(model, prepared.dataset, root / "model")
 
     bad_data = root / "bad-data"
@@ -274,6 +275,12 @@ CELLS: list[tuple[str, list[str], str]] = [
                                "--split", "sideways"], "sideways"),
     ("evaluate-part-choice", ["evaluate", "--data", "{data}", "--model", "popularity",
                               "--part", "train"], "--part"),
+    ("evaluate-history-choice", ["evaluate", "--data", "{data}", "--model", "popularity",
+                                 "--history", "bogus"], "--history"),
+    ("evaluate-history-tune", ["evaluate", "--data", "{data}", "--model", "ease", "--tune",
+                               "--trials", "2", "--history", "bogus"], "--history"),
+    ("evaluate-history-kfold", ["evaluate", "--data", "{data}", "--model", "popularity",
+                                "--split", "kfold", "--history", "Observed"], "--history"),
     ("evaluate-unknown-model", ["evaluate", "--data", "{data}", "--model", "nope"], "nope"),
     ("evaluate-missing-option", ["evaluate", "--data", "{data}"], "--model"),
     # compare
@@ -297,6 +304,8 @@ CELLS: list[tuple[str, list[str], str]] = [
                                   "--report", "{new}"], "--max-train-events"),
     ("compare-seed-negative", ["compare", "--data", "{data}", "--models", "popularity",
                                "--seed", "-7", "--report", "{new}"], "--seed"),
+    ("compare-history-choice", ["compare", "--data", "{data}", "--models", "popularity",
+                                "--history", "bogus", "--report", "{new}"], "--history"),
     ("compare-report-file", ["compare", "--data", "{data}", "--models", "popularity",
                              "--report", "{file}"], "--report"),
     ("compare-report-under-file", ["compare", "--data", "{data}", "--models", "popularity",

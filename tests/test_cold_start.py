@@ -15,8 +15,9 @@ from lmrec.collect import ColumnMapping
 from lmrec.data.dataset import Dataset
 from lmrec.errors import ConfigError, InputError
 from lmrec.evaluate import fit_and_evaluate, make_splits, split_cold_items, split_cold_users
-from lmrec.models import EmbeddingScorer, Popularity, Recommender, SASRec, TwoTower
+from lmrec.models import EmbeddingModel, Popularity, SASRec, TwoTower, load_model
 from lmrec.prepare import PrepareConfig, prepare
+from lmrec.train.options import TrainingOptions
 
 
 # --- tiny data ---------------------------------------------------------------------------
@@ -243,7 +244,7 @@ def test_two_tower_scores_unseen_items_from_text(two_groups: Dataset, text_cache
                                                  tmp_path: Path) -> None:
     ds = two_groups
     model = TwoTower(**TINY, text=True, item_features=False, text_cache_dir=text_cache)
-    model.fit(ds, rng=0)
+    model.fit(ds, TrainingOptions(rng=0))
     assert model.module_.item_gate.dropout == 0.5  # the default with text
     cold = np.flatnonzero(model.arrays_["item_cold"])
     assert sorted(ds.items.to_python(int(i)) for i in cold) == ["A12", "B12"]
@@ -254,28 +255,30 @@ def test_two_tower_scores_unseen_items_from_text(two_groups: Dataset, text_cache
     saved = model.save(tmp_path / "tt")
     with np.load(saved / "arrays.npz") as z:
         assert z["model.extra.a.item_text"].shape == (ds.n_items, 384)
-    again = Recommender.load(saved)
+    again = load_model(saved)
     np.testing.assert_array_equal(again.score(np.arange(ds.n_users)), scores)
 
 
 def test_two_tower_embedding_scorer_and_histories(two_groups: Dataset, text_cache: str
                                                   ) -> None:
     ds = two_groups
-    model = TwoTower(**TINY, text=True, text_cache_dir=text_cache).fit(ds, rng=0)
-    assert isinstance(model, EmbeddingScorer)
+    model = TwoTower(**TINY, text=True, text_cache_dir=text_cache).fit(
+        ds, TrainingOptions(rng=0))
+    assert isinstance(model, EmbeddingModel)
     users = np.arange(ds.n_users)
     items = model.item_embeddings()
     np.testing.assert_allclose(model.user_embeddings(users) @ items.T, model.score(users),
                                rtol=1e-5, atol=1e-5)
     a0, a1, a12 = (int(i) for i in ds.items.index(["A0", "A1", "A12"]))
-    hists = model.history_embeddings([np.array([a0, a1]), np.array([a0, a12, a1])])
+    nobody = np.array([-1, -1])  # new users: unknown id and attributes
+    hists = model.user_embeddings(nobody, [np.array([a0, a1]), np.array([a0, a12, a1])])
     # an item without training events has no trained id row: a history ignores it
     np.testing.assert_array_equal(hists[0], hists[1])
     one = model.user_embedding_from_history(np.array([a0, a1]))  # unscaled, unit length
     np.testing.assert_allclose(one * model.scale_, hists[0], rtol=1e-5)
     for bad in (-1, ds.n_items):  # like every model's history entry points
         with pytest.raises(InputError, match="internal indices"):
-            model.history_embeddings([np.array([a0, bad])])
+            model.user_embeddings(nobody[:1], [np.array([a0, bad])])
     # B histories of new users, vectorised, rank their own group first
     top = np.argsort(-(hists @ items.T), axis=1)[:, :3]
     assert all(ds.items.to_python(int(i)).startswith("A") for i in top.ravel())
@@ -283,10 +286,11 @@ def test_two_tower_embedding_scorer_and_histories(two_groups: Dataset, text_cach
 
 def test_two_tower_sum_fusion_projects_each_modality(two_groups: Dataset) -> None:
     ds = two_groups
-    model = TwoTower(**TINY, fusion="sum").fit(ds, rng=0)  # no text: ids, genres, `emb`
+    # no text: ids, genres, `emb`
+    model = TwoTower(**TINY, fusion="sum").fit(ds, TrainingOptions(rng=0))
     assert len(model.module_.vec_proj) == 1  # the vector column is its own modality
     assert model.module_.num_vec_1.tolist() == [0, 1]
-    assert model.history_[-1]["loss"] < model.history_[0]["loss"]
+    assert model.training_log_[-1]["loss"] < model.training_log_[0]["loss"]
     scores = model.score(np.arange(ds.n_users))
     # the vector column and genres place the unseen A12 with the alpha items
     assert group_preference(scores, ds, "A12") > 0 > group_preference(scores, ds, "B12")
@@ -305,11 +309,11 @@ def test_two_tower_reads_text_once_per_fit(two_groups: Dataset,
     monkeypatch.setattr(tt, "item_text_matrix", fake_text)
     params = {**TINY, "epochs": 2, "patience": 1, "text": True}
     # holdout validation prepares twice (holdout, then all pairs): the vectors are read once
-    model = TwoTower(**params).fit(two_groups, rng=0)
+    model = TwoTower(**params).fit(two_groups, TrainingOptions(rng=0))
     assert calls == [two_groups.n_items]
     # a new fit on other data reads its own texts, never the previous fit's
     other = make_dataset(base_rows())
-    model.fit(other, rng=0)
+    model.fit(other, TrainingOptions(rng=0))
     assert calls == [two_groups.n_items, other.n_items]
     assert model.arrays_["item_text"].shape == (other.n_items, 8)
     assert not hasattr(model, "_fit_text")  # nothing of the fit's scratch state is kept
@@ -319,14 +323,14 @@ def test_sasrec_text_scores_unseen_items(two_groups: Dataset, text_cache: str,
                                          tmp_path: Path) -> None:
     ds = two_groups
     model = SASRec(text=True, epochs=30, hidden=16, heads=1, inner=32, layers=1, lr=0.01,
-                   progress=False, text_cache_dir=text_cache).fit(ds, rng=0)
+                   progress=False, text_cache_dir=text_cache).fit(ds, TrainingOptions(rng=0))
     losses = [h["loss"] for h in model.train_result_.history]
     assert losses[-1] < losses[0]
     scores = model.score(np.arange(ds.n_users))
     assert np.isfinite(scores).all()
     # never seen in training, yet each unseen item is preferred by its own group's users
     assert group_preference(scores, ds, "A12") > 0 > group_preference(scores, ds, "B12")
-    again = Recommender.load(model.save(tmp_path / "sasrec"))
+    again = load_model(model.save(tmp_path / "sasrec"))
     np.testing.assert_array_equal(again.score(np.arange(ds.n_users)), scores)
 
 

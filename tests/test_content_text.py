@@ -18,7 +18,7 @@ from lmrec import testing as T
 from lmrec.data.dataset import Dataset, Sequences
 from lmrec.datasets.movielens import load_movielens_100k
 from lmrec.errors import ConfigError, InputError
-from lmrec.models import ContentText, EmbeddingScorer, Recommender, create_model
+from lmrec.models import ContentText, EmbeddingModel, TextQueries, create_model, load_model
 from lmrec.prepare import PrepareConfig, prepare
 
 
@@ -50,13 +50,14 @@ def test_recommender_contract(cache_dir: str, tmp_path: Path) -> None:
 def test_scores_are_inner_products_of_embeddings(cache_dir: str) -> None:
     ds = T.planted_dataset()
     m = ContentText(progress=False, cache_dir=cache_dir).fit(ds)
-    assert isinstance(m, EmbeddingScorer)
+    assert isinstance(m, EmbeddingModel) and isinstance(m, TextQueries)
     users = np.arange(ds.n_users)
     np.testing.assert_allclose(m.score(users), m.user_embeddings(users) @ m.item_embeddings().T,
                                atol=1e-6)
     hist = [np.array([0, 3]), np.array([5])]
-    np.testing.assert_allclose(m.score_histories(hist),
-                               m.history_embeddings(hist) @ m.item_embeddings().T, atol=1e-6)
+    anon = np.full(2, -1)
+    np.testing.assert_allclose(m.score(anon, hist),
+                               m.user_embeddings(anon, hist) @ m.item_embeddings().T, atol=1e-6)
     np.testing.assert_allclose(np.linalg.norm(m.user_embeddings(users), axis=1), 1, atol=1e-5)
 
 
@@ -67,7 +68,7 @@ def test_profile_is_recency_and_behaviour_weighted(cache_dir: str) -> None:
     seqs = Sequences(indptr=np.array([0, 3, 3]), items=np.array([0, 1, 2], np.int32),
                      events=np.array([1, 0, 1], np.int32), timestamps=np.full(3, -1),
                      event_types=("buy", "view"))
-    got = m.history_embeddings(seqs)
+    got = m.user_embeddings(np.full(2, -1), seqs)
     want = np.zeros(m.n_items)
     want[[0, 1, 2]] = [0.25 * 1, 0.5 * 4, 1.0 * 1]  # oldest view, a buy, the latest view
     np.testing.assert_allclose(got[0], want / np.linalg.norm(want), atol=1e-6)
@@ -75,16 +76,32 @@ def test_profile_is_recency_and_behaviour_weighted(cache_dir: str) -> None:
     flat = ContentText(progress=False, cache_dir=cache_dir, half_life=None,
                        use_behaviour_weights=False, max_history=2).fit(T.planted_dataset())
     flat.item_vectors_ = m.item_vectors_
-    np.testing.assert_allclose(flat.history_embeddings(seqs)[0, :3], [0, 2 ** -0.5, 2 ** -0.5],
-                               atol=1e-6)
+    np.testing.assert_allclose(flat.user_embeddings(np.full(2, -1), seqs)[0, :3],
+                               [0, 2 ** -0.5, 2 ** -0.5], atol=1e-6)
 
 
-def test_history_embeddings_refuse_out_of_range_items(cache_dir: str) -> None:
+def test_user_embeddings_refuse_out_of_range_items(cache_dir: str) -> None:
     m = ContentText(progress=False, cache_dir=cache_dir).fit(T.planted_dataset())
     for bad in (-1, m.n_items):
         with pytest.raises(InputError, match="internal indices"):
-            m.history_embeddings([np.array([0, bad])])
-    assert m.history_embeddings([np.array([0, m.n_items - 1])]).shape[0] == 1
+            m.user_embeddings(np.array([-1]), [np.array([0, bad])])
+        with pytest.raises(InputError, match="internal indices"):
+            m.score(np.array([-1]), [np.array([0, bad])])
+    assert m.user_embeddings(np.array([-1]), [np.array([0, m.n_items - 1])]).shape[0] == 1
+
+
+def test_redacted_user_has_the_empty_profile(cache_dir: str) -> None:
+    ds = T.planted_dataset()
+    m = ContentText(progress=False, cache_dir=cache_dir).fit(ds)
+    before = m.score(np.arange(ds.n_users))
+    m.redact_users([2])
+    after = m.score(np.arange(ds.n_users))
+    np.testing.assert_array_equal(after[2], m.score(np.array([-1]))[0])
+    np.testing.assert_array_equal(after[2], m.score(np.array([-1]), Sequences.empty(1))[0])
+    assert not after[2].any()  # an empty history: a zero profile
+    np.testing.assert_array_equal(np.delete(after, 2, 0), np.delete(before, 2, 0))
+    assert not m.user_embeddings(np.array([2, -1])).any()
+    assert ds.sequences().of(2).size > 0  # the training Dataset is left alone
 
 
 def test_items_nobody_interacted_with_are_scored_from_text(cache_dir: str) -> None:
@@ -102,7 +119,7 @@ def test_save_load_keeps_vectors_and_text_search(cache_dir: str, tmp_path: Path)
     ds = T.planted_dataset()
     m = ContentText(progress=False, cache_dir=cache_dir).fit(ds)
     m.save(tmp_path)
-    loaded = Recommender.load(tmp_path)
+    loaded = load_model(tmp_path)
     assert isinstance(loaded, ContentText)
     np.testing.assert_array_equal(loaded.item_embeddings(), m.item_embeddings())
     assert loaded.recommend_for_text("alpha", 3) == m.recommend_for_text("alpha", 3)
@@ -118,15 +135,15 @@ def test_text_search_refuses_a_different_encoder(cache_dir: str) -> None:
         m.recommend_for_text("  ", 3)
 
 
-def test_recommend_from_history_takes_external_ids(cache_dir: str) -> None:
+def test_recommend_history_takes_external_ids(cache_dir: str) -> None:
     ds = T.planted_dataset()
     m = ContentText(progress=False, cache_dir=cache_dir).fit(ds)
-    ranked = m.recommend_from_history(["A1", "A2"], k=5)
+    ranked = m.recommend_history(["A1", "A2"], k=5)
     assert len(ranked) == 5 and {"A1", "A2"}.isdisjoint(i for i, _ in ranked)
     assert all(i.startswith("A") for i, _ in ranked)
     assert [s for _, s in ranked] == sorted((s for _, s in ranked), reverse=True)
     with pytest.raises(InputError, match="unknown item id"):
-        m.recommend_from_history(["A1", "nope"], k=5)
+        m.recommend_history(["A1", "nope"], k=5)
 
 
 # --- real data: zero-shot and few-shot --------------------------------------------------------
@@ -168,7 +185,7 @@ def test_few_shot_history_of_three_horror_films(ml100k_model: tuple[Dataset, Con
     ds, m = ml100k_model
     horror = genre_mask(ds, "Horror")
     history = ds.items.id_of(np.flatnonzero(horror)[:3]).tolist()
-    top = m.recommend_from_history(history, 10)
+    top = m.recommend_history(history, 10)
     assert horror[ds.items.index([i for i, _ in top])].mean() >= 0.5
 
 

@@ -209,3 +209,14 @@ def test_with_events_keeps_vocabularies() -> None:
     assert sub.matrix("count").shape == (3, 3)
     assert sub.sequences().lengths().tolist() == [3, 0, 0]
     assert ds.n_events == 7 and ds.matrix("count").sum() == 7  # the original is unchanged
+
+
+def test_forgetting_rows_of_a_kept_sequences_leaves_the_dataset_alone() -> None:
+    from lmrec.testing import planted_dataset
+
+    ds = planted_dataset()
+    kept = ds.sequences()
+    before = ds.sequences().of(1).copy()
+    kept.forget_rows(np.array([1]))
+    assert kept.of(1).size == 0 and kept.lengths().sum() == ds.n_events - before.size
+    np.testing.assert_array_equal(ds.sequences().of(1), before)

@@ -16,6 +16,7 @@ SCRIPT = textwrap.dedent('''
     from lmrec import testing as T
     from lmrec.evaluate import evaluate, split_random
     from lmrec.models import TwoTower
+    from lmrec.train import TrainingOptions
 
     torch.set_num_threads(1)
     ds = T.planted_dataset(users_a=40, users_b=60, items_per_group=30, seen_per_user=12)
@@ -23,7 +24,7 @@ SCRIPT = textwrap.dedent('''
     model = TwoTower(epochs=30, batch_size=64, lr=0.01, dim=16, id_dim=16, feature_dim=4,
                      layers=(32,), temperature=0.2, dropout=0.1, share_embeddings=False,
                      progress=False, device="cpu")
-    model.fit(split.train, rng=0)
+    model.fit(split.train, TrainingOptions(rng=0))
     result = model.train_result_
     if int(os.environ.get("RANK", "0")) == 0:
         # both held-out parts, to halve the noise of a small planted set

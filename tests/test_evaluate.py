@@ -14,10 +14,11 @@ from lmrec import columns as C
 from lmrec.collect import ColumnMapping
 from lmrec.collect.events import to_events
 from lmrec.collect.readers import read_table
-from lmrec.data.dataset import Dataset
+from lmrec.data.dataset import Dataset, Sequences
 from lmrec.errors import ConfigError
 from lmrec.evaluate import (
     EvalResult,
+    HistoryPolicy,
     cross_validate,
     evaluate,
     fit_and_evaluate,
@@ -29,6 +30,7 @@ from lmrec.evaluate import (
 )
 from lmrec.models import ModelConfig, Popularity, Recommender
 from lmrec.prepare import PrepareConfig, prepare
+from lmrec.train import TrainingOptions
 
 
 class EaseConfig(ModelConfig):
@@ -42,7 +44,7 @@ class InlineEASE(Recommender):
     Config = EaseConfig
     config: EaseConfig
 
-    def _fit(self, dataset: Dataset, rng: np.random.Generator) -> None:
+    def _fit(self, dataset: Dataset, options: TrainingOptions) -> None:
         x = dataset.matrix("binary")
         g = (x.T @ x).toarray().astype(np.float64)
         g[np.diag_indices_from(g)] += self.config.lam
@@ -52,8 +54,9 @@ class InlineEASE(Recommender):
         self.b_ = b.astype(np.float32)
         self.x_ = x
 
-    def _score(self, user_idx: np.ndarray) -> np.ndarray:
-        return np.asarray(self.x_[user_idx] @ self.b_)
+    def _score(self, users: np.ndarray, histories: Sequences | None) -> np.ndarray:
+        x = self.x_[users] if histories is None else self._history_rows(histories, "binary")
+        return np.asarray(x @ self.b_)
 
 
 class RandomFactors(Recommender):
@@ -62,12 +65,32 @@ class RandomFactors(Recommender):
     name = "random-factors"
     Config = EaseConfig
 
-    def _fit(self, dataset: Dataset, rng: np.random.Generator) -> None:
+    def _fit(self, dataset: Dataset, options: TrainingOptions) -> None:
+        rng = options.generator
         self.u_ = rng.standard_normal((dataset.n_users, 64)).astype(np.float32)
         self.v_ = rng.standard_normal((dataset.n_items, 64)).astype(np.float32)
 
-    def _score(self, user_idx: np.ndarray) -> np.ndarray:
-        return self.u_[user_idx] @ self.v_.T
+    def _score(self, users: np.ndarray, histories: Sequences | None) -> np.ndarray:
+        u = self.u_[users]
+        u[users < 0] = 0.0  # an unknown user: no factors
+        return u @ self.v_.T
+
+
+class Recorder(Recommender):
+    """Scores by popularity and records what it was given: the training options, and per
+    scored user its history (None when scored from the fitted state)."""
+
+    name = "recorder"
+    Config = EaseConfig
+
+    def _fit(self, dataset: Dataset, options: TrainingOptions) -> None:
+        self.options_ = options
+        self.got_: dict[int, list[int] | None] = {}
+
+    def _score(self, users: np.ndarray, histories: Sequences | None) -> np.ndarray:
+        for row, u in enumerate(users.tolist()):
+            self.got_[u] = None if histories is None else histories.of(row).tolist()
+        return np.tile(self.popularity_, (users.size, 1))
 
 
 def make_dataset(rows: list[tuple[int, int, int]]) -> Dataset:
@@ -90,22 +113,34 @@ def synthetic() -> Dataset:
     return make_dataset(rows)
 
 
-def reference_metrics(model: Recommender, split, k: int, part: str) -> dict[str, float]:
+def observed_history(split, part: str, user: int) -> list[int]:
+    """`user`'s items as of `part`, oldest first: training, plus validation when testing."""
+    parts = [split.train.events]
+    if part == "test" and split.valid is not None:
+        parts.append(split.valid.events)
+    ev = pl.concat(parts).filter(pl.col(C.USER_IDX) == user).sort(C.TIME, maintain_order=True)
+    return ev[C.ITEM_IDX].to_list()
+
+
+def reference_metrics(model: Recommender, split, k: int, part: str,
+                      history: HistoryPolicy = "trained") -> dict[str, float]:
     """Per-user loop with dense masking and RecBole's formulas: the slow, obvious version."""
     target = split.test if part == "test" else split.valid
     truth = target.matrix("binary").toarray() > 0
     mask = split.train.matrix("binary").toarray() > 0
     if part == "test" and split.valid is not None:
         mask |= split.valid.matrix("binary").toarray() > 0
-    history = np.bincount(split.train.events[C.USER_IDX].to_numpy(),
+    n_train = np.bincount(split.train.events[C.USER_IDX].to_numpy(),
                           minlength=split.train.n_users)
     sums = {"recall": 0.0, "ndcg": 0.0, "hit": 0.0, "mrr": 0.0, "precision": 0.0, "map": 0.0}
     n = 0
     for u in range(truth.shape[0]):
-        if not truth[u].any() or history[u] == 0:
+        if not truth[u].any() or n_train[u] == 0:
             continue
         n += 1
-        s = model.score(np.array([u]))[0].astype(np.float64)
+        hist = (None if history == "trained"
+                else [np.array(observed_history(split, part, u), dtype=np.int64)])
+        s = model.score(np.array([u]), hist)[0].astype(np.float64)
         s[mask[u]] = -np.inf
         order = np.lexsort((np.arange(s.size), -s))[:k]
         order = order[np.isfinite(s[order])]
@@ -123,13 +158,16 @@ def reference_metrics(model: Recommender, split, k: int, part: str) -> dict[str,
     return {f"{m}@{k}": v / n for m, v in sums.items()}
 
 
+@pytest.mark.parametrize("history", ["trained", "observed"])
 @pytest.mark.parametrize("part", ["test", "valid"])
-def test_evaluate_matches_reference_loop(synthetic: Dataset, part: str) -> None:
+def test_evaluate_matches_reference_loop(synthetic: Dataset, part: str,
+                                         history: HistoryPolicy) -> None:
     split = split_random(synthetic, seed=3)
     model = InlineEASE(lam=10.0).fit(split.train)
-    result = evaluate(model, split, ks=(5, 10), part=part, batch_size=7)
+    result = evaluate(model, split, ks=(5, 10), part=part, history=history, batch_size=7)
+    assert result.history == history and result.to_dict()["history"] == history
     for k in (5, 10):
-        ref = reference_metrics(model, split, k, part)
+        ref = reference_metrics(model, split, k, part, history)
         for name, v in ref.items():
             assert result.metrics[name] == pytest.approx(v, rel=1e-9), name
     target = split.test if part == "test" else split.valid
@@ -139,6 +177,51 @@ def test_evaluate_matches_reference_loop(synthetic: Dataset, part: str) -> None:
     assert set(result.metrics) >= {"coverage@10", "novelty@10", "diversity@10",
                                    "popularity@10", "gini@10", "map@5"}
     assert 0 < result.metrics["coverage@10"] <= 1 and 0 <= result.metrics["gini@10"] <= 1
+
+
+def test_history_policy_decides_what_the_model_is_given(synthetic: Dataset) -> None:
+    split = split_random(synthetic, seed=4)
+    assert split.valid is not None and split.valid.n_events
+    model = Recorder()
+    fit_and_evaluate(model, split, part="test", history="observed")
+    assert model.options_.valid is split.valid  # for models that early-stop on it
+    assert model.got_ and all(v is not None for v in model.got_.values())
+    valid_items = split.valid.matrix("binary").tocsr()
+    with_valid = 0
+    for u, hist in model.got_.items():
+        assert hist == observed_history(split, "test", u)  # train + valid, time-ordered
+        with_valid += bool(set(valid_items[u].indices) & set(hist or []))
+    assert with_valid > 0  # testing, the observed histories include the validation items
+    model.got_.clear()
+    evaluate(model, split, part="valid", history="observed")
+    for u, hist in model.got_.items():
+        assert hist == observed_history(split, "valid", u)  # the training part only
+        assert not set(valid_items[u].indices) & set(hist or [])
+    for part in ("test", "valid"):
+        model.got_.clear()
+        result = evaluate(model, split, part=part, history="trained")
+        assert result.history == "trained"
+        assert model.got_ and all(v is None for v in model.got_.values())  # fitted state
+    fit_and_evaluate(model, split, part="valid", history="trained")
+    assert model.options_.valid is None  # the part being measured is never handed to fit
+
+
+def test_bad_history_policy(synthetic: Dataset) -> None:
+    from lmrec.evaluate import tune
+    from lmrec.models.hyperparams import FloatRange
+
+    split = split_random(synthetic, seed=0)
+    model = Popularity().fit(split.train)
+    for bad in ("bogus", "Observed", None, 1):
+        with pytest.raises(ConfigError, match="history"):
+            evaluate(model, split, history=bad)  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="history"):
+        fit_and_evaluate(Popularity(), split, history="bogus")  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="history"):
+        cross_validate(Popularity, [split], history="bogus")  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="history"):
+        tune(lambda p: InlineEASE(**p), {"lam": FloatRange(1.0, 100.0)}, split,
+             history="bogus")  # type: ignore[arg-type]
 
 
 def test_test_items_never_recommended_from_history(synthetic: Dataset) -> None:
@@ -261,8 +344,10 @@ def test_write_report(synthetic: Dataset, tmp_path: Path) -> None:
     data = json.loads(paths["json"].read_text())
     assert set(data["results"]) == {"popularity", "ease"}
     assert data["split"]["test_events"] == split.test.n_events
+    assert {r["history"] for r in data["results"].values()} == {"observed"}
     html = paths["html"].read_text()
     assert "data:image/png;base64," in html and "<table>" in html and "Synthetic" in html
+    assert "Scoring (history policy)" in html and "History &#x27;observed&#x27;" in html
     md = paths["markdown"].read_text()
     assert "| model |" in md and "recall@20" in md and "![plot_recall](recall_at_k.png)" in md
     table = metrics_table(results, (10,))

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
+from lmrec import metrics as M
 from lmrec.errors import ConfigError
-from lmrec.evaluate import metrics as M
 
 PEERS = Path("/work/shared/peers")
 

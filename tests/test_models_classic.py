@@ -23,6 +23,7 @@ from lmrec.models import (
 )
 from lmrec.models.bpr import _sample_negatives
 from lmrec.prepare import PrepareConfig, prepare
+from lmrec.train.options import TrainingOptions
 
 
 def events_dataset(pairs: np.ndarray, items: pl.DataFrame | None = None,
@@ -135,8 +136,8 @@ def test_weighted_matrix_round_trips(klass: type[Recommender], tmp_path: Path,
     pairs = random_pairs(rng, 30, 15, 0.3)
     ds = events_dataset(pairs, weights=rng.choice([1.0, 3.0], size=len(pairs)))
     T.check_save_load(lambda: klass(weighting="weight"), tmp_path, ds)
-    a = klass(weighting="weight").fit(ds, rng=0).score(np.arange(ds.n_users))
-    b = klass(weighting="binary").fit(ds, rng=0).score(np.arange(ds.n_users))
+    a = klass(weighting="weight").fit(ds, TrainingOptions(rng=0)).score(np.arange(ds.n_users))
+    b = klass(weighting="binary").fit(ds, TrainingOptions(rng=0)).score(np.arange(ds.n_users))
     assert not np.allclose(a, b), "the weights made no difference"
 
 
@@ -186,7 +187,7 @@ def test_collaborative_models_beat_popularity_on_groups(
         klass: type[Recommender], params: dict, rng: np.random.Generator) -> None:
     ds, truth = grouped_with_holdout(rng)
     pop = recall_at(Popularity().fit(ds), ds, truth)
-    got = recall_at(klass(**params).fit(ds, rng=1), ds, truth)
+    got = recall_at(klass(**params).fit(ds, TrainingOptions(rng=1)), ds, truth)
     assert got > pop + 0.15, f"{klass.__name__} recall@5 {got:.3f} vs popularity {pop:.3f}"
 
 
@@ -195,7 +196,8 @@ def test_als_item_factors_solve_the_weighted_normal_equations(
     """The last half-step solves (U^T C_i U + reg I) v_i = U^T C_i p_i, c = 1 + alpha x."""
     ds = events_dataset(random_pairs(rng, 40, 20, 0.25))
     alpha, reg, f = 3.0, 2.0, 4
-    model = ALS(factors=f, reg=reg, alpha=alpha, iterations=8, cg_steps=f).fit(ds, rng=0)
+    model = ALS(factors=f, reg=reg, alpha=alpha, iterations=8, cg_steps=f).fit(
+        ds, TrainingOptions(rng=0))
     x = dense(ds)
     u = model.U_.astype(np.float64)
     for i in range(ds.n_items):
@@ -214,6 +216,20 @@ def test_bpr_negative_sampler_avoids_seen_items(rng: np.random.Generator) -> Non
     neg = _sample_negatives(u.astype(np.int64), keys, n_items, rng)
     assert not x[u, neg].any()
     assert neg.min() >= 0 and neg.max() < n_items
+
+
+def test_bpr_trains_in_the_epoch_loop(rng: np.random.Generator) -> None:
+    ds, _ = grouped_with_holdout(rng)
+    params = {"factors": 8, "epochs": 6, "batch_size": 256, "lr": 0.02, "reg": 0.05}
+    model = BPR(**params).fit(ds, TrainingOptions(rng=0))
+    log = model.training_log_
+    assert [row["epoch"] for row in log] == [1, 2, 3, 4, 5, 6]
+    losses = [row["loss"] for row in log]
+    assert np.isfinite(losses).all() and losses[-1] < losses[0] < np.log(2) + 0.01
+    assert all(row["metric"] is None for row in log)
+    # the time budget stops after the epoch that crosses it
+    short = BPR(**params).fit(ds, TrainingOptions(rng=0, time_budget_s=1e-9))
+    assert len(short.training_log_) == 1
 
 
 # --- content ----------------------------------------------------------------------------------

@@ -101,6 +101,26 @@ def test_unknown_user_gets_popularity(name: str) -> None:
 
 
 @pytest.mark.parametrize("name", NAMES)
+def test_scores_any_history(name: str) -> None:
+    T.check_histories(factory(name))
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_redacted_user_scores_like_an_unknown_one(name: str, tmp_path: Path) -> None:
+    T.check_redacted_user_is_unknown(factory(name), tmp_path)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_recommend_history(name: str) -> None:
+    T.check_recommend_history(factory(name))
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_similar_items(name: str) -> None:
+    T.check_similar_items(factory(name))
+
+
+@pytest.mark.parametrize("name", NAMES)
 def test_learns_known_answer(name: str) -> None:
     if name in NON_PERSONALISED:
         T.check_ranks_by_popularity(factory(name))
@@ -124,22 +144,35 @@ def test_the_checks_catch_a_broken_model() -> None:
     """A model whose refit keeps old state, and one that ignores its seed, are caught."""
 
     class Sticky(ItemKNN):
-        def _fit(self, dataset: Any, rng: Any) -> None:
+        def _fit(self, dataset: Any, options: Any) -> None:
             if not hasattr(self, "S_"):
-                super()._fit(dataset, rng)
+                super()._fit(dataset, options)
 
     with pytest.raises((AssertionError, ValueError)):  # stale shapes may not even multiply
         T.check_refit_from_scratch(Sticky)
 
     class Noisy(ItemKNN):
-        def _score(self, user_idx: Any) -> Any:
+        def _score(self, users: Any, histories: Any) -> Any:
             import numpy as np
 
-            return super()._score(user_idx) + np.random.default_rng().random(
-                (user_idx.size, self.n_items), dtype=np.float32)
+            return super()._score(users, histories) + np.random.default_rng().random(
+                (users.size, self.n_items), dtype=np.float32)
 
     with pytest.raises(AssertionError):
         T.check_deterministic(Noisy)
+
+    class Forgetful(ItemKNN):  # keeps a per-user copy that erasure does not know about
+        def _fit(self, dataset: Any, options: Any) -> None:
+            super()._fit(dataset, options)
+            self.copy_ = self.seen_.copy()
+
+        def _score(self, users: Any, histories: Any) -> Any:
+            if histories is None:
+                return (self.copy_[users] @ self.S_).toarray()
+            return super()._score(users, histories)
+
+    with pytest.raises(AssertionError, match="redacted user"):
+        T.check_redacted_user_is_unknown(Forgetful)
 
 
 class TestContractMixin(T.RecommenderContract):

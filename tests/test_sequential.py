@@ -1,8 +1,7 @@
-"""Sequential models: windows, causal masking, planted next-item patterns, the history hook."""
+"""Sequential models: windows, causal masking, planted next-item patterns, history scoring."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -12,12 +11,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from lmrec import testing as T
 from lmrec.data.dataset import Dataset, Sequences
 from lmrec.errors import InputError
 from lmrec.evaluate import evaluate, split_loo
-from lmrec.models import EASE, GRU4Rec, Popularity, Recommender, SASRec
+from lmrec.models import GRU4Rec, Popularity, Recommender, SASRec, load_model
 from lmrec.models.gru4rec import GRU4RecConfig, GRU4RecNet
-from lmrec.models.history import as_sequences, take_histories
 from lmrec.models.hyperparams import ModelConfig
 from lmrec.models.sasrec import SASRecConfig, SASRecNet
 from lmrec.models.sequential import (
@@ -28,6 +27,7 @@ from lmrec.models.sequential import (
     time_gap_tokens,
 )
 from lmrec.prepare import prepare
+from lmrec.train.options import TrainingOptions
 
 TINY: dict[str, dict[str, Any]] = {
     "sasrec": {"hidden": 16, "heads": 2, "inner": 32, "layers": 1, "epochs": 40,
@@ -39,7 +39,7 @@ MODELS: dict[str, type[Recommender]] = {"sasrec": SASRec, "gru4rec": GRU4Rec}
 
 
 def seqs_of(rows: list[list[int]], times: list[list[int]] | None = None) -> Sequences:
-    s = as_sequences([np.array(r) for r in rows])
+    s = Sequences.from_lists([np.array(r) for r in rows])
     if times is None:
         return s
     ts = np.concatenate([np.array(t, dtype=np.int64) for t in times])
@@ -85,9 +85,9 @@ def test_time_gap_tokens() -> None:
     assert time_gap_tokens(s).tolist() == [0, 1, 10, 0, 0]
 
 
-def test_take_histories_gathers_rows_in_order() -> None:
+def test_take_gathers_rows_in_order() -> None:
     s = seqs_of([[1, 2], [3], [4, 5, 6]])
-    t = take_histories(s, np.array([2, 0, 2]))
+    t = s.take(np.array([2, 0, 2]))
     assert t.indptr.tolist() == [0, 3, 5, 8]
     assert t.items.tolist() == [4, 5, 6, 1, 2, 4, 5, 6]
 
@@ -164,11 +164,12 @@ def test_causal_prediction_ignores_later_items(net_name: str) -> None:
 @pytest.mark.parametrize("loss", ["ce", "gbce"])
 @pytest.mark.parametrize("name", ["sasrec", "gru4rec"])
 def test_learns_planted_cycle(name: str, loss: str, cycles: Dataset) -> None:
-    model = MODELS[name](**TINY[name], loss=loss, negatives=4).fit(cycles, rng=0)
+    model = MODELS[name](**TINY[name], loss=loss, negatives=4).fit(cycles,
+                                                                   TrainingOptions(rng=0))
     vocab = cycles.items
     for start in (0, 3, 6):
         hist = [int(vocab.index([f"i{(start + t) % 8}"])[0]) for t in range(3)]
-        scores = model.score_histories([np.array(hist)])
+        scores = model.score(np.array([-1]), [np.array(hist)])
         best = vocab.to_python(int(scores[0].argmax()))
         assert best == f"i{(start + 3) % 8}", (start, best)
 
@@ -177,28 +178,45 @@ def test_learns_planted_cycle(name: str, loss: str, cycles: Dataset) -> None:
 def test_gbce_and_side_embeddings_train(name: str, cycles: Dataset, tmp_path: Path) -> None:
     params = {**TINY[name], "loss": "gbce", "negatives": 4, "use_event_types": True,
               "use_time_gaps": True, "epochs": 3}
-    model = MODELS[name](**params).fit(cycles, rng=1)
+    model = MODELS[name](**params).fit(cycles, TrainingOptions(rng=1))
     path = model.save(tmp_path / name)
-    loaded = Recommender.load(path)
+    loaded = load_model(path)
     hist = seqs_of([[1, 2, 3]], [[0, 10, 5000]])
-    assert np.array_equal(model.score_histories(hist), loaded.score_histories(hist))
+    assert np.array_equal(model.score([-1], hist), loaded.score([-1], hist))
     assert np.array_equal(model.score(np.arange(5)), loaded.score(np.arange(5)))
 
 
-def test_history_hook_changes_scores(cycles: Dataset) -> None:
-    model = SASRec(**{**TINY["sasrec"], "epochs": 2}).fit(cycles, rng=0)
-    s = model.score_histories([np.array([0, 1]), np.array([4, 5]), np.array([], np.int64)])
+def test_history_scoring_changes_scores(cycles: Dataset) -> None:
+    model = SASRec(**{**TINY["sasrec"], "epochs": 2}).fit(cycles, TrainingOptions(rng=0))
+    s = model.score(np.full(3, -1), [np.array([0, 1]), np.array([4, 5]), np.array([], np.int64)])
     assert s.shape == (3, cycles.n_items) and s.dtype == np.float32 and np.isfinite(s).all()
     assert not np.allclose(s[0], s[1])
     # the training history of a user gives the same scores as score(user)
-    own = take_histories(cycles.sequences(), np.array([7]))
-    assert np.allclose(model.score_histories(own), model.score(np.array([7])), atol=1e-6)
+    own = cycles.sequences().take(np.array([7]))
+    assert np.allclose(model.score([-1], own), model.score(np.array([7])), atol=1e-6)
     with pytest.raises(InputError, match="internal indices"):
-        model.score_histories([np.array([cycles.n_items])])
-    # every registered model has the hook now; a model without it refuses clearly
-    no_hook = type("NoHook", (Popularity,), {"scores_from_history": False})
-    with pytest.raises(InputError, match="does not score from item histories"):
-        no_hook().fit(cycles, rng=0).score_histories([np.array([0])])
+        model.score([-1], [np.array([cycles.n_items])])
+    # a model whose scores do not depend on a history takes one all the same (and checks it)
+    pop = Popularity().fit(cycles, TrainingOptions(rng=0))
+    np.testing.assert_array_equal(pop.score([-1], [np.array([0])]), pop.score([-1]))
+    with pytest.raises(InputError, match="internal indices"):
+        pop.score([-1], [np.array([cycles.n_items])])
+
+
+@pytest.mark.parametrize("name", ["sasrec", "gru4rec"])
+def test_redacted_user_scores_as_unknown_and_empty_history(name: str, cycles: Dataset,
+                                                           tmp_path: Path) -> None:
+    params = {**TINY[name], "epochs": 2}
+    T.check_redacted_user_is_unknown(lambda: MODELS[name](**params), tmp_path, cycles)
+    model = MODELS[name](**params).fit(cycles, TrainingOptions(rng=0))
+    before = model.score(np.arange(cycles.n_users))
+    model.redact_users([3])
+    after = model.score(np.arange(cycles.n_users))
+    # (a batch of 60 rows and one of 1 may differ in the last float bit)
+    np.testing.assert_allclose(after[3], model.score([-1], Sequences.empty(1))[0], atol=1e-6)
+    np.testing.assert_array_equal(np.delete(after, 3, 0), np.delete(before, 3, 0))
+    assert model.history_.of(3).size == 0
+    assert cycles.sequences().of(3).size == 6  # the training Dataset is left alone
 
 
 class _NextIndex(Recommender):
@@ -209,26 +227,16 @@ class _NextIndex(Recommender):
     class Config(ModelConfig):
         pass
 
-    scores_from_history = True
-    evaluates_from_history = True
-
-    def _fit(self, dataset: Dataset, rng: np.random.Generator) -> None:
+    def _fit(self, dataset: Dataset, options: TrainingOptions) -> None:
         self.seqs_ = dataset.sequences()
 
-    def _score(self, user_idx: np.ndarray) -> np.ndarray:
-        return self._score_histories(take_histories(self.seqs_, user_idx))
-
-    def _score_histories(self, histories: Sequences) -> np.ndarray:
-        out = np.zeros((histories.indptr.size - 1, self.n_items), dtype=np.float32)
-        last = histories.items[histories.indptr[1:] - 1]
-        out[np.arange(out.shape[0]), (last + 1) % self.n_items] = 1.0
+    def _score(self, users: np.ndarray, histories: Sequences | None) -> np.ndarray:
+        seqs = self.seqs_.take(users) if histories is None else histories
+        out = np.zeros((seqs.n_rows, self.n_items), dtype=np.float32)
+        has = seqs.lengths() > 0
+        last = seqs.items[seqs.indptr[1:][has] - 1]
+        out[np.flatnonzero(has), (last + 1) % self.n_items] = 1.0
         return out
-
-    def _arrays(self) -> dict[str, np.ndarray]:
-        return {}
-
-    def _load_arrays(self, arrays: Mapping[str, np.ndarray]) -> None:
-        pass
 
 
 def test_evaluate_scores_test_from_train_plus_valid_history() -> None:
@@ -239,9 +247,12 @@ def test_evaluate_scores_test_from_train_plus_valid_history() -> None:
     split = split_loo(ds)
     model = _NextIndex().fit(split.train)
     # valid: history = train, the next item is the valid item
-    assert evaluate(model, split, [1], part="valid").metrics["hit@1"] == 1.0
+    assert evaluate(model, split, [1], part="valid",
+                    history="observed").metrics["hit@1"] == 1.0
     # test: history = train + valid; with train alone the guess would be the (masked) valid item
-    assert evaluate(model, split, [1], part="test").metrics["hit@1"] == 1.0
-    assert evaluate(model, split, [1], part="test", batch_size=2).metrics["hit@1"] == 1.0
-    # classic models score histories (serving) but are evaluated through score(user_idx)
-    assert EASE.scores_from_history and not EASE.evaluates_from_history
+    assert evaluate(model, split, [1], part="test", history="observed").metrics["hit@1"] == 1.0
+    assert evaluate(model, split, [1], part="test", history="observed",
+                    batch_size=2).metrics["hit@1"] == 1.0
+    # history="trained" scores from the fitted state (score(users)), as classic models are
+    # evaluated: the guess is then the masked valid item, so the test item is not ranked first
+    assert evaluate(model, split, [1], part="test", history="trained").metrics["hit@1"] < 1.0

@@ -12,6 +12,8 @@ from fastapi.testclient import TestClient
 
 from helpers_serve import API_KEY, auth, planted_bundle
 from lmrec.serve.app import ServeSettings, create_app
+from lmrec.serve.bundle import load_bundle
+from lmrec.serve.engine import Engine
 from lmrec.serve.explain import POPULAR_REASON
 from lmrec.serve.security import KeyRing
 
@@ -54,6 +56,12 @@ def test_a_history_independent_model_names_no_history_item(bundles: dict[str, Pa
         # similar items are not "the most popular ones" either: co-occurrence says which
         similar = [it["item"] for it in c.get("/v1/items/A1/similar?k=4").json()["items"]]
         assert similar and all(i.startswith("A") for i in similar)
+
+
+def test_the_engine_observes_which_model_ignores_histories(bundles: dict[str, Path]) -> None:
+    """Popularity declares nothing: the engine sees that no history moves its scores."""
+    assert Engine(load_bundle(bundles["popularity"])).ignores_history
+    assert not Engine(load_bundle(bundles["ease"])).ignores_history
 
 
 def test_a_personal_model_still_names_the_history_item(ease: TestClient) -> None:

@@ -19,6 +19,7 @@ from lmrec.serve.app import ServeSettings, create_app
 from lmrec.serve.bundle import write_bundle
 from lmrec.serve.security import KeyRing
 from lmrec.serve.store import EventIn, EventStore, open_store
+from lmrec.train.options import TrainingOptions
 
 
 @contextmanager
@@ -48,7 +49,8 @@ def test_a_type_prepare_trains_on_is_accepted_and_used(tmp_path: Path) -> None:
     frame = pl.DataFrame(rows, schema=["user", "item", "event"], orient="row")
     ds = prepare(frame, mapping=ColumnMapping(event="event"), config=PrepareConfig(
         behaviour_weights={"浏览": 1.0, "购买": 4.0})).dataset
-    model = create_model("ease", {"l2": 10.0, "weighting": "weight"}).fit(ds, rng=0)
+    model = create_model("ease", {"l2": 10.0, "weighting": "weight"}).fit(
+        ds, TrainingOptions(rng=0))
     bundle = write_bundle(model, ds, tmp_path / "b")
     with _client(bundle, f"sqlite:///{tmp_path / 'e.db'}") as c:
         status, doc = _post(c, {"user": "new", "item": "i3", "type": "浏览"},
@@ -90,7 +92,7 @@ def test_integer_ids_are_matched_as_prepare_types_them(tmp_path: Path) -> None:
     events = pl.DataFrame({"user": [1, 1, 1, 2, 2, 3, 3], "item": [10, 11, 12, 10, 12, 11, 12]})
     ds = prepare(events).dataset
     assert ds.users.dtype == pl.Int64
-    bundle = write_bundle(create_model("ease").fit(ds, rng=0), ds, tmp_path / "b")
+    bundle = write_bundle(create_model("ease").fit(ds, TrainingOptions(rng=0)), ds, tmp_path / "b")
     with _client(bundle, f"sqlite:///{tmp_path / 'e.db'}") as c:
         known = c.get("/v1/users/1/recommendations").json()
         assert known["user"] == 1 and "note" not in known

@@ -15,10 +15,11 @@ import pytest
 from helpers_cli import run
 from helpers_serve import planted_bundle
 from lmrec.errors import ConfigError, InputError
-from lmrec.models import Recommender, create_model
+from lmrec.models import create_model, load_model
 from lmrec.serve import bundle as bundle_module
 from lmrec.serve.bundle import bundle_lock, load_bundle, read_bundle_meta, write_bundle
 from lmrec.testing import planted_dataset
+from lmrec.train.options import TrainingOptions
 
 
 def test_train_writes_a_complete_bundle(tmp_path: Path, capsys: pytest.CaptureFixture[str]
@@ -49,7 +50,7 @@ def test_train_writes_a_complete_bundle(tmp_path: Path, capsys: pytest.CaptureFi
                             capsys)
     assert code == 0, err
     rec = json.loads(stdout.splitlines()[0])
-    direct = Recommender.load(out).recommend(["a0"], 3).to_records()[0]
+    direct = load_model(out).recommend(["a0"], 3).to_records()[0]
     assert rec == direct and all(it["item"].startswith("A") for it in rec["items"])
 
 
@@ -82,7 +83,7 @@ def test_unfinished_or_mixed_bundles_are_refused(tmp_path: Path) -> None:
 
     # a model trained on other data dropped into the folder
     other = planted_dataset(users_a=5, users_b=7, items_per_group=8, seed=3)
-    create_model("ease").fit(other, rng=0).save(out)
+    create_model("ease").fit(other, TrainingOptions(rng=0)).save(out)
     with pytest.raises(InputError, match=r"arrays\.npz: damaged or replaced"):  # the digests
         load_bundle(out)
     meta = json.loads((out / "bundle.json").read_text())  # a bundle without digests: the
@@ -93,7 +94,8 @@ def test_unfinished_or_mixed_bundles_are_refused(tmp_path: Path) -> None:
         load_bundle(out)
 
     with pytest.raises(InputError, match="not trained on this dataset"):
-        write_bundle(create_model("ease").fit(other, rng=0), planted_dataset(), tmp_path / "x")
+        write_bundle(create_model("ease").fit(other, TrainingOptions(rng=0)), planted_dataset(),
+                     tmp_path / "x")
 
 
 def test_embedding_models_get_an_ann_index_above_the_threshold(tmp_path: Path) -> None:
@@ -116,7 +118,8 @@ def test_items_table_keeps_list_columns(tmp_path: Path) -> None:
 
 def test_serve_refuses_a_folder_that_is_not_a_bundle(tmp_path: Path,
                                                      capsys: pytest.CaptureFixture[str]) -> None:
-    create_model("ease").fit(planted_dataset(), rng=0).save(tmp_path / "model-only")
+    create_model("ease").fit(planted_dataset(), TrainingOptions(rng=0)).save(
+        tmp_path / "model-only")
     code, _, err = run(["serve", str(tmp_path / "model-only"), "--port", "1"], capsys)
     assert code == 2 and "not a model bundle" in err and "Traceback" not in err
 

@@ -38,6 +38,7 @@ from lmrec.prepare import PrepareConfig, prepare
 from lmrec.serve.bundle import read_bundle_meta, write_bundle
 from lmrec.serve.store import open_store
 from lmrec.serve.store.base import TABLES
+from lmrec.train.options import TrainingOptions
 
 REPO = Path(__file__).resolve().parents[1]
 STORES = ["sqlite", "postgres"]
@@ -303,7 +304,7 @@ def _readme_shop(folder: Path, model: str) -> Path:
                           "title": [f"product {i}" for i in range(1, 241)]})
     ds = prepare(events, items=items, config=PrepareConfig(
         item_roles={"category": "categorical", "title": "text"}), name="shop").dataset
-    return write_bundle(create_model(model).fit(ds, rng=0), ds, folder)
+    return write_bundle(create_model(model).fit(ds, TrainingOptions(rng=0)), ds, folder)
 
 
 def test_readme_curl_examples_run(tmp_path: Path) -> None:

@@ -22,10 +22,11 @@ import pytest
 from helpers_cli import CliProcess, cli_processes, one_error_line, run
 from helpers_serve import planted_bundle
 from lmrec.errors import InputError
-from lmrec.models import Recommender, create_model
+from lmrec.models import create_model, load_model
 from lmrec.models.registry import MODELS
 from lmrec.serve.bundle import load_bundle, read_bundle_meta
 from lmrec.testing import planted_dataset
+from lmrec.train.options import TrainingOptions
 from test_models_contract import TINY_PARAMS
 
 
@@ -150,7 +151,7 @@ def test_bundles_without_per_file_digests_still_load(good_bundle: Path, tmp_path
 @pytest.fixture(scope="module")
 def ease_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("plain") / "ease"
-    create_model("ease").fit(planted_dataset(), rng=0).save(folder)
+    create_model("ease").fit(planted_dataset(), TrainingOptions(rng=0)).save(folder)
     return folder
 
 
@@ -167,7 +168,7 @@ def test_a_damaged_model_folder_is_refused_naming_the_file(
     name, spoil = DAMAGE[damage]
     spoil(folder / name)
     with pytest.raises(InputError, match=re.escape(message)):
-        Recommender.load(folder)
+        load_model(folder)
     code, _, err = run(["recommend", str(folder), "--user", "a0", "--json"], capsys)
     assert message in one_error_line(code, err, str(folder / name))
 
@@ -194,10 +195,11 @@ def test_wrong_shapes_in_a_model_folder_are_caught_on_load(
         model: str, change: Callable[[dict[str, np.ndarray]], None], message: str,
         tmp_path: Path) -> None:
     folder = tmp_path / model
-    create_model(model, TINY_PARAMS.get(model, {})).fit(planted_dataset(), rng=0).save(folder)
+    create_model(model, TINY_PARAMS.get(model, {})).fit(
+        planted_dataset(), TrainingOptions(rng=0)).save(folder)
     _resave(folder, change)
     with pytest.raises(InputError, match=message) as info:
-        Recommender.load(folder)
+        load_model(folder)
     assert info.value.file == "arrays.npz" and "\n" not in str(info.value)
 
 
@@ -206,9 +208,10 @@ def test_every_model_loads_after_its_first_and_last_users_were_redacted(
         name: str, tmp_path: Path) -> None:
     """The load-time probe scores the first and the last user: it must not trip over users
     whose rows are empty."""
-    model = create_model(name, TINY_PARAMS.get(name, {})).fit(planted_dataset(), rng=0)
+    model = create_model(name, TINY_PARAMS.get(name, {})).fit(planted_dataset(),
+                                                              TrainingOptions(rng=0))
     model.redact_users([0, len(model.users_) - 1])
-    loaded = Recommender.load(model.save(tmp_path / name))
+    loaded = load_model(model.save(tmp_path / name))
     assert loaded.score(np.array([1])).shape == (1, len(loaded.items_))
 
 
@@ -217,7 +220,7 @@ def test_a_config_that_is_not_text_is_one_clear_error(ease_folder: Path, tmp_pat
     shutil.copytree(ease_folder, folder)
     (folder / "config.json").write_bytes(bytes(range(256)))
     with pytest.raises(InputError, match=r"config\.json is not valid JSON \(not UTF-8"):
-        Recommender.load(folder)
+        load_model(folder)
 
 
 # --- as a real process ---------------------------------------------------------------------------

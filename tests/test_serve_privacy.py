@@ -28,18 +28,20 @@ import pytest
 from helpers_serve import LiveServer, auth, planted_bundle
 from lmrec.data.dataset import Dataset
 from lmrec.errors import InputError
-from lmrec.models import create_model
+from lmrec.models import create_model, load_model
 from lmrec.models.base import Recommender
 from lmrec.models.registry import MODELS
 from lmrec.prepare import PrepareConfig, prepare
 from lmrec.serve import erasure
-from lmrec.serve.bundle import HISTORIES_FILE, read_bundle_meta, redact_bundle
+from lmrec.serve.bundle import HISTORIES_FILE, read_bundle_meta
 from lmrec.serve.engine import Query
+from lmrec.serve.erasure import redact_bundle
 from lmrec.serve.service import Service
 from lmrec.serve.store import EventIn, open_store
 from lmrec.serve.store.base import TABLES
 from lmrec.serve.sync import BundleSync
 from lmrec.testing import planted_dataset
+from lmrec.train.options import TrainingOptions
 from test_models_contract import TINY_PARAMS
 
 GONE = np.array([3, 20])  # a11 and b16 (ids sort as strings): one user of each group
@@ -86,8 +88,9 @@ def _user_groups(arrays: dict[str, np.ndarray], n: int) -> list[str]:
 
 def _check_rows(name: str, before: dict[str, np.ndarray], after: dict[str, np.ndarray],
                 n: int, gone: np.ndarray) -> None:
-    """The forgotten users' rows are empty or zero everywhere; nothing else changed (except,
-    for user-user state, the forgotten users' columns)."""
+    """The forgotten users' rows are empty or zero everywhere, or the unknown user's row where
+    an array has one (row 0), so that they score like unknown users; nothing else changed
+    (except, for user-user state, the forgotten users' columns)."""
     assert set(after) == set(before)
     rest = np.setdiff1d(np.arange(n), gone)
     covered: set[str] = set()
@@ -111,7 +114,12 @@ def _check_rows(name: str, before: dict[str, np.ndarray], after: dict[str, np.nd
         a = after[k]
         if b.ndim and b.shape[0] in (n, n + 1):  # row u (+ 1 after an "unknown" row 0)
             rows = gone + (b.shape[0] - n)
-            assert not np.any(a[rows]), f"{name}: {k} keeps rows of forgotten users"
+            if b.shape[0] == n + 1:  # row 0 is the unknown user's: forgotten users get it
+                np.testing.assert_array_equal(a[rows], np.broadcast_to(a[0], a[rows].shape),
+                                              err_msg=f"{name}: {k} keeps forgotten users")
+                np.testing.assert_array_equal(a[0], b[0], err_msg=f"{name}: {k} unknown row")
+            else:
+                assert not np.any(a[rows]), f"{name}: {k} keeps rows of forgotten users"
             others = np.setdiff1d(np.arange(b.shape[0]), rows)
             np.testing.assert_array_equal(a[others], b[others], err_msg=f"{name}: {k}")
         else:  # item-side and global state stays until retraining
@@ -129,7 +137,7 @@ def _saved_arrays(model: Recommender, folder: Path) -> dict[str, np.ndarray]:
 def test_redact_users_empties_exactly_the_users_rows(name: str, params: dict[str, Any],
                                                      data: str, tmp_path: Path) -> None:
     ds = _dataset(data)
-    model = create_model(name, params).fit(ds, rng=0)
+    model = create_model(name, params).fit(ds, TrainingOptions(rng=0))
     n = len(model.users_)
     before = _saved_arrays(model, tmp_path / "before")
     model.redact_users(GONE)
@@ -146,7 +154,7 @@ def test_redact_users_empties_exactly_the_users_rows(name: str, params: dict[str
         np.asarray(seen_before.sum(axis=0)).ravel() - np.asarray(seen_before[GONE].sum(axis=0)
                                                                   ).ravel())
     # the redaction survives save/load, scoring still works, and a second call changes nothing
-    loaded = Recommender.load(tmp_path / "after")
+    loaded = load_model(tmp_path / "after")
     assert loaded.seen_[GONE].nnz == 0
     rest = np.setdiff1d(np.arange(n), GONE)
     assert np.isfinite(loaded.score(rest[:4])).all()
@@ -157,7 +165,7 @@ def test_redact_users_empties_exactly_the_users_rows(name: str, params: dict[str
 
 
 def test_redact_users_refuses_unknown_indices() -> None:
-    model = create_model("ease").fit(planted_dataset(), rng=0)
+    model = create_model("ease").fit(planted_dataset(), TrainingOptions(rng=0))
     with pytest.raises(InputError, match="user indices"):
         model.redact_users([36])
     with pytest.raises(InputError, match="user indices"):

@@ -24,6 +24,7 @@ from lmrec.serve.rules import Rules
 from lmrec.serve.security import KeyRing
 from lmrec.serve.service import NotFoundError, Service
 from lmrec.serve.store import EventIn, open_store
+from lmrec.train.options import TrainingOptions
 
 
 @pytest.fixture(scope="module")
@@ -133,7 +134,7 @@ def test_diversity_without_attributes_uses_co_occurrence(tmp_path: Path) -> None
     frame = pl.DataFrame({"user": planted.users.id_of(ev["user_idx"].to_numpy()),
                           "item": planted.items.id_of(ev["item_idx"].to_numpy())})
     ds = prepare(frame, name="no-attributes").dataset
-    eng = Engine(load_bundle(write_bundle(create_model("ease").fit(ds, rng=0), ds,
+    eng = Engine(load_bundle(write_bundle(create_model("ease").fit(ds, TrainingOptions(rng=0)), ds,
                                           tmp_path / "b")))
     u = int(ds.users.index(["a0"])[0])
     hist, _ = eng.history(u, [])
@@ -174,7 +175,8 @@ def test_a_live_type_unseen_in_training_counts_as_a_neutral_event(tmp_path: Path
     ds = prepare(frame, items=planted.item_table, mapping=ColumnMapping(event="event"),
                  config=PrepareConfig(item_roles={"genres": "multi", "title": "text"})).dataset
     assert ds.behaviour_weights == {"purchase": 4.0}
-    model = create_model("ease", {"l2": 10.0, "weighting": "weight"}).fit(ds, rng=0)
+    model = create_model("ease", {"l2": 10.0, "weighting": "weight"}).fit(
+        ds, TrainingOptions(rng=0))
     svc = Service.open(write_bundle(model, ds, tmp_path / "b"),
                        open_store(f"sqlite:///{tmp_path / 'e.db'}"))
     try:
@@ -246,7 +248,7 @@ def test_integer_ids_match_as_int_or_canonical_text(tmp_path: Path) -> None:
 
     events = pl.DataFrame({"user": [196, 196, 7, 7, 7], "item": [10, 11, 10, 11, 12]})
     ds = prepare(events, name="ints").dataset
-    folder = write_bundle(create_model("ease").fit(ds, rng=0), ds, tmp_path / "b")
+    folder = write_bundle(create_model("ease").fit(ds, TrainingOptions(rng=0)), ds, tmp_path / "b")
     eng = Engine(load_bundle(folder))
     assert eng.user_key(196) == eng.user_key("196") == ("196", 196, 1)
     # prepare would have kept "0196" apart from 196 (as a string): another, unknown user
@@ -323,7 +325,8 @@ def test_real_time_on_movielens(shared_datasets: Path, tmp_path: Path) -> None:
     from lmrec.serve.bundle import write_bundle
 
     ds = load_movielens_100k(shared_datasets / "ml-100k").dataset
-    folder = write_bundle(create_model("ease").fit(ds, rng=0), ds, tmp_path / "ml100k")
+    folder = write_bundle(create_model("ease").fit(ds, TrainingOptions(rng=0)), ds,
+                          tmp_path / "ml100k")
     svc = Service.open(folder, open_store(f"sqlite:///{tmp_path / 'e.db'}"))
     try:
         items = load_bundle(folder).items.with_columns(pop=ds.item_popularity())

@@ -1,5 +1,5 @@
-"""The shared training loop (lmrec.train): determinism, resume, early stopping, losses,
-negative samplers."""
+"""The shared training loop (lmrec.train): determinism, resume, early stopping, the time
+budget, losses, negative samplers."""
 
 from __future__ import annotations
 
@@ -14,12 +14,15 @@ import torch
 from torch import Tensor, nn
 
 from lmrec.train import (
+    EpochStats,
     NegativeSampler,
     TrainConfig,
+    Trainer,
     bce_loss,
     bpr_loss,
     full_softmax_loss,
     in_batch_softmax_loss,
+    run_epochs,
     sampled_softmax_loss,
     seen_keys,
     train,
@@ -215,7 +218,84 @@ def test_samplers_exclude_seen_and_follow_popularity() -> None:
     assert pop.probabilities()[4] == pytest.approx(0.5)
 
 
-def test_train_fields_cover_the_config() -> None:
-    from lmrec.train import TRAIN_FIELDS
+def test_train_config_of_a_model_config() -> None:
+    from lmrec.models import NeuMF
 
-    assert set(TRAIN_FIELDS) == set(TrainConfig.model_fields)
+    # every TrainConfig field is read from a model config that embeds them flat
+    cfg = NeuMF.Config.from_params({"epochs": 7, "lr_schedule": "step", "patience": 2,
+                                    "factors": 16})
+    loop = TrainConfig.of(cfg)
+    assert set(loop.model_dump()) == set(TrainConfig.model_fields)
+    assert loop == TrainConfig(**{k: getattr(cfg, k) for k in TrainConfig.model_fields})
+    assert (loop.epochs, loop.lr_schedule, loop.patience, loop.batch_size) == (7, "step", 2,
+                                                                              4096)
+    assert TrainConfig.of(cfg, epochs=3, patience=None).epochs == 3
+    assert TrainConfig.of(cfg, patience=None).patience is None
+    with pytest.raises(ValueError, match="extra"):
+        TrainConfig.of(cfg, factors=8)  # a model field is not the loop's
+
+
+# --- run_epochs with a plain Python trainer ---------------------------------------------------
+class Counter(Trainer):
+    """State: one number, +1 per epoch; the metric of each validation comes from a list."""
+
+    def __init__(self, metrics: list[float | None] | None = None, seconds: float = 0.0,
+                 clock: list[float] | None = None) -> None:
+        self.value = 0
+        self.metrics = metrics
+        self.seconds, self.clock = seconds, clock  # an epoch advances the fake clock
+        self.epochs: list[int] = []
+
+    def train_epoch(self, epoch: int) -> EpochStats:
+        if self.clock is not None:
+            self.clock[0] += self.seconds
+        self.epochs.append(epoch)
+        self.value += 1
+        return EpochStats(loss=1.0 / self.value, examples=10)
+
+    def validate(self) -> float | None:
+        return None if self.metrics is None else self.metrics[self.value - 1]
+
+    def snapshot(self) -> int:
+        return self.value
+
+    def restore(self, snapshot: int) -> None:
+        self.value = snapshot
+
+
+def test_run_epochs_early_stopping_restores_the_best_snapshot() -> None:
+    trainer = Counter(metrics=[0.1, 0.4, 0.3, 0.35, 0.2, 0.9])
+    result = run_epochs(trainer, epochs=6, patience=2, progress=False)
+    assert trainer.epochs == [0, 1, 2, 3]  # two validations without improvement after epoch 2
+    assert result.stopped_early and result.best_epoch == 2 and result.best_metric == 0.4
+    assert trainer.value == 2  # the state of epoch 2, restored
+    assert [h["metric"] for h in result.history] == [0.1, 0.4, 0.3, 0.35]
+    assert [h["epoch"] for h in result.history] == [1, 2, 3, 4]
+    assert result.examples == 40
+    # no validation: every epoch runs and the last state stays
+    plain = Counter()
+    result = run_epochs(plain, epochs=3, progress=False)
+    assert plain.value == 3 and result.best_epoch == 3 and not result.stopped_early
+    assert result.best_metric is None and [h["loss"] for h in result.history] == [1, 0.5, 1 / 3]
+
+
+def test_run_epochs_time_budget_stops_after_the_epoch_that_crosses_it(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from lmrec.train import epochs as E
+
+    clock = [100.0]  # a fake wall clock that only epochs advance
+    monkeypatch.setattr(E.time, "perf_counter", lambda: clock[0])
+    trainer = Counter(seconds=5.0, clock=clock)
+    result = run_epochs(trainer, epochs=50, time_budget_s=12.0, progress=False)
+    # 5 s per epoch: the budget is crossed during the third epoch, which completes
+    assert trainer.epochs == [0, 1, 2] and result.stopped_early
+    assert len(result.history) == 3 and trainer.value == 3 and result.best_epoch == 3
+    assert result.seconds == 15.0 and [h["seconds"] for h in result.history] == [5.0] * 3
+    # a budget met exactly counts as crossed; at least one epoch runs, however small it is
+    exact = Counter(seconds=5.0, clock=clock)
+    assert len(run_epochs(exact, epochs=50, time_budget_s=10.0, progress=False).history) == 2
+    tiny = Counter(seconds=5.0, clock=clock)
+    assert len(run_epochs(tiny, epochs=5, time_budget_s=1e-6, progress=False).history) == 1
+    # without a budget every epoch runs
+    free = Counter(seconds=5.0, clock=clock)
+    assert not run_epochs(free, epochs=5, progress=False).stopped_early and free.value == 5

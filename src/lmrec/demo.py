@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import polars as pl
 
@@ -12,9 +13,13 @@ from lmrec import columns as C
 from lmrec.collect import ColumnMapping, read_table, to_events
 from lmrec.console import metrics_summary, out, steps, table
 from lmrec.data import Dataset
-from lmrec.models import MODELS, Recommender, create_model
+from lmrec.models import MODELS, create_model, load_model
 from lmrec.prepare import PrepareConfig, prepare
 from lmrec.serve.bundle import write_bundle
+from lmrec.train.options import TrainingOptions
+
+if TYPE_CHECKING:
+    from lmrec.evaluate import HistoryPolicy
 
 # The folders the demo writes into its output folder (and the only ones it replaces).
 DEMO_FOLDERS = ("raw", "data", "report", "model")
@@ -24,7 +29,10 @@ DEMO_MODELS = ("popularity", "content", "itemknn", "userknn", "ease", "als", "bp
                "two-tower")
 
 
-def run_demo(out_dir: Path, *, n_users: int = 1000, n_items: int = 1000, seed: int = 0) -> None:
+def run_demo(out_dir: Path, *, n_users: int = 1000, n_items: int = 1000, seed: int = 0,
+             history: HistoryPolicy = "observed") -> None:
+    """The demo's five steps into `out_dir`; models are evaluated with the `history` policy
+    (`lmrec.evaluate.evaluate`)."""
     from lmrec.datasets import generate_shop
     from lmrec.evaluate import (
         evaluate,
@@ -73,9 +81,10 @@ def run_demo(out_dir: Path, *, n_users: int = 1000, n_items: int = 1000, seed: i
         for name in names:
             step(name)
             model = create_model(name)
-            results[name] = fit_and_evaluate(model, split, ks, rng=seed)
+            results[name] = fit_and_evaluate(model, split, ks, rng=seed, history=history)
             # the same fitted model, scored on the validation part, picks the final model
-            valid_ndcg[name] = evaluate(model, split, [10], part="valid").metrics["ndcg@10"]
+            valid_ndcg[name] = evaluate(model, split, [10], part="valid",
+                                        history=history).metrics["ndcg@10"]
         step("writing the report")
         paths = write_report(results, out_dir / "report", title="lmrec demo: shop data",
                              split_info=split.sizes())
@@ -86,14 +95,14 @@ def run_demo(out_dir: Path, *, n_users: int = 1000, n_items: int = 1000, seed: i
     # 4. train: the model with the best validation NDCG@10, refitted on all the data
     best = max(valid_ndcg, key=lambda n: valid_ndcg[n])
     with steps(f"training {best} on all data"):
-        model = create_model(best).fit(ds, rng=seed)
+        model = create_model(best).fit(ds, TrainingOptions(rng=seed))
         # a servable bundle, as `lmrec train` writes: `lmrec serve demo-output/model`
         model_dir = write_bundle(model, ds, out_dir / "model")
     out.print(f"4. Trained {best} (best validation NDCG@10 = {valid_ndcg[best]:.4f}) on all "
               f"data; saved to {model_dir} (serve it with `lmrec serve {model_dir}`)")
 
     # 5. recommend: a few users, with what they did and what they get
-    loaded = Recommender.load(model_dir)
+    loaded = load_model(model_dir)
     show_users = [loaded.users_.to_python(i) for i in (0, 1, 2)]
     recs = loaded.recommend(show_users, k=10)
     out.print("5. Recommendations:")

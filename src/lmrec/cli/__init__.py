@@ -12,11 +12,11 @@ from typing import Annotated
 import typer
 from pydantic import ValidationError
 
-from lmrec import __version__
 from lmrec.cli import data, datasets, demo, evaluate, serve, train
 from lmrec.cli.options import _validation_message, parse_params, parse_variant
 from lmrec.console import fail, out
 from lmrec.errors import LmrecError
+from lmrec.version import __version__
 
 __all__ = ["app", "data_app", "datasets_app", "main", "parse_params", "parse_variant"]
 

@@ -71,6 +71,10 @@ def evaluate_cmd(
     k: Annotated[str, typer.Option("--k", help="Cutoffs, e.g. 10,20")] = "10",
     seed: Annotated[int, typer.Option(help="Random seed (split and model).")] = 0,
     part: Annotated[str, typer.Option(help="test | valid")] = "test",
+    history: Annotated[str, typer.Option(
+        help="observed (score each user's events as of the evaluated part, as served) | "
+             "trained (score the model's fitted state, RecBole's general protocol)")
+                       ] = "observed",
     tune: Annotated[bool, typer.Option(
         "--tune", help="Search hyperparameters on the validation part first.")] = False,
     trials: Annotated[int, typer.Option(help="Trials for --tune.")] = 20,
@@ -79,7 +83,7 @@ def evaluate_cmd(
 ) -> None:
     """Fit a model on a split's training part and print full-ranking metrics."""
     from lmrec.data import Dataset
-    from lmrec.evaluate import SPLIT_KINDS, cross_validate, fit_and_evaluate
+    from lmrec.evaluate import HISTORY_POLICIES, SPLIT_KINDS, cross_validate, fit_and_evaluate
     from lmrec.models import create_model
 
     params = parse_params(param, config)
@@ -88,6 +92,7 @@ def evaluate_cmd(
     r = _check_split_options(ratios, test_share, holdout_share, max_train_events, seed, folds)
     check_choice("--split", split, SPLIT_KINDS)
     check_choice("--part", part, ("test", "valid"))
+    check_choice("--history", history, HISTORY_POLICIES)
     check_range("--trials", trials, low=1)
     if tune and split == "kfold":
         raise ConfigError("--tune takes a single split (random with a validation part, or "
@@ -99,26 +104,28 @@ def evaluate_cmd(
         step("splitting")
         splits = _splits(ds, split, r, test_share, folds, seed, holdout_share, max_train_events)
         if tune:
-            params = _tune(model, params, splits[0], ks, trials, seed, step)
+            params = _tune(model, params, splits[0], ks, trials, seed, history, step)
         if len(splits) > 1:
             step(f"{len(splits)} folds")
-            summary = cross_validate(lambda: create_model(model, params), splits, ks)
+            summary = cross_validate(lambda: create_model(model, params), splits, ks,
+                                     history=history)
             metrics = {key: v["mean"] for key, v in summary.items()}
             extra = {f"{key}_std": v["std"] for key, v in summary.items()}
         else:
             step("fitting and scoring")
             res = fit_and_evaluate(create_model(model, params), splits[0], ks, rng=seed,
-                                   part=part)
+                                   part=part, history=history)
             metrics, extra = dict(res.metrics), {}
     if as_json:
         print_json({**metrics, **extra})
         return
     rows = [(key, v) for key, v in metrics.items()]
-    out.print(table(f"{model} on {ds.name} ({split} split, {part})", ["metric", "value"], rows))
+    out.print(table(f"{model} on {ds.name} ({split} split, {part}, {history} histories)",
+                    ["metric", "value"], rows))
 
 
 def _tune(model: str, params: dict[str, Any], split: Any, ks: list[int], trials: int,
-          seed: int, step: Any) -> dict[str, Any]:
+          seed: int, history: Any, step: Any) -> dict[str, Any]:
     """Best parameters on the validation part (`--param` values stay fixed)."""
     from lmrec.evaluate import tune
     from lmrec.models import create_model, model_class
@@ -132,7 +139,7 @@ def _tune(model: str, params: dict[str, Any], split: Any, ks: list[int], trials:
 
     result = tune(lambda p: create_model(model, p), model_class(model).Config.search_space,
                   split, metric=metric, trials=trials, seed=seed, fixed=params,
-                  on_trial=on_trial)
+                  history=history, on_trial=on_trial)
     shown = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
                       for k, v in result.best_params.items())
     err.print(f"tuned on the validation part ({trials} trials, {result.seconds:.1f} s): "
@@ -157,11 +164,21 @@ def compare_cmd(
         help="Items a test user keeps in training for --split cold-users")] = 5,
     k: Annotated[str, typer.Option("--k", help="Cutoffs, e.g. 5,10,20")] = "5,10,20",
     seed: Annotated[int, typer.Option()] = 0,
+    history: Annotated[str, typer.Option(
+        help="observed (score each user's events as of the evaluated part, as served) | "
+             "trained (score the model's fitted state, RecBole's general protocol)")
+                       ] = "observed",
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Run several models on one split; write a Markdown/HTML report with plots."""
     from lmrec.data import Dataset
-    from lmrec.evaluate import SPLIT_KINDS, fit_and_evaluate, metrics_table, write_report
+    from lmrec.evaluate import (
+        HISTORY_POLICIES,
+        SPLIT_KINDS,
+        fit_and_evaluate,
+        metrics_table,
+        write_report,
+    )
     from lmrec.models import create_model
 
     check_out(report, "--report")
@@ -176,6 +193,7 @@ def compare_cmd(
     ks = _parse_ks(k)
     r = _check_split_options(ratios, test_share, holdout_share, max_train_events, seed)
     check_choice("--split", split, tuple(s for s in SPLIT_KINDS if s != "kfold"))
+    check_choice("--history", history, HISTORY_POLICIES)
     ds = Dataset.load(data)
     if ks[-1] > ds.n_items:
         raise ConfigError(f"--k {ks[-1]} is larger than the catalogue ({ds.n_items} items)")
@@ -184,7 +202,7 @@ def compare_cmd(
     with steps("comparing") as step:
         for n, rec in recs.items():
             step(n)
-            results[n] = fit_and_evaluate(rec, splits[0], ks, rng=seed)
+            results[n] = fit_and_evaluate(rec, splits[0], ks, rng=seed, history=history)
         step("writing the report")
         paths = write_report(results, report, title=f"lmrec compare on {ds.name}",
                              split_info=splits[0].sizes())

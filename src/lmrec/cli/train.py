@@ -15,6 +15,7 @@ from lmrec.cli.options import SEED_MAX, parse_params
 from lmrec.console import err, out, print_json, steps, table
 from lmrec.errors import ConfigError
 from lmrec.serve.retrieval import DEFAULT_ANN_THRESHOLD
+from lmrec.train.options import TrainingOptions
 
 
 def train(
@@ -53,7 +54,7 @@ def train(
     ds = Dataset.load(data)
     t0 = time.perf_counter()
     with steps(f"training {model} on {ds.name}"):
-        rec.fit(ds, rng=seed)
+        rec.fit(ds, TrainingOptions(rng=seed))
     seconds = time.perf_counter() - t0
     from lmrec.train.distributed import dist_env
 
@@ -78,12 +79,12 @@ def recommend(
                             ] = False,
 ) -> None:
     """Top-k recommendations for users of a trained model, or for a text (--text)."""
-    from lmrec.models import Recommender
+    from lmrec.models import load_model
 
     if (text is None) == (not user):
         raise ConfigError("give --user (one or more) or --text, not both")
     check_range("--k", k, low=1)
-    rec = Recommender.load(model_dir)
+    rec = load_model(model_dir)
     if text is not None:
         _recommend_for_text(rec, model_dir, text, k, as_json)
         return
@@ -105,10 +106,11 @@ def recommend(
 
 def _recommend_for_text(rec: Any, model_dir: Path, text: str, k: int, as_json: bool) -> None:
     from lmrec.models import MODELS
+    from lmrec.models.kinds import TextQueries
 
     check_range("--k", k, low=1)
-    if not hasattr(rec, "recommend_for_text"):
-        able = sorted(n for n, klass in MODELS.items() if hasattr(klass, "recommend_for_text"))
+    if not isinstance(rec, TextQueries):
+        able = sorted(n for n, klass in MODELS.items() if issubclass(klass, TextQueries))
         raise ConfigError(f"model {rec.name!r} cannot recommend from a text; models that can: "
                           f"{', '.join(able)}")
     with steps("encoding the text"):

@@ -13,7 +13,8 @@ Folder layout (all written by `save`, read by `load`):
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -21,12 +22,12 @@ import numpy as np
 import polars as pl
 import scipy.sparse as sp
 
-from lmrec import __version__
 from lmrec import columns as C
 from lmrec.columns import Role
 from lmrec.data.vocab import IdVocabulary
 from lmrec.errors import InputError, Location
 from lmrec.jsonfile import read_json
+from lmrec.version import __version__
 
 FORMAT_VERSION = 1
 MatrixValue = Literal["weight", "binary", "count", "value"]
@@ -58,11 +59,13 @@ class FeatureSpec:
                    d.get("mean"), d.get("std"), d.get("dim"))
 
 
-@dataclass(frozen=True)
+@dataclass(eq=False)
 class Sequences:
     """Per-user time-ordered item sequences in CSR layout.
 
-    The items of user u are `items[indptr[u]:indptr[u + 1]]`, oldest first.
+    The items of user u are `items[indptr[u]:indptr[u + 1]]`, oldest first. Treated as
+    immutable, except `forget_rows`, which erasure uses to empty a model's stored histories in
+    place (the object a model holds stays the same object).
     """
 
     indptr: np.ndarray  # (n_users + 1,) int64
@@ -71,11 +74,64 @@ class Sequences:
     timestamps: np.ndarray  # (n_events,) int64, -1 where unknown
     event_types: tuple[str, ...]
 
+    @classmethod
+    def from_lists(cls, histories: Sequences | Iterable[np.ndarray]) -> Sequences:
+        """Item-index arrays (oldest first), one per row, as Sequences (no types or times);
+        a Sequences is returned as it is."""
+        if isinstance(histories, Sequences):
+            return histories
+        arrays = [np.asarray(h, dtype=np.int64).ravel() for h in histories]
+        lengths = np.array([a.size for a in arrays], dtype=np.int64)
+        indptr = np.zeros(lengths.size + 1, dtype=np.int64)
+        np.cumsum(lengths, out=indptr[1:])
+        items = np.concatenate(arrays).astype(np.int32) if arrays else np.zeros(0, np.int32)
+        return cls(indptr, items, np.zeros(items.size, np.int32),
+                   np.full(items.size, -1, np.int64), ())
+
+    @classmethod
+    def empty(cls, n_rows: int, event_types: tuple[str, ...] = ()) -> Sequences:
+        """`n_rows` empty histories."""
+        return cls(np.zeros(n_rows + 1, np.int64), np.zeros(0, np.int32),
+                   np.zeros(0, np.int32), np.zeros(0, np.int64), event_types)
+
+    @property
+    def n_rows(self) -> int:
+        return int(self.indptr.size - 1)
+
     def of(self, user: int) -> np.ndarray:
         return self.items[self.indptr[user] : self.indptr[user + 1]]
 
     def lengths(self) -> np.ndarray:
         return np.diff(self.indptr)
+
+    def checked(self, n_items: int) -> Sequences:
+        """Self, refused (InputError) when an item index is outside [0, n_items)."""
+        if self.items.size and (self.items.min() < 0 or self.items.max() >= n_items):
+            raise InputError(f"history items must be internal indices in [0, {n_items})")
+        return self
+
+    def take(self, rows: np.ndarray) -> Sequences:
+        """The rows `rows` (B,), in that order, as new Sequences (vectorised gather)."""
+        rows = np.asarray(rows, dtype=np.int64)
+        starts = self.indptr[rows]
+        lengths = self.indptr[rows + 1] - starts
+        indptr = np.zeros(rows.size + 1, dtype=np.int64)
+        np.cumsum(lengths, out=indptr[1:])
+        # source position of every output event: its row's start plus its offset inside the row
+        src = np.repeat(starts - indptr[:-1], lengths) + np.arange(indptr[-1])
+        return Sequences(indptr, self.items[src], self.events[src], self.timestamps[src],
+                         self.event_types)
+
+    def forget_rows(self, rows: np.ndarray) -> None:
+        """Empty the rows `rows` in place (erasure); the other rows keep their events."""
+        dropped = np.zeros(self.n_rows, dtype=bool)
+        dropped[np.asarray(rows, dtype=np.int64)] = True
+        keep = ~np.repeat(dropped, np.diff(self.indptr))
+        kept_before = np.zeros(keep.size + 1, dtype=np.int64)
+        np.cumsum(keep, out=kept_before[1:])
+        self.indptr = kept_before[self.indptr].astype(self.indptr.dtype)
+        self.items, self.events = self.items[keep], self.events[keep]
+        self.timestamps = self.timestamps[keep]
 
 
 @dataclass(frozen=True, eq=False)
@@ -149,7 +205,10 @@ class Dataset:
         return self._cache[key]
 
     def sequences(self) -> Sequences:
-        """Time-ordered item sequences of every user (ties keep file order)."""
+        """Time-ordered item sequences of every user (ties keep file order).
+
+        A new Sequences object over cached read-only arrays on every call, so a model that
+        keeps it and later forgets users (`Sequences.forget_rows`) leaves this Dataset alone."""
         if "sequences" not in self._cache:
             ev = self.events.with_row_index("_pos").sort(
                 [C.USER_IDX, C.TIME, "_pos"], nulls_last=False)
@@ -166,7 +225,7 @@ class Dataset:
                 timestamps=_frozen(ev[C.TIME].fill_null(-1).to_numpy().astype(np.int64)),
                 event_types=types,
             )
-        return self._cache["sequences"]
+        return replace(self._cache["sequences"])
 
     def item_popularity(self) -> np.ndarray:
         """(n_items,) number of distinct users per item."""

@@ -4,12 +4,32 @@ Typical use::
 
     from lmrec.evaluate import split_random, fit_and_evaluate, write_report
     split = split_random(dataset, seed=0)
-    result = fit_and_evaluate(model, split, ks=(5, 10, 20))
+    result = fit_and_evaluate(model, split, ks=(5, 10, 20))  # history="observed"
     write_report({"model": result}, "out/", title="...", split_info=split.sizes())
 """
 
 from lmrec.evaluate.cold_splits import split_cold_items, split_cold_users
-from lmrec.evaluate.metrics import (
+from lmrec.evaluate.protocol import (
+    HISTORY_POLICIES,
+    EvalResult,
+    HistoryPolicy,
+    cross_validate,
+    evaluate,
+    fit_and_evaluate,
+)
+from lmrec.evaluate.report import metrics_table, write_report
+from lmrec.evaluate.split_kinds import SPLIT_KINDS, make_splits
+from lmrec.evaluate.splits import (
+    Split,
+    recbole_split_counts,
+    split_from_pairs,
+    split_kfold,
+    split_loo,
+    split_random,
+    split_temporal,
+)
+from lmrec.evaluate.tuning import TuneResult, tune
+from lmrec.metrics import (
     ACCURACY_METRICS,
     ALL_METRICS,
     BEYOND_METRICS,
@@ -27,26 +47,15 @@ from lmrec.evaluate.metrics import (
     novelty,
     ranking_metrics,
 )
-from lmrec.evaluate.protocol import EvalResult, cross_validate, evaluate, fit_and_evaluate
-from lmrec.evaluate.report import metrics_table, write_report
-from lmrec.evaluate.split_kinds import SPLIT_KINDS, make_splits
-from lmrec.evaluate.splits import (
-    Split,
-    recbole_split_counts,
-    split_from_pairs,
-    split_kfold,
-    split_loo,
-    split_random,
-    split_temporal,
-)
-from lmrec.evaluate.tuning import TuneResult, tune
 
 __all__ = [
     "ACCURACY_METRICS",
     "ALL_METRICS",
     "BEYOND_METRICS",
+    "HISTORY_POLICIES",
     "SPLIT_KINDS",
     "EvalResult",
+    "HistoryPolicy",
     "Split",
     "TuneResult",
     "accuracy_from_hits",

@@ -1,13 +1,19 @@
 """Full-ranking evaluation of a fitted model on a Split (RecBole's general protocol).
 
 For every user with test items the model ranks all items; the user's training items are
-removed (`exclude_seen`), and when testing also the validation items, as RecBole does. Models
-that score from histories (`scores_from_history`) rank from each user's time-ordered training
-history, plus the validation items when testing. The top max(ks) items are compared with the
-test items. Users with test items but no training
-events (cold users) are scored separately, in the "cold users" slice, and are not part of the
-main averages. Scoring, masking and top-k happen in batches of `batch_size` users; every
-metric is vectorised over the batch.
+removed (`exclude_seen`), and when testing also the validation items, as RecBole does. The
+history policy, an argument of `evaluate`, says what each user is scored from:
+
+    "observed"  `model.score(users, histories)` with each user's time-ordered events as of the
+                evaluated part: the training part, plus the validation part when testing (what
+                a served model sees; RecBole's leave-one-out protocol for sequential models).
+                Each model decides how to use them. The default.
+    "trained"   `model.score(users)`: the model's fitted state (RecBole's general protocol).
+
+The model is fitted on the training part either way. The top max(ks) items are compared with
+the test items. Users with test items but no training events (cold users) are scored
+separately, in the "cold users" slice, and are not part of the main averages. Scoring, masking
+and top-k happen in batches of `batch_size` users; every metric is vectorised over the batch.
 """
 
 from __future__ import annotations
@@ -17,19 +23,23 @@ import time
 import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal, get_args
 
 import numpy as np
 import polars as pl
 import scipy.sparse as sp
 
 from lmrec import columns as C
-from lmrec.data.dataset import Dataset
+from lmrec import metrics as M
+from lmrec.data.dataset import Dataset, Sequences
 from lmrec.errors import ConfigError, InputError
-from lmrec.evaluate import metrics as M
 from lmrec.evaluate.splits import Split
 from lmrec.models.base import Recommender
-from lmrec.models.history import take_histories
+from lmrec.train.options import TrainingOptions
+
+# What each evaluated user is scored from (see the module docstring).
+HistoryPolicy = Literal["trained", "observed"]
+HISTORY_POLICIES: tuple[str, ...] = get_args(HistoryPolicy)
 
 HISTORY_BUCKETS: tuple[tuple[str, int, float], ...] = (
     ("history 1-5", 1, 5), ("history 6-20", 6, 20), ("history 21-100", 21, 100),
@@ -51,6 +61,7 @@ class EvalResult:
         cold users, in the order of `users`; `cold` (n,) bool marks the cold ones.
     slices: {"history 1-5": {"users": n, "ndcg@10": ...}, "cold users": {...},
         "long-tail items": {...}, ...}.
+    history: the history policy the users were scored with ("observed" or "trained").
     seconds: "fit" (when fitted here), "score" (ranking + top-k), "metrics", "evaluate" (total).
     exposure: (n_items,) times each item was recommended in the warm users' top max(ks).
     item_popularity: (n_items,) distinct training users per item.
@@ -67,6 +78,7 @@ class EvalResult:
     part: str = "test"
     model: str = ""
     split: str = ""
+    history: str = "observed"
     seconds: dict[str, float] = field(default_factory=dict)
     exposure: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     item_popularity: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
@@ -98,6 +110,7 @@ class EvalResult:
             "model": self.model,
             "split": self.split,
             "part": self.part,
+            "history": self.history,
             "ks": list(self.ks),
             "n_users": self.n_users,
             "n_cold_users": self.n_cold_users,
@@ -115,20 +128,24 @@ def evaluate(
     ks: Iterable[int] = (10,),
     *,
     part: str = "test",
+    history: HistoryPolicy = "observed",
     batch_size: int = 1024,
     item_features: np.ndarray | sp.spmatrix | None = None,
 ) -> EvalResult:
     """Rank all items for every user with `part` ("test" or "valid") items; score the lists.
 
-    `model` must be fitted on `split.train`. Masked per user: the training items (through the
-    model's seen items) and, when testing, the validation items. `item_features` (n_items, d),
-    dense or sparse, defines the item similarity of the diversity metric; by default the
-    item-item co-occurrence cosine of the training matrix.
+    `model` must be fitted on `split.train`. `history` is the policy of the module docstring:
+    "observed" scores each user's events as of `part`, "trained" the fitted state. Masked per
+    user: the training items (through the model's seen items) and, when testing, the
+    validation items. `item_features` (n_items, d), dense or sparse, defines the item
+    similarity of the diversity metric; by default the item-item co-occurrence cosine of the
+    training matrix.
     """
     ks = M.check_ks(ks)
     kmax = ks[-1]
     if part not in ("test", "valid"):
         raise ConfigError(f"part must be 'test' or 'valid', got {part!r}")
+    check_history(history)
     target = split.test if part == "test" else split.valid
     if target is None:
         raise ConfigError(f"split {split.name!r} has no validation part")
@@ -148,12 +165,12 @@ def evaluate(
     truth = target.matrix("binary").tocsr()
     n_truth = np.diff(truth.indptr)
     train_bin = train.matrix("binary").tocsr()
-    history = np.bincount(train.events[C.USER_IDX].to_numpy(), minlength=n_users)
+    n_train = np.bincount(train.events[C.USER_IDX].to_numpy(), minlength=n_users)
     item_pop = np.bincount(train_bin.indices, minlength=n_items).astype(np.int64)
-    n_train_users = int((history > 0).sum())
+    n_train_users = int((n_train > 0).sum())
     asked = n_truth > 0
-    warm_users = np.flatnonzero(asked & (history > 0))
-    cold_users = np.flatnonzero(asked & (history == 0))
+    warm_users = np.flatnonzero(asked & (n_train > 0))
+    cold_users = np.flatnonzero(asked & (n_train == 0))
     users = np.concatenate([warm_users, cold_users]).astype(np.int64)
     cold = np.zeros(users.size, dtype=bool)
     cold[warm_users.size :] = True
@@ -162,13 +179,7 @@ def evaluate(
     exclude = None
     if part == "test" and split.valid is not None and split.valid.n_events:
         exclude = split.valid.matrix("binary").tocsr()
-    # sequential models score from the user's history as of the evaluated part: train, plus
-    # valid when testing (RecBole's leave-one-out protocol); the model was fitted on train only
-    histories = None
-    if model.scores_from_history and model.evaluates_from_history:
-        hist_ds = train if exclude is None else train.with_events(
-            pl.concat([train.events, split.valid.events]))  # type: ignore[union-attr]
-        histories = hist_ds.sequences()
+    histories = None if history == "trained" else _observed(split, part)
     if item_features is not None:
         features = item_features
         gram = M.cosine_gram(features)  # None for catalogues too large for a dense matrix
@@ -192,7 +203,7 @@ def evaluate(
         t0 = time.perf_counter()
         items, _ = model.recommend_idx(
             batch, kmax, exclude_seen=True, exclude=exclude, batch_size=batch_size,
-            histories=None if histories is None else take_histories(histories, batch))
+            histories=None if histories is None else histories.take(batch))
         t1 = time.perf_counter()
         t_score += t1 - t0
         rows = truth[batch]
@@ -234,7 +245,7 @@ def evaluate(
         metrics[f"gini@{k}"] = M.gini(exposures[k])
     acc_keys = [f"{n}@{k}" for k in ks for n in M.ACCURACY_METRICS]
     slices: dict[str, dict[str, float]] = {}
-    hist_of = history[users]
+    hist_of = n_train[users]
     for label, lo, hi in HISTORY_BUCKETS:
         sel = warm & (hist_of >= lo) & (hist_of <= hi)
         if sel.any():
@@ -255,7 +266,7 @@ def evaluate(
     return EvalResult(
         metrics=metrics, per_user=per_user, users=users, cold=cold, slices=slices,
         n_users=int(warm_users.size), n_cold_users=int(cold_users.size), ks=ks, part=part,
-        model=getattr(model, "name", type(model).__name__), split=split.name,
+        model=getattr(model, "name", type(model).__name__), split=split.name, history=history,
         seconds={"score": t_score, "metrics": t_metrics, "evaluate": total},
         exposure=exposures[kmax], item_popularity=item_pop)
 
@@ -267,21 +278,25 @@ def fit_and_evaluate(
     *,
     rng: np.random.Generator | int | None = 0,
     part: str = "test",
+    history: HistoryPolicy = "observed",
     batch_size: int = 1024,
     item_features: np.ndarray | sp.spmatrix | None = None,
 ) -> EvalResult:
-    """Fit `model` on `split.train` (timed as seconds["fit"]) and `evaluate` it.
+    """Fit `model` on `split.train` (timed as seconds["fit"]) and `evaluate` it with the
+    `history` policy.
 
-    When testing, models that early-stop on a validation set get `split.valid` for it.
+    When testing, the model's `TrainingOptions` carry `split.valid` (when it has events), for
+    models that early-stop on validation data; the others ignore it. When validating, they
+    carry none: the validation part is then what is being measured.
     """
+    check_history(history)
+    valid = split.valid if part == "test" and split.valid is not None else None
+    if valid is not None and valid.n_events == 0:
+        valid = None
     t0 = time.perf_counter()
-    if (part == "test" and model.early_stops_on_valid and split.valid is not None
-            and split.valid.n_events):
-        model.fit(split.train, rng=rng, valid=split.valid)  # type: ignore[call-arg]
-    else:
-        model.fit(split.train, rng=rng)
+    model.fit(split.train, TrainingOptions(rng=rng, valid=valid))
     fit_s = time.perf_counter() - t0
-    result = evaluate(model, split, ks, part=part, batch_size=batch_size,
+    result = evaluate(model, split, ks, part=part, history=history, batch_size=batch_size,
                       item_features=item_features)
     result.seconds = {"fit": fit_s, **result.seconds}
     return result
@@ -293,8 +308,10 @@ def cross_validate(
     ks: Iterable[int] = (10,),
     *,
     rng: int = 0,
+    history: HistoryPolicy = "observed",
 ) -> dict[str, dict[str, float]]:
-    """Fit a fresh model per split and evaluate it on the split's test part.
+    """Fit a fresh model per split and evaluate it on the split's test part (with the
+    `history` policy).
 
     Returns {metric: {"mean": ..., "std": ..., "n": folds}}; std is the sample standard
     deviation over folds (ddof=1; 0 for a single split). Metrics also include "fit_seconds"
@@ -302,7 +319,9 @@ def cross_validate(
     """
     if not splits:
         raise ConfigError("cross_validate needs at least one split")
-    results = [fit_and_evaluate(model_factory(), s, ks, rng=rng) for s in splits]
+    check_history(history)
+    results = [fit_and_evaluate(model_factory(), s, ks, rng=rng, history=history)
+               for s in splits]
     keys: dict[str, list[float]] = {}
     for r in results:
         for name, v in r.metrics.items():
@@ -318,6 +337,22 @@ def cross_validate(
         out[name] = {"mean": float(defined.mean()) if defined.size else float("nan"),
                      "std": std, "n": float(a.size)}
     return out
+
+
+def check_history(history: object) -> None:
+    """Refuse a history policy that is not one of `HISTORY_POLICIES`."""
+    if not isinstance(history, str) or history not in HISTORY_POLICIES:
+        raise ConfigError(f"history must be one of {', '.join(map(repr, HISTORY_POLICIES))}, "
+                          f"got {history!r}")
+
+
+def _observed(split: Split, part: str) -> Sequences:
+    """Every user's time-ordered events as of `part`: the training part, plus the validation
+    part when testing (the model was fitted on the training part only)."""
+    train = split.train
+    if part == "test" and split.valid is not None and split.valid.n_events:
+        return train.with_events(pl.concat([train.events, split.valid.events])).sequences()
+    return train.sequences()
 
 
 def _slice(per_user: Mapping[str, np.ndarray], sel: np.ndarray, keys: Sequence[str]

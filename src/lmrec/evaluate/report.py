@@ -12,10 +12,10 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from lmrec import __version__
-from lmrec.evaluate.metrics import ALL_METRICS
 from lmrec.evaluate.protocol import POPULARITY_BINS, EvalResult
 from lmrec.jsonfile import write_json
+from lmrec.metrics import ALL_METRICS
+from lmrec.version import __version__
 
 _BAR_METRICS = ("ndcg", "recall", "precision", "hit", "mrr", "map")
 
@@ -82,6 +82,9 @@ def write_report(
     curve = full.select(["model"] + [f"{m}@{k}" for m in ("recall", "ndcg") for k in all_ks
                                      if f"{m}@{k}" in full.columns])
     slices = _slice_table(results, main_k)
+    scoring = pl.DataFrame(
+        [{"model": n, "part": r.part, "history": r.history} for n, r in results.items()]
+    ) if results else pl.DataFrame()
     timing = pl.DataFrame(
         [{"model": n, "users": r.n_users, "cold users": r.n_cold_users,
           **{f"{k} s": round(v, 4) for k, v in r.seconds.items()}} for n, r in results.items()]
@@ -90,12 +93,13 @@ def write_report(
                                            "plot_slices") if key in paths]
     sections = [
         ("Split", _info_frame(info)),
+        ("Scoring (history policy)", scoring),
         (f"Metrics at k={main_k}", table),
         ("Recall and NDCG at every k", curve),
         (f"Slices (ndcg@{main_k} / recall@{main_k}; users per slice)", slices),
         ("Timing (seconds)", timing),
     ]
-    notes = _notes(main_k)
+    notes = _notes(main_k, sorted({r.history for r in results.values()}))
     paths["markdown"] = out / "report.md"
     paths["markdown"].write_text(_markdown(title, sections, plots, notes), encoding="utf-8")
     paths["html"] = out / "report.html"
@@ -207,10 +211,20 @@ def _info_frame(info: Mapping[str, Any]) -> pl.DataFrame:
                         schema={"field": pl.String, "value": pl.String})
 
 
-def _notes(k: int) -> list[str]:
+_HISTORY_NOTES = {
+    "observed": "History 'observed': each user is scored from their time-ordered events as of "
+                "the evaluated part (training, plus validation when testing), as a served "
+                "model sees them; each model decides how to use them.",
+    "trained": "History 'trained': each user is scored from the model's fitted state, as in "
+               "RecBole's general protocol.",
+}
+
+
+def _notes(k: int, policies: Iterable[str] = ()) -> list[str]:
     return [
         "Full ranking over all items; the user's training items (and, when testing, "
         "validation items) are excluded, as in RecBole's general protocol.",
+        *(_HISTORY_NOTES.get(p, f"History {p!r}.") for p in policies),
         "Accuracy metrics use RecBole's definitions (binary relevance; NDCG and MAP normalised "
         "over min(|test items|, k)); averages are over users with test items and training "
         "history. Users without training history are reported only in the 'cold users' slice.",

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from lmrec.errors import ConfigError
-from lmrec.evaluate.protocol import fit_and_evaluate
+from lmrec.evaluate.protocol import HistoryPolicy, check_history, fit_and_evaluate
 from lmrec.evaluate.splits import Split
 from lmrec.models.base import Recommender
 from lmrec.models.hyperparams import Choice, FloatRange, IntRange, SearchSpace
@@ -37,17 +37,20 @@ def tune(
     seed: int = 0,
     timeout_s: float | None = None,
     fixed: Mapping[str, Any] | None = None,
+    history: HistoryPolicy = "observed",
     on_trial: Callable[[int, dict[str, Any], float], None] | None = None,
 ) -> TuneResult:
     """Search `space` (minus the `fixed` parameters) for the best validation `metric`.
 
     `factory(params)` builds an unfitted model; each trial fits it on `split.train` and scores
-    `split.valid`. Deterministic for a given seed when the models are.
+    `split.valid`, its users scored with the `history` policy (`lmrec.evaluate.evaluate`).
+    Deterministic for a given seed when the models are.
     """
     import optuna
 
     if isinstance(trials, bool) or not isinstance(trials, int) or trials < 1:
         raise ConfigError(f"trials must be a positive integer, got {trials!r}")
+    check_history(history)
     if split.valid is None or split.valid.n_events == 0:
         raise ConfigError("tuning needs a validation part: use --ratios with three parts "
                           "(e.g. 0.8,0.1,0.1) or --split loo")
@@ -63,7 +66,7 @@ def tune(
         params = {name: _suggest(trial, name, dim) for name, dim in free.items()}
         t0 = time.perf_counter()
         result = fit_and_evaluate(factory({**fixed, **params}), split, [k], rng=seed,
-                                  part="valid")
+                                  part="valid", history=history)
         value = float(result.metrics[metric])
         log.append({"params": params, "value": value,
                     "seconds": round(time.perf_counter() - t0, 3)})

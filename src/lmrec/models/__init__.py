@@ -1,19 +1,28 @@
 """Models behind one Recommender contract."""
 
 from lmrec.models.als import ALS, ALSConfig
-from lmrec.models.base import EmbeddingScorer, Recommender
+from lmrec.models.base import Recommender
 from lmrec.models.bpr import BPR, BPRConfig
 from lmrec.models.content import Content, ContentConfig
 from lmrec.models.content_text import ContentText, ContentTextConfig
 from lmrec.models.ease import EASE, EASEConfig
 from lmrec.models.gru4rec import GRU4Rec, GRU4RecConfig
 from lmrec.models.hyperparams import ModelConfig
+from lmrec.models.io import load_model
 from lmrec.models.itemknn import ItemKNN, ItemKNNConfig
+from lmrec.models.kinds import EmbeddingModel, TextQueries
 from lmrec.models.neumf import NeuMF, NeuMFConfig
 from lmrec.models.neural import NeuralConfig, NeuralRecommender
 from lmrec.models.popularity import Popularity, PopularityConfig
 from lmrec.models.ranking import Recommendations, top_k
-from lmrec.models.registry import MODELS, create_model, model_class
+from lmrec.models.redaction import UserRows
+from lmrec.models.registry import (
+    MODELS,
+    create_model,
+    model_class,
+    register_model,
+    unregister_model,
+)
 from lmrec.models.sasrec import SASRec, SASRecConfig
 from lmrec.models.sequential import SequentialConfig, SequentialRecommender
 from lmrec.models.two_tower import TwoTower
@@ -32,7 +41,7 @@ __all__ = [
     "ContentText",
     "ContentTextConfig",
     "EASEConfig",
-    "EmbeddingScorer",
+    "EmbeddingModel",
     "GRU4Rec",
     "GRU4RecConfig",
     "ItemKNN",
@@ -50,11 +59,16 @@ __all__ = [
     "SASRecConfig",
     "SequentialConfig",
     "SequentialRecommender",
+    "TextQueries",
     "TwoTower",
     "TwoTowerConfig",
     "UserKNN",
     "UserKNNConfig",
+    "UserRows",
     "create_model",
+    "load_model",
     "model_class",
+    "register_model",
     "top_k",
+    "unregister_model",
 ]

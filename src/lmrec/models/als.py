@@ -5,15 +5,17 @@ p_ui = 1 where the user interacted and confidence c_ui = 1 + alpha * x_ui (1 els
 The solver is `implicit`'s conjugate-gradient ALS (Takacs et al. 2011), compiled and the fastest
 CPU option measured here; only its factor matrices are kept: score(u) = U[u] @ V.T.
 
-Any item history is scored by folding it in (`score_histories`): the ALS user step solved
-exactly against the fixed item factors, with the model's reg and alpha,
+Any item history is scored by folding it in (`score(users, histories)`): the ALS user step
+solved exactly against the fixed item factors, with the model's reg and alpha,
 
     u_h = (V^T V + V^T (C_h - I) V + reg I)^-1  V^T C_h p_h
 
 batched as one (B, f, f) solve. For a training user's own history this is the step the
 solver's last sweep approximates (with `cg_steps` conjugate-gradient steps against the item
 factors of the sweep before), so it reproduces U[u] closely once training has converged.
-The model is an `EmbeddingScorer`: score = user vector @ item vector.
+An empty history has no evidence: its regularised solution is the zero vector, which is also
+what an unknown user gets and what a forgotten user's row of U becomes, so all three score 0.
+The model is an `EmbeddingModel`: score = user vector @ item vector.
 """
 
 from __future__ import annotations
@@ -27,9 +29,12 @@ from pydantic import Field
 from threadpoolctl import threadpool_limits
 
 from lmrec.data.dataset import Dataset, Sequences
+from lmrec.errors import InputError
 from lmrec.models.base import Recommender
-from lmrec.models.history import checked_histories
 from lmrec.models.hyperparams import FloatRange, IntRange, ModelConfig, SearchSpace
+from lmrec.models.kinds import EmbeddingModel
+from lmrec.models.redaction import UserRows
+from lmrec.train.options import TrainingOptions
 
 # Entries of the padded (b, L, f) history block held at once by the fold-in (32 MB float64)
 _FOLD_IN_ELEMENTS = 1 << 22
@@ -55,18 +60,17 @@ class ALSConfig(ModelConfig):
         "alpha": FloatRange(0.5, 30.0, log=True)}
 
 
-class ALS(Recommender):
+class ALS(EmbeddingModel, Recommender):
     """Implicit ALS. State: user factors U (n_users, f) and item factors V (n_items, f)."""
 
     name = "als"
     Config = ALSConfig
     config: ALSConfig
-    scores_from_history = True
-    user_state = (("U", 0),)
 
-    def _fit(self, dataset: Dataset, rng: np.random.Generator) -> None:
+    def _fit(self, dataset: Dataset, options: TrainingOptions) -> None:
         from implicit.cpu.als import AlternatingLeastSquares  # heavy import, only when used
 
+        rng = options.generator
         cfg = self.config
         x = dataset.matrix(cfg.weighting).tocsr().astype(np.float32)
         conf = x.copy()
@@ -85,33 +89,36 @@ class ALS(Recommender):
         self.U_ = np.ascontiguousarray(model.user_factors, dtype=np.float32)
         self.V_ = np.ascontiguousarray(model.item_factors, dtype=np.float32)
 
-    def _score(self, user_idx: np.ndarray) -> np.ndarray:
-        return self.U_[user_idx] @ self.V_.T  # (B, f) @ (f, n_items)
-
-    def _score_histories(self, histories: Sequences) -> np.ndarray:
-        return self._fold_in(histories) @ self.V_.T  # (B, f) @ (f, n_items)
+    def user_state(self) -> tuple[UserRows, ...]:
+        return (UserRows(self.U_),)  # a forgotten user's factors become 0, the fold-in of []
 
     def _fold_in(self, histories: Sequences) -> np.ndarray:
-        """B checked histories -> (B, f) float32 folded-in user factors."""
+        """B checked histories -> (B, f) float32 folded-in user factors (0 for an empty one)."""
         x = self._history_rows(histories, self.config.weighting)
         return fold_in(x, self.V_, self.config.reg, self.config.alpha)
 
-    # --- EmbeddingScorer --------------------------------------------------------------
+    # --- EmbeddingModel ---------------------------------------------------------------
     def item_embeddings(self) -> np.ndarray:
         """(n_items, f) float32 item factors V."""
         self._check_fitted()
         return self.V_
 
-    def user_embeddings(self, user_idx: np.ndarray) -> np.ndarray:
-        """(B,) internal user indices -> (B, f) float32 trained user factors."""
+    def user_embeddings(self, users: np.ndarray,
+                        histories: Sequences | Sequence[np.ndarray] | None = None
+                        ) -> np.ndarray:
+        """(B,) internal users -> (B, f) float32: without histories the trained factors U[u]
+        (an unknown user, -1, gets 0: an empty history's); with B histories their folded-in
+        factors (see the module docstring), whoever the users are."""
         self._check_fitted()
-        return self.U_[np.asarray(user_idx, dtype=np.int64)]
-
-    def history_embeddings(self, histories: Sequences | Sequence[np.ndarray],
-                           user_idx: np.ndarray | None = None) -> np.ndarray:
-        """B histories -> (B, f) float32 folded-in user factors (see the module docstring)."""
-        self._check_fitted()
-        return self._fold_in(checked_histories(histories, self.n_items))
+        users = np.asarray(users, dtype=np.int64).ravel()
+        if histories is not None:
+            seqs = Sequences.from_lists(histories).checked(self.n_items)
+            if seqs.n_rows != users.size:
+                raise InputError(f"{seqs.n_rows} histories for {users.size} users")
+            return self._fold_in(seqs)
+        out = self.U_[np.maximum(users, 0)]
+        out[users < 0] = 0.0
+        return out
 
     def _arrays(self) -> dict[str, np.ndarray]:
         return {"U": self.U_, "V": self.V_}
@@ -127,6 +134,7 @@ def fold_in(x: sp.csr_matrix, v: np.ndarray, reg: float, alpha: float) -> np.nda
     Confidence c = 1 + alpha * x where x > 0 (preference 1), 1 elsewhere (preference 0):
     u = (V^T V + reg I + sum_i (c_i - 1) v_i v_i^T)^-1 sum_i c_i v_i over the row's items.
     The per-row sums run on a zero-padded (b, L, f) block, in float64; returns (B, f) float32.
+    An empty row gets exactly 0 (no evidence), the factors of an unknown user.
     """
     x = sp.csr_matrix(x)
     x.sum_duplicates()
@@ -152,4 +160,5 @@ def fold_in(x: sp.csr_matrix, v: np.ndarray, reg: float, alpha: float) -> np.nda
                              vp)  # (b, f, f)
         rhs = np.einsum("bl,blf->bf", c, vp)  # (b, f)
         out[start:stop] = np.linalg.solve(a, rhs[..., None])[..., 0]
+    out[lengths == 0] = 0.0  # an empty row (zero right-hand side) is exactly 0, as above
     return out

@@ -8,7 +8,7 @@ and the per-user arrays against the vocabularies), and the packing of CSR matric
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -16,15 +16,50 @@ import numpy as np
 import polars as pl
 import scipy.sparse as sp
 
-from lmrec import __version__
 from lmrec.data.dataset import Sequences
 from lmrec.data.vocab import IdVocabulary
 from lmrec.errors import InputError, Location
 from lmrec.jsonfile import read_json
+from lmrec.version import __version__
 
 ARTIFACT_FORMAT = "lmrec-model"
 ARTIFACT_VERSION = 1
 ARRAYS_FILE = "arrays.npz"
+
+
+def artifact_meta(model: str, config: Mapping[str, Any], users: IdVocabulary,
+                  items: IdVocabulary) -> dict[str, Any]:
+    """What config.json says of a saved model."""
+    return {
+        "format": ARTIFACT_FORMAT,
+        "format_version": ARTIFACT_VERSION,
+        "lmrec_version": __version__,
+        "model": model,
+        "config": dict(config),
+        "user_id_type": "int" if users.dtype == pl.Int64 else "str",
+        "item_id_type": "int" if items.dtype == pl.Int64 else "str",
+    }
+
+
+def common_arrays(users: IdVocabulary, items: IdVocabulary, seen: sp.csr_matrix,
+                  popularity: np.ndarray) -> dict[str, np.ndarray]:
+    """The arrays every saved model holds besides its own ("model.*")."""
+    seen = seen.tocsr()
+    return {"user_ids": ids_array(users), "item_ids": ids_array(items),
+            "seen.indptr": seen.indptr, "seen.indices": seen.indices, "popularity": popularity}
+
+
+def read_common(arrays: Mapping[str, np.ndarray]
+                ) -> tuple[IdVocabulary, IdVocabulary, sp.csr_matrix, np.ndarray]:
+    """Users, items, seen items and popularity of a saved model, checked against each other
+    (ValueError on a mismatch)."""
+    users = IdVocabulary(ids_series(arrays["user_ids"]))
+    items = IdVocabulary(ids_series(arrays["item_ids"]))
+    seen = seen_matrix(arrays, len(users), len(items))
+    popularity = arrays["popularity"]
+    if popularity.shape != (len(items),):
+        raise ValueError(f"popularity has shape {popularity.shape}, expected ({len(items)},)")
+    return users, items, seen, popularity
 
 
 def read_artifact_meta(folder: Path) -> dict[str, Any]:
@@ -56,19 +91,6 @@ def seen_matrix(arrays: Mapping[str, np.ndarray], n_users: int, n_items: int
         raise ValueError(f"seen.indices outside [0, {n_items})")
     return sp.csr_matrix((np.ones(indices.size, dtype=np.float32), indices, indptr),
                          shape=(n_users, n_items))
-
-
-def check_user_rows(user_state: Iterable[tuple[str, int]],
-                    arrays: Mapping[str, np.ndarray], n_users: int) -> None:
-    """The per-user arrays a model declares (`user_state`) have a row per user."""
-    for name, offset in user_state:
-        if name in arrays:
-            rows = arrays[name].shape[0] if arrays[name].ndim else -1
-            if rows != n_users + offset:
-                raise ValueError(f"model.{name} has {rows} rows, expected {n_users + offset} "
-                                 "(one per user)")
-        elif f"{name}.indptr" in arrays and arrays[f"{name}.indptr"].shape != (n_users + 1,):
-            raise ValueError(f"model.{name}.indptr does not describe {n_users} users' rows")
 
 
 def pack_csr(m: sp.csr_matrix, prefix: str) -> dict[str, np.ndarray]:

@@ -1,23 +1,26 @@
 """The Recommender contract every model follows.
 
-`recommend` is a template method: it maps external ids, handles unknown users, scores in
-batches, removes seen items and returns external ids. A model implements only:
+A model implements two methods (docs/adding-a-model.md walks through one):
 
-    _fit(dataset, rng)            learn state from a Dataset (internal ids 0..n-1)
-    _score(user_idx)              (B,) int64 -> (B, n_items) float32 scores
-    _arrays() / _load_arrays()    the learned state as named numpy arrays
+    _fit(dataset, options)     learn state (internal ids 0..n-1); `options` is a
+                               `lmrec.train.TrainingOptions`: Generator, device, valid, budget
+    _score(users, histories)   (B,) users -> (B, n_items) scores: from the fitted state without
+                               histories (all users known, >= 0); from the B given histories
+                               otherwise, used as the model sees fit (users may be -1, unknown)
 
-Models that score a user from that user's time-ordered history (sequential models) also set
-`scores_from_history = True` and implement `_score_histories(histories)`; callers then score
-any history, not only the one seen in training, through `score_histories` (evaluation on a
-leave-one-out split feeds train + valid histories this way; serving can feed a fresh one).
+and, where the defaults do not fit, `_arrays()` / `_load_arrays()` (the learned state as named
+numpy arrays; by default the attributes `_fit` set with a trailing underscore) and
+`user_state()` (per-user state by reference, `UserRows`, for erasure).
+
+The base class does the rest: `fit` (fresh state, common bookkeeping), `score` (checks; an
+unknown user without a history is scored from an empty history), `recommend` (id mapping,
+unknown users, masks, top-k), `recommend_history` (top-k for a list of item ids),
+`similar_items` (training co-occurrence cosine by default), save/load and `redact_users`.
+Whether and how a model uses a history is its own business; nothing outside the model asks.
 
 Hyperparameters live in one typed pydantic config per model (unknown keys are refused);
-artifacts are config JSON plus an .npz of arrays, never pickle.
-
-`redact_users(user_idx)` forgets training users (erasure requests): their seen items and every
-per-user array a model declares in `user_state` are emptied; models with per-user state that is
-not a row of an array (UserKNN's user-user similarity columns) also override `_redact_users`.
+artifacts are config JSON plus an .npz of arrays, never pickle. `lmrec.models.load_model`
+loads any saved model by its saved name.
 """
 
 from __future__ import annotations
@@ -26,96 +29,39 @@ import json
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, ClassVar, Protocol, Self, runtime_checkable
+from typing import Any, ClassVar, Self
 
 import numpy as np
-import polars as pl
 import scipy.sparse as sp
 
-from lmrec import __version__
 from lmrec.data.dataset import Dataset, Sequences
-from lmrec.data.vocab import IdVocabulary
 from lmrec.errors import ConfigError, InputError, LmrecError, UnknownUserError
 from lmrec.integrity import IntegrityError, one_line, read_npz, verify_manifest
 from lmrec.models.artifacts import (
     ARRAYS_FILE,
-    ARTIFACT_FORMAT,
-    ARTIFACT_VERSION,
-    check_user_rows,
-    ids_array,
-    ids_series,
+    artifact_meta,
+    common_arrays,
+    pack_csr,
     read_artifact_meta,
-    seen_matrix,
+    read_common,
+    unpack_csr,
 )
-from lmrec.models.history import (
-    checked_histories,
-    history_matrix,
-    take_histories,
-    weights_arrays,
-    weights_from_arrays,
-)
+from lmrec.models.history import history_matrix, weights_arrays, weights_from_arrays
 from lmrec.models.hyperparams import ModelConfig
 from lmrec.models.ranking import Recommendations, mask_rows, top_k
-from lmrec.models.redaction import drop_entries, drop_group_rows
+from lmrec.models.redaction import UserRows, drop_entries
+from lmrec.train.options import TrainingOptions
 
 _BATCH = 1024  # users scored at once; (B, n_items) float32 must fit comfortably in memory
-
-
-@runtime_checkable
-class EmbeddingScorer(Protocol):
-    """A fitted model whose scores are inner products of user and item vectors.
-
-    For every user u and item i, `score(u)[i] == user_embeddings(u) @ item_embeddings()[i]`
-    and `score_histories(h)[i] == history_embeddings(h) @ item_embeddings()[i]` (up to float
-    error; any scale such as a learned temperature is folded into the user side). Serving
-    indexes `item_embeddings()` for approximate nearest-neighbour retrieval.
-    """
-
-    def item_embeddings(self) -> np.ndarray:
-        """(n_items, d) float32."""
-        ...
-
-    def user_embeddings(self, user_idx: np.ndarray) -> np.ndarray:
-        """(B,) internal user indices -> (B, d) float32."""
-        ...
-
-    def history_embeddings(self, histories: Sequences,
-                           user_idx: np.ndarray | None = None) -> np.ndarray:
-        """B histories (internal item indices, oldest first) -> (B, d) float32.
-
-        `user_idx` (B,) optionally names the trained user behind each history (-1: unknown);
-        models with per-user inputs beside the history (a user id embedding, user attributes)
-        use them, fold-in models ignore it.
-        """
-        ...
+# what `fit` sets for every model (saved by `save` itself, not by `_arrays`)
+_BASE_STATE = frozenset({"users_", "items_", "seen_", "popularity_", "behaviour_weights_"})
 
 
 class Recommender(ABC):
     """Base class of every model. Subclasses set `name` and `Config`."""
 
     name: ClassVar[str]
-    Config: ClassVar[type[ModelConfig]]
-    # True when `fit(train, valid=...)` early-stops on a validation Dataset; the evaluation
-    # protocol then hands it the split's validation part (never the test part)
-    early_stops_on_valid: ClassVar[bool] = False
-    # True when the model scores a user from a time-ordered item history (`score_histories`)
-    scores_from_history: ClassVar[bool] = False
-    # True when a user's scores do not depend on their history at all (popularity ranks the
-    # same items for everyone): no history item can then explain a recommendation, nor say
-    # which items are alike
-    history_independent: ClassVar[bool] = False
-    # True when the evaluation protocol ranks each user from the history as of the evaluated
-    # part (train, plus valid when testing) instead of `score(user)`: next-item models, whose
-    # user state is that history. Other models may score histories too (serving folds fresh
-    # events in) but are evaluated from their trained state, as RecBole evaluates them.
-    evaluates_from_history: ClassVar[bool] = False
-    # The per-user learned state among the keys of `_arrays()`, for `redact_users`: (name,
-    # row offset of user u) pairs. A dense array: row u + offset is user u (offset 1 where
-    # row 0 is an "unknown user" row). A row-compressed group, named by its prefix ("X" for
-    # pack_csr's X.data / X.indices / X.indptr / X.shape, "history" for Sequences arrays
-    # history.indptr / history.items / ...): row u is user u (offset 0). Names absent from a
-    # fitted model's arrays (e.g. X with binary input) are skipped.
-    user_state: ClassVar[tuple[tuple[str, int], ...]] = ()
+    Config: ClassVar[type[ModelConfig]] = ModelConfig  # no hyperparameters by default
 
     def __init__(self, config: ModelConfig | Mapping[str, Any] | None = None, **params: Any):
         if isinstance(config, ModelConfig):
@@ -130,38 +76,63 @@ class Recommender(ABC):
         self._fitted = False
 
     # --- contract ---------------------------------------------------------------------
-    def fit(self, dataset: Dataset, *, rng: np.random.Generator | int | None = None) -> Self:
+    def fit(self, dataset: Dataset, options: TrainingOptions | None = None) -> Self:
         """Learn from `dataset`, discarding any earlier state. Returns self."""
         if dataset.n_events == 0:
             raise InputError("cannot fit on a dataset without events")
-        rng = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
+        options = (options or TrainingOptions()).resolved()
+        options.check_valid(dataset)
         self._fitted = False  # a failed refit must not leave old and new state mixed
         self.users_ = dataset.users
         self.items_ = dataset.items
         self.seen_ = dataset.matrix("binary").tocsr().astype(np.float32)
         self.popularity_ = np.asarray(self.seen_.sum(axis=0)).ravel().astype(np.float32)
         self.behaviour_weights_ = dict(dataset.behaviour_weights)
-        self._fit(dataset, rng)
+        self._fit(dataset, options)
         self._fitted = True
         return self
 
     @abstractmethod
-    def _fit(self, dataset: Dataset, rng: np.random.Generator) -> None: ...
+    def _fit(self, dataset: Dataset, options: TrainingOptions) -> None: ...
 
     @abstractmethod
-    def _score(self, user_idx: np.ndarray) -> np.ndarray:
-        """(B,) int64 internal user indices -> (B, n_items) float32 scores."""
+    def _score(self, users: np.ndarray, histories: Sequences | None) -> np.ndarray:
+        """(B,) users, optional B histories -> (B, n_items) scores (see the module docstring)."""
 
-    def _score_histories(self, histories: Sequences) -> np.ndarray:
-        """(B,) histories -> (B, n_items) scores; only where `scores_from_history`."""
-        raise NotImplementedError
+    def user_state(self) -> tuple[UserRows, ...]:
+        """The per-user learned state, by reference (none by default): what `redact_users`
+        replaces with the unknown user's values. Name the attributes directly, so that a
+        renamed attribute fails here instead of silently escaping erasure."""
+        return ()
 
     def _arrays(self) -> dict[str, np.ndarray]:
-        """Learned state to save (besides vocabularies and seen items)."""
-        return {}
+        """Learned state to save (besides vocabularies and seen items).
 
-    def _load_arrays(self, arrays: Mapping[str, np.ndarray]) -> None:  # noqa: B027
-        """Restore what `_arrays` returned (nothing to restore by default)."""
+        By default every attribute that `_fit` set with a trailing underscore (`self.S_`),
+        beyond the base class's own, saved by its name: numpy arrays as they are, CSR
+        matrices as their parts. A model with other state overrides this and `_load_arrays`.
+        """
+        out: dict[str, np.ndarray] = {}
+        for name, value in vars(self).items():
+            if not name.endswith("_") or name.startswith("_") or name in _BASE_STATE:
+                continue
+            if isinstance(value, np.ndarray):
+                out[name] = value
+            elif sp.issparse(value) and value.format == "csr":
+                out.update(pack_csr(value, f"csr.{name}"))
+            else:
+                raise TypeError(f"{type(self).__name__}.{name} is a {type(value).__name__}: "
+                                "override _arrays and _load_arrays to save it")
+        return out
+
+    def _load_arrays(self, arrays: Mapping[str, np.ndarray]) -> None:
+        """Restore what `_arrays` returned (the default restores the default's attributes)."""
+        for key, value in arrays.items():
+            if key.startswith("csr.") and key.endswith(".data"):
+                name = key.removeprefix("csr.").removesuffix(".data")
+                setattr(self, name, unpack_csr(arrays, f"csr.{name}"))
+            elif not key.startswith("csr."):
+                setattr(self, key, value)
 
     # --- scoring on internal ids --------------------------------------------------------
     @property
@@ -169,24 +140,32 @@ class Recommender(ABC):
         self._check_fitted()
         return len(self.items_)
 
-    def score(self, user_idx: np.ndarray) -> np.ndarray:
-        """Scores of every item for internal user indices, (B, n_items) float32."""
-        self._check_fitted()
-        user_idx = np.asarray(user_idx, dtype=np.int64)
-        return np.asarray(self._score(user_idx), dtype=np.float32)
+    def score(self, users: np.ndarray | Sequence[int],
+              histories: Sequences | Sequence[np.ndarray] | None = None) -> np.ndarray:
+        """Scores of every item, (B, n_items) float32, for internal users (B,) (-1: unknown).
 
-    def score_histories(self, histories: Sequences | Sequence[np.ndarray]) -> np.ndarray:
-        """Scores of every item for B given histories, (B, n_items) float32.
-
-        A history is a user's internal item indices, oldest first: a `Sequences` (with
-        behaviour types and timestamps, which models may use) or a list of int arrays. Only
-        for models with `scores_from_history`; others raise InputError.
+        Without `histories` each user is scored from the fitted state, an unknown one from an
+        empty history. With `histories` (one row per user: a `Sequences`, whose behaviour types
+        and times models may use, or a list of int arrays, oldest first) the model scores
+        those histories, e.g. a training history extended by live events.
         """
         self._check_fitted()
-        if not self.scores_from_history:
-            raise InputError(f"{type(self).__name__} does not score from item histories")
-        seqs = checked_histories(histories, self.n_items)
-        return np.asarray(self._score_histories(seqs), dtype=np.float32)
+        users = np.asarray(users, dtype=np.int64).ravel()
+        if users.size and (users.min() < -1 or users.max() >= len(self.users_)):
+            raise InputError(f"user indices must be -1 (unknown) or in [0, {len(self.users_)})")
+        if histories is not None:
+            seqs = Sequences.from_lists(histories).checked(self.n_items)
+            if seqs.n_rows != users.size:
+                raise InputError(f"{seqs.n_rows} histories for {users.size} users")
+            return np.asarray(self._score(users, seqs), dtype=np.float32)
+        unknown = users < 0
+        if not unknown.any():
+            return np.asarray(self._score(users, None), dtype=np.float32)
+        out = np.empty((users.size, self.n_items), dtype=np.float32)
+        if not unknown.all():
+            out[~unknown] = self._score(users[~unknown], None)
+        out[unknown] = self._score(users[unknown], Sequences.empty(int(unknown.sum())))
+        return out
 
     def _history_rows(self, histories: Sequences, weighting: str) -> sp.csr_matrix:
         """(B, n_items) float32 CSR rows of the histories, built as `Dataset.matrix(weighting)`
@@ -208,8 +187,7 @@ class Recommender(ABC):
 
         `exclude` is an extra (n_users, n_items) mask of items to remove; `candidates` an
         optional array of allowed item indices. `histories` (one row per entry of `user_idx`)
-        scores the users from these histories instead of the training ones (models with
-        `scores_from_history` only); `exclude_seen` still masks the training items.
+        is passed to `score`; `exclude_seen` masks the training items.
         """
         self._check_fitted()
         user_idx = np.asarray(user_idx, dtype=np.int64)
@@ -221,11 +199,9 @@ class Recommender(ABC):
         out_s = np.full(out_i.shape, -np.inf, dtype=np.float32)
         for start in range(0, user_idx.size, batch_size):
             batch = user_idx[start : start + batch_size]
-            if histories is not None:
-                s = self.score_histories(
-                    take_histories(histories, np.arange(start, start + batch.size)))
-            else:
-                s = self.score(batch).copy()
+            rows = None if histories is None else histories.take(
+                np.arange(start, start + batch.size))
+            s = self.score(batch, rows)
             if exclude_seen:
                 mask_rows(s, self.seen_, batch)
             if exclude is not None:
@@ -252,8 +228,7 @@ class Recommender(ABC):
         `strict`.
         """
         self._check_fitted()
-        if k < 1:
-            raise ConfigError(f"k must be at least 1, got {k}")
+        _check_k(k)
         if isinstance(users, str | int | np.integer):
             users = [users]
         users = list(users)
@@ -279,17 +254,73 @@ class Recommender(ABC):
                 notes[u] = "unknown user: most popular items (cold-start fallback)"
         return Recommendations(users, items, scores, self.items_, notes)
 
+    def recommend_history(self, items: Sequence[Any], k: int = 10, *,
+                          exclude_seen: bool = True) -> list[tuple[Any, float]]:
+        """Top-k (external item id, score) for someone whose history is `items` (external
+        ids, oldest first), e.g. a visitor. An unknown item id raises InputError naming it;
+        the history's items are left out unless `exclude_seen=False`."""
+        self._check_fitted()
+        _check_k(k)
+        items = list(items)
+        coerced = [t if t is not None else i
+                   for i, t in zip(items, self.items_.coerce(items).to_list(), strict=True)]
+        idx = self.items_.index(coerced) if items else np.empty(0, np.int64)
+        if (idx < 0).any():
+            bad = items[int(np.flatnonzero(idx < 0)[0])]
+            raise InputError(f"unknown item id {bad!r} in the history (the model was not "
+                             "trained on it)")
+        s = self.score(np.array([-1]), Sequences.from_lists([idx]))
+        if exclude_seen and idx.size:
+            s[0, idx] = -np.inf
+        top, vals = top_k(s, k)
+        return [(self.items_.to_python(int(i)), float(v))
+                for i, v in zip(top[0], vals[0], strict=True) if i >= 0 and np.isfinite(v)]
+
+    def item_similarity(self, src: np.ndarray, targets: np.ndarray | None = None
+                        ) -> np.ndarray:
+        """(len(src), n_targets) similarity of items `src` to `targets` (all items when None):
+        the cosine of their training user sets by default."""
+        self._check_fitted()
+        cols, norms = self._item_columns()
+        src = np.asarray(src, dtype=np.int64)
+        b = cols if targets is None else cols[:, targets]
+        dots = np.asarray((cols[:, src].T @ b).toarray(), dtype=np.float32)
+        nb = norms if targets is None else norms[targets]
+        return dots / np.maximum(norms[src][:, None] * nb[None, :], 1e-12)
+
+    def _item_columns(self) -> tuple[sp.csc_matrix, np.ndarray]:
+        """`seen_` by columns and its column norms, cached while `seen_` is the same object
+        (fit, load and redact_users replace it)."""
+        cached = self.__dict__.get("_columns")
+        if cached is None or cached[0] is not self.seen_:
+            cols = self.seen_.tocsc()
+            norms = np.sqrt(np.asarray(cols.sum(axis=0)).ravel()).astype(np.float32)
+            cached = self._columns = (self.seen_, cols, norms)
+        return cached[1], cached[2]
+
+    def similar_items(self, item_idx: np.ndarray | Sequence[int], k: int = 10
+                      ) -> tuple[np.ndarray, np.ndarray]:
+        """The k items most similar to each of the internal items `item_idx` (B,), the item
+        itself left out: (B, k) indices (-1 padding) and similarities, by `item_similarity`."""
+        _check_k(k)
+        item_idx = np.asarray(item_idx, dtype=np.int64).ravel()
+        if item_idx.size and (item_idx.min() < 0 or item_idx.max() >= self.n_items):
+            raise InputError(f"item indices must be in [0, {self.n_items})")
+        sim = self.item_similarity(item_idx)
+        sim[np.arange(item_idx.size), item_idx] = -np.inf
+        return top_k(sim, k)
+
     # --- forgetting users ---------------------------------------------------------------
     def redact_users(self, user_idx: np.ndarray | Sequence[int]) -> None:
         """Forget training users in place (an erasure request), without retraining.
 
         For internal users `user_idx` (B,): their rows of `seen_` are emptied, `popularity_`
-        is recounted from the remaining seen items, and every array named in `user_state` has
-        their rows zeroed (dense) or emptied (row-compressed); `_redact_users` handles the
-        rest. Their ids stay in `users_` (internal indices must not shift) and map to nothing.
-        Item-side state learned from their data (item factors, similarities, networks) stays
-        until the model is retrained without them. Scores of a redacted user are meaningless:
-        callers treat them as unknown users.
+        is recounted from the remaining seen items, and every `UserRows` of `user_state()`
+        gets the unknown user's values in their rows, so that each of them scores exactly like
+        an unknown user; `_redact_users` handles state that is not rows (a neighbour model's
+        columns). Their ids stay in `users_` (internal indices must not shift). Item-side
+        state learned from their data (item factors, similarities, networks) stays until the
+        model is retrained without them.
         """
         self._check_fitted()
         idx = np.unique(np.asarray(user_idx, dtype=np.int64).ravel())
@@ -299,23 +330,14 @@ class Recommender(ABC):
             return
         self.seen_ = drop_entries(self.seen_, idx)
         self.popularity_ = np.asarray(self.seen_.sum(axis=0)).ravel().astype(np.float32)
-        arrays = dict(self._arrays())
-        for name, offset in self.user_state:
-            if name in arrays:
-                arr = np.array(arrays[name])  # a copy: _arrays may share the live buffers
-                arr[idx + offset] = 0
-                arrays[name] = arr
-            elif f"{name}.indptr" in arrays:
-                if offset:
-                    raise TypeError(f"{type(self).__name__}.user_state[{name!r}]: a "
-                                    "row-compressed group needs offset 0")
-                drop_group_rows(arrays, name, idx)
-        self._load_arrays(arrays)  # rebuilds what depends on them (modules, caches)
+        for state in self.user_state():
+            state.forget(idx)
         self._redact_users(idx)
+        self._load_arrays(self._arrays())  # rebuild what derives from them (caches, fold-in)
 
     def _redact_users(self, user_idx: np.ndarray) -> None:  # noqa: B027
-        """Per-user state beyond the rows of `user_state` (nothing by default); called by
-        `redact_users` with the sorted (B,) indices once those rows are gone."""
+        """Per-user state beyond `user_state()`'s rows (nothing by default); called by
+        `redact_users` with the sorted (B,) indices once those rows are replaced."""
 
     # --- persistence --------------------------------------------------------------------
     def save(self, folder: str | Path) -> Path:
@@ -323,60 +345,42 @@ class Recommender(ABC):
         self._check_fitted()
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        meta = {
-            "format": ARTIFACT_FORMAT,
-            "format_version": ARTIFACT_VERSION,
-            "lmrec_version": __version__,
-            "model": self.name,
-            "config": self.config.model_dump(mode="json"),
-            "user_id_type": "int" if self.users_.dtype == pl.Int64 else "str",
-            "item_id_type": "int" if self.items_.dtype == pl.Int64 else "str",
-        }
+        meta = artifact_meta(self.name, self.config.model_dump(mode="json"), self.users_,
+                             self.items_)
         arrays = {f"model.{k}": v for k, v in self._arrays().items()}
-        seen = self.seen_.tocsr()
-        arrays.update({
-            "user_ids": ids_array(self.users_),
-            "item_ids": ids_array(self.items_),
-            "seen.indptr": seen.indptr, "seen.indices": seen.indices,
-            "popularity": self.popularity_,
-            **weights_arrays(self.behaviour_weights_),
-        })
+        arrays.update(common_arrays(self.users_, self.items_, self.seen_, self.popularity_))
+        arrays.update(weights_arrays(self.behaviour_weights_))
         np.savez(folder / ARRAYS_FILE, allow_pickle=False, **arrays)
         (folder / "config.json").write_text(json.dumps(meta, indent=2))
         return folder
 
     @classmethod
-    def load(cls, folder: str | Path, *, verify: bool = True) -> Recommender:
-        """Load any saved model; `Recommender.load` dispatches on the saved model name.
+    def load(cls, folder: str | Path, *, verify: bool = True) -> Self:
+        """Load a model of this class saved with `save` (`lmrec.models.load_model` loads any).
 
         In a bundle folder every file is first checked against bundle.json's sha256 digests
         (`verify=False` when the caller has just done so). Damaged files and arrays whose
         shapes do not fit the vocabularies and the config raise IntegrityError (an InputError)
         naming the file.
         """
-        from lmrec.models.registry import model_class
-
+        if getattr(cls, "name", None) is None:
+            raise ConfigError(f"{cls.__name__}.load needs a concrete model class: use "
+                              "lmrec.models.load_model(folder)")
         folder = Path(folder)
         meta = read_artifact_meta(folder)
         if verify:
             verify_manifest(folder)
-        klass = model_class(meta["model"]) if cls is Recommender else cls
-        if klass.name != meta["model"]:
-            raise InputError(f"{folder} holds a {meta['model']!r} model, not {klass.name!r}")
-        model = klass(klass.Config.from_params(meta["config"]))
+        if cls.name != meta["model"]:
+            raise InputError(f"{folder} holds a {meta['model']!r} model, not {cls.name!r}")
+        model = cls(cls.Config.from_params(meta["config"]))
         path = folder / ARRAYS_FILE
         arrays = read_npz(path, ("user_ids", "item_ids", "seen.indptr", "seen.indices",
                                  "popularity"))
         try:
-            model.users_ = IdVocabulary(ids_series(arrays["user_ids"]))
-            model.items_ = IdVocabulary(ids_series(arrays["item_ids"]))
-            model.seen_ = seen_matrix(arrays, len(model.users_), len(model.items_))
-            model.popularity_ = arrays["popularity"]
-            if model.popularity_.shape != (len(model.items_),):
-                raise ValueError(f"popularity has shape {model.popularity_.shape}, expected "
-                                 f"({len(model.items_)},)")
-            model_arrays = {k[6:]: v for k, v in arrays.items() if k.startswith("model.")}
-            check_user_rows(klass.user_state, model_arrays, len(model.users_))
+            model.users_, model.items_, model.seen_, model.popularity_ = read_common(arrays)
+            prefix = "model."
+            model_arrays = {k.removeprefix(prefix): v for k, v in arrays.items()
+                            if k.startswith(prefix)}
             # artifacts without weights load as weight 1; older ones kept them among the model's
             model.behaviour_weights_ = (weights_from_arrays(arrays)
                                         or weights_from_arrays(model_arrays))
@@ -391,19 +395,21 @@ class Recommender(ABC):
         return model
 
     def _probe(self) -> None:
-        """Score the first and the last user once and check the shapes, so that arrays that
-        do not fit each other fail on load rather than on some later request."""
+        """Check the per-user state against the vocabulary and score the first and the last
+        user once, so that arrays that do not fit each other fail on load rather than on some
+        later request."""
         n_users, n_items = len(self.users_), len(self.items_)
+        names = {id(v): f"model.{k}" for k, v in self._arrays().items()}
+        for state in self.user_state():
+            if len(state) != n_users:
+                what = names.get(id(state.rows), f"per-user {type(state.rows).__name__}")
+                raise ValueError(f"{what} has {len(state)} rows, expected {n_users} "
+                                 "(one per user)")
         users = np.unique(np.array([0, n_users - 1], dtype=np.int64))
         scores = self.score(users)
         if scores.shape != (users.size, n_items):
             raise ValueError(f"scores have shape {scores.shape}, expected "
                              f"({users.size}, {n_items})")
-        if isinstance(self, EmbeddingScorer):
-            items = np.asarray(self.item_embeddings())
-            if items.ndim != 2 or items.shape[0] != n_items:
-                raise ValueError(f"item embeddings have shape {items.shape}, expected "
-                                 f"({n_items}, d)")
 
     def _check_fitted(self) -> None:
         if not self._fitted:
@@ -412,3 +418,8 @@ class Recommender(ABC):
     def __repr__(self) -> str:
         params = ", ".join(f"{k}={v!r}" for k, v in self.config.model_dump().items())
         return f"{type(self).__name__}({params})"
+
+
+def _check_k(k: int) -> None:
+    if k < 1:
+        raise ConfigError(f"k must be at least 1, got {k}")

@@ -6,18 +6,23 @@ hand-written gradients).
 
 Negatives are drawn uniformly from the items the user has not seen (vectorised rejection
 sampling), one per positive per epoch, as RecBole does. All randomness (initialisation, order,
-negatives) comes from the numpy Generator passed to `fit`, so the result is reproducible
-without touching torch's global seed.
+negatives) comes from the numpy Generator of `fit`'s options, so the result is reproducible
+without touching torch's global seed. Training runs in the shared epoch loop
+(`lmrec.train.epochs.run_epochs`, through `BPRTrainer`), which also honours the options' time
+budget; its per-epoch history is kept as `training_log_`.
 
-Any item history is scored by folding it in (`score_histories`). BPR has no closed-form user
-step, so the fold-in is amortised: a ridge regression W, fitted once on the training users,
-maps the mean [V_i, b_i] over a history's items (plus a constant) to a user vector,
-u_h = [mean V, mean b, 1] @ W. On MovieLens 100K (ratings >= 3, 10-core, random 80:20 split)
-it ranks the held-out items as well as the trained user vectors (NDCG@10 .386 vs .378) and
-shares 81% of their top 10; an ALS-style least-squares solve on V reached .31, and optimising
-the BPR loss for u on every (history, non-history) pair .406 on 60 users at a cost far too high
-to serve. The model is an `EmbeddingScorer` with the item bias as one more dimension:
-user vector [u, 1], item vector [V_i, b_i].
+Any item history is scored by folding it in (`score(users, histories)`). BPR has no
+closed-form user step, so the fold-in is amortised: a ridge regression W, fitted once on the
+training users, maps the mean [V_i, b_i] over a history's items (plus a constant) to a user
+vector, u_h = [mean V, mean b, 1] @ W. On MovieLens 100K (ratings >= 3, 10-core, random 80:20
+split) it ranks the held-out items as well as the trained user vectors (NDCG@10 .386 vs .378)
+and shares 81% of their top 10; an ALS-style least-squares solve on V reached .31, and
+optimising the BPR loss for u on every (history, non-history) pair .406 on 60 users at a cost
+far too high to serve. An empty history carries no evidence and folds in to the zero user
+vector (not W's intercept), so it scores the item bias b alone: exactly what an unknown user
+gets and what a forgotten user (whose row of U is zeroed) scores. The model is an
+`EmbeddingModel` with the item bias as one more dimension: user vector [u, 1], item vector
+[V_i, b_i].
 """
 
 from __future__ import annotations
@@ -26,19 +31,20 @@ from collections.abc import Mapping, Sequence
 from typing import ClassVar
 
 import numpy as np
+import scipy.sparse as sp
 import torch
 from pydantic import Field
 
 from lmrec.data.dataset import Dataset, Sequences
+from lmrec.errors import InputError
 from lmrec.models.base import Recommender
-from lmrec.models.history import (
-    checked_histories,
-    fit_linear_fold_in,
-    history_matrix,
-    mean_item_features,
-)
+from lmrec.models.history import fit_linear_fold_in, history_matrix, mean_item_features
 from lmrec.models.hyperparams import FloatRange, IntRange, ModelConfig, SearchSpace
+from lmrec.models.kinds import EmbeddingModel
+from lmrec.models.redaction import UserRows
+from lmrec.train.epochs import EpochStats, Trainer, run_epochs
 from lmrec.train.loop import torch_threads
+from lmrec.train.options import TrainingOptions
 
 
 class BPRConfig(ModelConfig):
@@ -63,51 +69,29 @@ class BPRConfig(ModelConfig):
         "reg": FloatRange(1e-4, 1e-1, log=True)}
 
 
-class BPR(Recommender):
+class BPR(EmbeddingModel, Recommender):
     """BPR-MF. State: U (n_users, f), V (n_items, f), b (n_items,)."""
 
     name = "bpr"
     Config = BPRConfig
     config: BPRConfig
-    scores_from_history = True
-    user_state = (("U", 0),)
 
-    def _fit(self, dataset: Dataset, rng: np.random.Generator) -> None:
+    def _fit(self, dataset: Dataset, options: TrainingOptions) -> None:
         cfg = self.config
-        x = dataset.matrix("binary").tocsr()
-        n_users, n_items = x.shape
-        users = np.repeat(np.arange(n_users, dtype=np.int64), np.diff(x.indptr))
-        items = x.indices.astype(np.int64)
-        # sorted (user, item) keys for the seen-item test of sampled negatives
-        keys = users * n_items + items
-        keys.sort()
-
-        f = cfg.factors
-        # one table, users then items, so that one gradient buffer and one Adam state serve both
-        table = torch.from_numpy(np.concatenate([
-            rng.normal(0, cfg.init_std, (n_users, f)),
-            rng.normal(0, cfg.init_std, (n_items, f))]).astype(np.float32))
-        bias = torch.zeros(n_items)
-        params = [table, bias] if cfg.item_bias else [table]
-        opt = torch.optim.Adam(params, lr=cfg.lr)
-
-        n = users.size
+        trainer = BPRTrainer(cfg, dataset.matrix("binary").tocsr(), options.generator)
         with torch_threads(cfg.threads):
-            for _ in range(cfg.epochs):
-                order = rng.permutation(n)
-                neg = _sample_negatives(users[order], keys, n_items, rng)
-                u_all = torch.from_numpy(users[order])
-                i_all = torch.from_numpy(items[order] + n_users)
-                j_all = torch.from_numpy(neg + n_users)
-                for start in range(0, n, cfg.batch_size):
-                    stop = start + cfg.batch_size
-                    _bpr_step(table, bias, u_all[start:stop], i_all[start:stop],
-                              j_all[start:stop], n_users, cfg.reg, cfg.item_bias)
-                    opt.step()
-        self.U_ = table[:n_users].numpy().copy()
-        self.V_ = table[n_users:].numpy().copy()
-        self.b_ = bias.numpy().copy()
+            result = run_epochs(trainer, epochs=cfg.epochs, time_budget_s=options.time_budget_s,
+                                title=self.name, progress=False)
+        self.training_log_ = result.history
+        n_users = trainer.n_users
+        self.U_ = trainer.table[:n_users].numpy().copy()
+        self.V_ = trainer.table[n_users:].numpy().copy()
+        self.b_ = trainer.bias.numpy().copy()
         self._fit_fold_in()
+
+    def user_state(self) -> tuple[UserRows, ...]:
+        # a forgotten user's vector becomes 0: scores b, as an empty history (module docstring)
+        return (UserRows(self.U_),)
 
     def _fit_fold_in(self) -> None:
         # derived from U, V, b and the seen items alone, so it is not saved but rebuilt after
@@ -116,35 +100,40 @@ class BPR(Recommender):
         self.item_side64_ = self.item_side_.astype(np.float64)
         self.fold_in_ = fit_linear_fold_in(self.seen_, self.item_side64_, self.U_)
 
-    def _score(self, user_idx: np.ndarray) -> np.ndarray:
-        return self.U_[user_idx] @ self.V_.T + self.b_[None, :]  # (B, n_items)
-
-    def _score_histories(self, histories: Sequences) -> np.ndarray:
-        return self._fold_in(histories) @ self.item_side_.T  # (B, f + 1) @ (f + 1, n_items)
+    def _score(self, users: np.ndarray, histories: Sequences | None) -> np.ndarray:
+        if histories is None:  # trained users: U V^T + b, the product of the embeddings
+            return self.U_[users] @ self.V_.T + self.b_[None, :]  # (B, n_items)
+        return super()._score(users, histories)  # (B, f + 1) @ (f + 1, n_items)
 
     def _fold_in(self, histories: Sequences) -> np.ndarray:
-        """B checked histories -> (B, f + 1) float32: [u_h, 1]."""
+        """B checked histories -> (B, f + 1) float32: [u_h, 1]; u_h = 0 for an empty one."""
         x = history_matrix(histories, self.n_items)
         u = mean_item_features(x, self.item_side64_) @ self.fold_in_  # (B, f)
+        u[histories.lengths() == 0] = 0.0  # no evidence: the unknown user's vector
         return np.hstack([u, np.ones((u.shape[0], 1))]).astype(np.float32)
 
-    # --- EmbeddingScorer --------------------------------------------------------------
+    # --- EmbeddingModel ---------------------------------------------------------------
     def item_embeddings(self) -> np.ndarray:
         """(n_items, f + 1) float32: [V_i, b_i]."""
         self._check_fitted()
         return self.item_side_
 
-    def user_embeddings(self, user_idx: np.ndarray) -> np.ndarray:
-        """(B,) internal user indices -> (B, f + 1) float32: [U_u, 1]."""
+    def user_embeddings(self, users: np.ndarray,
+                        histories: Sequences | Sequence[np.ndarray] | None = None
+                        ) -> np.ndarray:
+        """(B,) internal users -> (B, f + 1) float32 [u, 1]: without histories u = U[u] (0 for
+        an unknown user, -1, as for an empty history); with B histories u is folded in from
+        each (see the module docstring), whoever the users are."""
         self._check_fitted()
-        u = self.U_[np.asarray(user_idx, dtype=np.int64)]
+        users = np.asarray(users, dtype=np.int64).ravel()
+        if histories is not None:
+            seqs = Sequences.from_lists(histories).checked(self.n_items)
+            if seqs.n_rows != users.size:
+                raise InputError(f"{seqs.n_rows} histories for {users.size} users")
+            return self._fold_in(seqs)
+        u = self.U_[np.maximum(users, 0)]
+        u[users < 0] = 0.0
         return np.hstack([u, np.ones((u.shape[0], 1), np.float32)])
-
-    def history_embeddings(self, histories: Sequences | Sequence[np.ndarray],
-                           user_idx: np.ndarray | None = None) -> np.ndarray:
-        """B histories -> (B, f + 1) float32: [u_h, 1], u_h folded in (module docstring)."""
-        self._check_fitted()
-        return self._fold_in(checked_histories(histories, self.n_items))
 
     def _arrays(self) -> dict[str, np.ndarray]:
         return {"U": self.U_, "V": self.V_, "b": self.b_}
@@ -154,9 +143,53 @@ class BPR(Recommender):
         self._fit_fold_in()
 
 
+class BPRTrainer(Trainer):
+    """BPR's training state for `run_epochs`: the embedding table (users then items, so that
+    one gradient buffer and one Adam state serve both), the item bias and the optimiser.
+
+    The initial table is drawn from `rng` here; each epoch then draws a fresh order and one
+    negative per positive from it, in that order, and takes one Adam step per batch.
+    """
+
+    def __init__(self, cfg: BPRConfig, x: sp.csr_matrix, rng: np.random.Generator):
+        self.cfg, self.rng = cfg, rng
+        self.n_users, self.n_items = n_users, n_items = x.shape
+        self.users = np.repeat(np.arange(n_users, dtype=np.int64), np.diff(x.indptr))
+        self.items = x.indices.astype(np.int64)
+        # sorted (user, item) keys for the seen-item test of sampled negatives
+        self.keys = self.users * n_items + self.items
+        self.keys.sort()
+        f = cfg.factors
+        self.table = torch.from_numpy(np.concatenate([
+            rng.normal(0, cfg.init_std, (n_users, f)),
+            rng.normal(0, cfg.init_std, (n_items, f))]).astype(np.float32))
+        self.bias = torch.zeros(n_items)
+        params = [self.table, self.bias] if cfg.item_bias else [self.table]
+        self.opt = torch.optim.Adam(params, lr=cfg.lr)
+
+    def train_epoch(self, epoch: int) -> EpochStats:
+        """One pass over the positives; the loss is the mean -log sigmoid(s_ui - s_uj) of the
+        epoch's triples (the L2 penalty left out)."""
+        cfg, n_users, users = self.cfg, self.n_users, self.users
+        n = users.size
+        order = self.rng.permutation(n)
+        neg = _sample_negatives(users[order], self.keys, self.n_items, self.rng)
+        u_all = torch.from_numpy(users[order])
+        i_all = torch.from_numpy(self.items[order] + n_users)
+        j_all = torch.from_numpy(neg + n_users)
+        total = 0.0
+        for start in range(0, n, cfg.batch_size):
+            stop = start + cfg.batch_size
+            total += _bpr_step(self.table, self.bias, u_all[start:stop], i_all[start:stop],
+                               j_all[start:stop], n_users, cfg.reg, cfg.item_bias)
+            self.opt.step()
+        return EpochStats(loss=total / max(n, 1), examples=n, lr=cfg.lr)
+
+
 def _bpr_step(table: torch.Tensor, bias: torch.Tensor, u: torch.Tensor, i: torch.Tensor,
-              j: torch.Tensor, n_users: int, reg: float, item_bias: bool) -> None:
-    """Set `.grad` of `table` (n_users + n_items, f) and `bias` (n_items,) for one batch.
+              j: torch.Tensor, n_users: int, reg: float, item_bias: bool) -> float:
+    """Set `.grad` of `table` (n_users + n_items, f) and `bias` (n_items,) for one batch;
+    returns the batch's summed -log sigmoid(s_ui - s_uj).
 
     u (b,) are user rows, i and j (b,) positive and negative item rows of `table` (offset by
     n_users). The loss is mean(-log sigmoid(s_ui - s_uj)) + reg * mean(|e_u|^2 + |e_i|^2 +
@@ -168,6 +201,7 @@ def _bpr_step(table: torch.Tensor, bias: torch.Tensor, u: torch.Tensor, i: torch
     d = (eu * dif).sum(1)
     if item_bias:
         d += bias[i - n_users] - bias[j - n_users]
+    ranking_loss = float(torch.nn.functional.logsigmoid(d).sum().neg())  # reported only
     g = torch.sigmoid(-d).div_(b)[:, None]  # -d loss / d d, per triple, (b, 1)
     r = 2.0 * reg / b
     grad = torch.zeros_like(table)
@@ -181,6 +215,7 @@ def _bpr_step(table: torch.Tensor, bias: torch.Tensor, u: torch.Tensor, i: torch
         gb.index_add_(0, i - n_users, -g[:, 0])
         gb.index_add_(0, j - n_users, g[:, 0])
         bias.grad = gb
+    return ranking_loss
 
 
 def _sample_negatives(users: np.ndarray, keys: np.ndarray, n_items: int,

@@ -11,8 +11,8 @@ Every item gets a sparse profile built from its attribute columns, one block per
 Each block is L2-normalised per item, so every column counts the same however many labels or
 words it has. A user's profile is the (weighted) sum of the profiles of the items they
 interacted with, and the score of an item is the cosine between the user and item profiles.
-Any item history gets its profile the same way (`score_histories`); a training user's own
-history gives exactly `score(user)`.
+Any item history gets its profile the same way (`score(users, histories)`); a training user's
+own history gives exactly `score(user)`, an empty one (an unknown or forgotten user) scores 0.
 """
 
 from __future__ import annotations
@@ -31,6 +31,8 @@ from lmrec.errors import ConfigError
 from lmrec.models.artifacts import pack_csr, unpack_csr
 from lmrec.models.base import Recommender
 from lmrec.models.hyperparams import Choice, IntRange, ModelConfig, SearchSpace
+from lmrec.models.redaction import UserRows
+from lmrec.train.options import TrainingOptions
 
 _WORD = r"[\p{L}\p{N}]+"
 
@@ -75,10 +77,8 @@ class Content(Recommender):
     name = "content"
     Config = ContentConfig
     config: ContentConfig
-    scores_from_history = True
-    user_state = (("X", 0),)  # the weighted user-item matrix (weighting "weight")
 
-    def _fit(self, dataset: Dataset, rng: np.random.Generator) -> None:
+    def _fit(self, dataset: Dataset, options: TrainingOptions) -> None:
         cfg = self.config
         f = item_profiles(dataset, cfg)
         self.F_ = f
@@ -87,11 +87,15 @@ class Content(Recommender):
         self.X_ = (dataset.matrix("weight").tocsr().astype(np.float32)
                    if cfg.weighting == "weight" else None)
 
-    def _score(self, user_idx: np.ndarray) -> np.ndarray:
-        x = self.seen_ if self.X_ is None else self.X_
-        return self._score_rows(x[user_idx])
+    def user_state(self) -> tuple[UserRows, ...]:
+        # the weighted user-item matrix (weighting "weight"); binary input is `seen_`, which
+        # the base class empties itself
+        return () if self.X_ is None else (UserRows(self.X_),)
 
-    def _score_histories(self, histories: Sequences) -> np.ndarray:
+    def _score(self, users: np.ndarray, histories: Sequences | None) -> np.ndarray:
+        if histories is None:
+            x = self.seen_ if self.X_ is None else self.X_
+            return self._score_rows(x[users])
         return self._score_rows(self._history_rows(histories, self.config.weighting))
 
     def _score_rows(self, rows: sp.csr_matrix) -> np.ndarray:

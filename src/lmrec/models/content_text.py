@@ -11,8 +11,8 @@ recency-weighted mean of the vectors of the items in their history:
 
 Nothing is learned from interactions, so an item nobody has interacted with is scored from its
 text like any other: the model serves new items from day one (cold items), users with a handful
-of events (few-shot, `recommend_from_history`) and users with no events at all, from a sentence
-describing what they like (zero-shot, `recommend_for_text`).
+of events (few-shot, `recommend_history` or `score(users, histories)`) and users with no events
+at all, from a sentence describing what they like (zero-shot, `recommend_for_text`).
 
 The item vectors are saved with the model, so scoring known items never needs the encoder;
 only `recommend_for_text` loads it.
@@ -21,6 +21,7 @@ only `recommend_for_text` loads it.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import Any, ClassVar, Literal
 
 import numpy as np
@@ -31,9 +32,11 @@ from lmrec.data.dataset import Dataset, Sequences
 from lmrec.errors import ConfigError, InputError
 from lmrec.models.artifacts import pack_sequences, unpack_sequences
 from lmrec.models.base import Recommender
-from lmrec.models.history import checked_histories, take_histories
 from lmrec.models.hyperparams import FloatRange, IntRange, ModelConfig, SearchSpace
+from lmrec.models.kinds import EmbeddingModel, TextQueries
 from lmrec.models.ranking import top_k
+from lmrec.models.redaction import UserRows
+from lmrec.train.options import TrainingOptions
 
 
 class ContentTextConfig(ModelConfig):
@@ -68,22 +71,20 @@ class ContentTextConfig(ModelConfig):
         "half_life": FloatRange(1.0, 1000.0, log=True), "max_history": IntRange(5, 500, log=True)}
 
 
-class ContentText(Recommender):
+class ContentText(TextQueries, EmbeddingModel, Recommender):
     """Cosine between a recency-weighted profile of text vectors and each item's text vector.
 
     State: item_vectors_ (n_items, d) float32 unit rows (zero for items without text), the
-    training histories (`Sequences`) and one weight per behaviour type.
+    training histories (`Sequences`: its per-user state, the profiles' input) and one weight
+    per behaviour type.
     """
 
     name = "content-text"
     Config = ContentTextConfig
     config: ContentTextConfig
-    scores_from_history = True
-    evaluates_from_history = True  # its user state is the history itself
-    user_state = (("history", 0),)
 
     # --- fitting ----------------------------------------------------------------------------
-    def _fit(self, dataset: Dataset, rng: np.random.Generator) -> None:
+    def _fit(self, dataset: Dataset, options: TrainingOptions) -> None:
         from lmrec.features import encode_item_texts, get_encoder
 
         cfg = self.config
@@ -92,39 +93,42 @@ class ContentText(Recommender):
                                 batch_size=cfg.batch_size, progress=cfg.progress)
         self.item_vectors_ = res.vectors
         self.encoder_name_ = res.encoder
-        self.history_ = dataset.sequences()
+        # an object of its own: erasure empties its rows in place, never the Dataset's cache
+        self.history_ = replace(dataset.sequences())
         self.event_types_ = self.history_.event_types
         self.event_weights_ = np.array(
             [float(dataset.behaviour_weights.get(t, 1.0)) for t in self.event_types_],
             dtype=np.float32)
 
-    # --- scoring ----------------------------------------------------------------------------
-    def _score(self, user_idx: np.ndarray) -> np.ndarray:
-        return self.user_embeddings(user_idx) @ self.item_vectors_.T
-
-    def _score_histories(self, histories: Sequences) -> np.ndarray:
-        return self.history_embeddings(histories) @ self.item_vectors_.T
+    # --- scoring (EmbeddingModel: score = user_embeddings @ item_embeddings.T) ---------------
+    def user_state(self) -> tuple[UserRows, ...]:
+        return (UserRows(self.history_),)
 
     def item_embeddings(self) -> np.ndarray:
         """(n_items, d) float32 item text vectors (unit rows; zero where an item has no text)."""
         self._check_fitted()
         return self.item_vectors_
 
-    def user_embeddings(self, user_idx: np.ndarray) -> np.ndarray:
-        """(B,) internal user indices -> (B, d) float32 unit profiles of their training events."""
-        self._check_fitted()
-        return self.history_embeddings(
-            take_histories(self.history_, np.asarray(user_idx, dtype=np.int64)))
-
-    def history_embeddings(self, histories: Sequences | Sequence[np.ndarray],
-                           user_idx: np.ndarray | None = None) -> np.ndarray:
-        """B histories (internal item indices, oldest first) -> (B, d) float32 unit profiles.
+    def user_embeddings(self, users: np.ndarray,
+                        histories: Sequences | Sequence[np.ndarray] | None = None
+                        ) -> np.ndarray:
+        """(B, d) float32 unit profiles: of the users' training events (users (B,) internal
+        indices; -1, unknown, has no events) or, given `histories` (B rows of internal item
+        indices, oldest first), of those (`users` is then not used).
 
         An empty history gives a zero profile (every item then scores 0); an item index out
         of range raises InputError.
         """
         self._check_fitted()
-        seqs = checked_histories(histories, self.n_items)
+        users = np.asarray(users, dtype=np.int64).ravel()
+        if histories is None:
+            if users.size and (users.min() < -1 or users.max() >= len(self.users_)):
+                raise InputError("user indices must be -1 (unknown) or in "
+                                 f"[0, {len(self.users_)})")
+            seqs = self.history_.take(np.maximum(users, 0))
+            seqs.forget_rows(np.flatnonzero(users < 0))  # an unknown user has no events
+        else:
+            seqs = Sequences.from_lists(histories).checked(self.n_items)
         w = self._event_weights(seqs)  # (B, n_items) sparse: each item's summed event weight
         profile = np.asarray(w @ self.item_vectors_, dtype=np.float32)  # (B, d)
         norm = np.linalg.norm(profile, axis=1, keepdims=True)
@@ -156,27 +160,7 @@ class ContentText(Recommender):
         lookup = np.array([known.get(t, 1.0) for t in seqs.event_types], dtype=np.float64)
         return lookup[np.asarray(seqs.events, dtype=np.int64)]
 
-    # --- few-shot and zero-shot ---------------------------------------------------------------
-    def recommend_from_history(self, items: Sequence[Any], k: int = 10, *,
-                               exclude_seen: bool = True) -> list[tuple[Any, float]]:
-        """Top-k (external item id, score) for a history of external item ids, oldest first.
-
-        For users the model has not seen, e.g. a new user after a handful of clicks.
-        """
-        self._check_fitted()
-        items = list(items)
-        coerced = self.items_.coerce(items).to_list()
-        ids = [c if c is not None else i for i, c in zip(items, coerced, strict=True)]
-        idx = self.items_.index(ids) if ids else np.zeros(0, np.int64)
-        unknown = [i for i, j in zip(ids, idx, strict=True) if j < 0]
-        if unknown:
-            raise InputError(f"unknown item id(s) in the history: {unknown[:5]!r} (not in the "
-                             "model's catalogue)")
-        scores = self.score_histories([idx])
-        if exclude_seen and idx.size:
-            scores[0, idx] = -np.inf
-        return self._ranked(scores, k)
-
+    # --- zero-shot ---------------------------------------------------------------------------
     def text_embeddings(self, texts: Sequence[str]) -> np.ndarray:
         """(N, d) float32 unit vectors of free texts, by the encoder the items were embedded by.
 

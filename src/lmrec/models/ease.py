@@ -5,8 +5,9 @@
 
 Steck, "Embarrassingly Shallow Autoencoders for Sparse Data", WWW 2019.
 
-Any item history scores as x_h @ B (`score_histories`), its row built as the training rows are;
-a training user's own history gives exactly `score(user)`.
+Any item history scores as x_h @ B (`score(users, histories)`), its row built as the training
+rows are; a training user's own history gives exactly `score(user)`, an empty one (an unknown
+or forgotten user) scores 0.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ from lmrec.errors import ConfigError
 from lmrec.models.artifacts import pack_csr, unpack_csr
 from lmrec.models.base import Recommender
 from lmrec.models.hyperparams import FloatRange, ModelConfig, SearchSpace
+from lmrec.models.redaction import UserRows
+from lmrec.train.options import TrainingOptions
 
 # Refuse item-item matrices above this size: G and its inverse are dense (n_items^2 floats).
 MAX_ITEMS = 60_000
@@ -48,10 +51,8 @@ class EASE(Recommender):
     name = "ease"
     Config = EASEConfig
     config: EASEConfig
-    scores_from_history = True
-    user_state = (("X", 0),)  # the weighted user-item matrix (weighting != "binary")
 
-    def _fit(self, dataset: Dataset, rng: np.random.Generator) -> None:
+    def _fit(self, dataset: Dataset, options: TrainingOptions) -> None:
         cfg = self.config
         n = dataset.n_items
         if n > MAX_ITEMS:
@@ -71,14 +72,15 @@ class EASE(Recommender):
     def _matrix(self, dataset: Dataset) -> sp.csr_matrix:
         return dataset.matrix(self.config.weighting).tocsr().astype(np.float32)
 
-    def _user_rows(self, user_idx: np.ndarray) -> sp.csr_matrix:
-        x = self.seen_ if self.X_ is None else self.X_
-        return x[user_idx]
+    def user_state(self) -> tuple[UserRows, ...]:
+        # the weighted user-item matrix (weighting != "binary"); binary input is `seen_`,
+        # which the base class empties itself
+        return () if self.X_ is None else (UserRows(self.X_),)
 
-    def _score(self, user_idx: np.ndarray) -> np.ndarray:
-        return self._score_rows(self._user_rows(user_idx))
-
-    def _score_histories(self, histories: Sequences) -> np.ndarray:
+    def _score(self, users: np.ndarray, histories: Sequences | None) -> np.ndarray:
+        if histories is None:
+            x = self.seen_ if self.X_ is None else self.X_
+            return self._score_rows(x[users])
         return self._score_rows(self._history_rows(histories, self.config.weighting))
 
     def _score_rows(self, rows: sp.csr_matrix) -> np.ndarray:

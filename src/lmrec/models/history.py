@@ -2,29 +2,25 @@
 
 A classic model scores a training user from that user's row of the interaction matrix X
 (binary, or summed behaviour weights). `history_matrix` builds the same row from any history
-(a fresh one from the event store, or the training one), so `_score_histories` can reuse each
-model's scoring on rows, and a training user's own history reproduces `score(user)`.
+(a fresh one from the event store, or the training one), so a model's `_score` can use the same
+scoring on rows, and a training user's own history reproduces `score(user)`.
 
 Behaviour weights ("click" 1, "purchase" 5, ...) come from the training Dataset; every
 `Recommender` keeps them (`weights_arrays` / `weights_from_arrays` save them in its npz) and
 builds history rows with `Recommender._history_rows`. Behaviour types unknown to the model
 weigh 1, as unconfigured ones do in `lmrec.prepare`.
 
-`as_sequences`, `checked_histories` and `take_histories` build, check and select the
-`Sequences` that `score_histories` takes.
-
 This module imports nothing from `lmrec.models.base`, so that the base class can use it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 
 import numpy as np
 import scipy.sparse as sp
 
 from lmrec.data.dataset import Sequences
-from lmrec.errors import InputError
 
 
 def history_matrix(histories: Sequences, n_items: int, weighting: str = "binary",
@@ -101,38 +97,3 @@ def fit_linear_fold_in(x: sp.csr_matrix, item_features: np.ndarray, user_vectors
     gram = m.T @ m
     gram[np.diag_indices_from(gram)] += l2 * np.trace(gram) / gram.shape[0]
     return np.linalg.solve(gram, m.T @ user_vectors.astype(np.float64))
-
-
-def as_sequences(histories: Sequences | Sequence[np.ndarray]) -> Sequences:
-    """A list of item-index arrays (oldest first) as `Sequences` (no types or times)."""
-    if isinstance(histories, Sequences):
-        return histories
-    arrays = [np.asarray(h, dtype=np.int64).ravel() for h in histories]
-    lengths = np.array([a.size for a in arrays], dtype=np.int64)
-    indptr = np.zeros(lengths.size + 1, dtype=np.int64)
-    np.cumsum(lengths, out=indptr[1:])
-    items = np.concatenate(arrays).astype(np.int32) if arrays else np.zeros(0, np.int32)
-    return Sequences(indptr, items, np.zeros(items.size, np.int32),
-                     np.full(items.size, -1, np.int64), ())
-
-
-def checked_histories(histories: Sequences | Sequence[np.ndarray], n_items: int) -> Sequences:
-    """`histories` as Sequences, refused (InputError) when an item index is outside
-    [0, n_items); for public entry points (`score_histories`, `history_embeddings`)."""
-    seqs = as_sequences(histories)
-    if seqs.items.size and (seqs.items.min() < 0 or seqs.items.max() >= n_items):
-        raise InputError(f"history items must be internal indices in [0, {n_items})")
-    return seqs
-
-
-def take_histories(seqs: Sequences, rows: np.ndarray) -> Sequences:
-    """The rows `rows` (B,) of `seqs`, in that order, as a new `Sequences` (vectorised)."""
-    rows = np.asarray(rows, dtype=np.int64)
-    starts = seqs.indptr[rows]
-    lengths = seqs.indptr[rows + 1] - starts
-    indptr = np.zeros(rows.size + 1, dtype=np.int64)
-    np.cumsum(lengths, out=indptr[1:])
-    # source position of every output event: its row's start plus its offset inside the row
-    src = np.repeat(starts - indptr[:-1], lengths) + np.arange(indptr[-1])
-    return Sequences(indptr, seqs.items[src], seqs.events[src], seqs.timestamps[src],
-                     seqs.event_types)

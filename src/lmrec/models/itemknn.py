@@ -8,9 +8,9 @@ Each target item j keeps its k most similar items (as RecBole's and Sarwar et al
 The similarity is computed in dense column blocks of the sparse product X^T X, so memory is
 O(n_items * block) and there is no Python loop over single items.
 
-Any item history scores the same way (`score_histories`): its row x_h, built as the training
-rows are (binary, or summed behaviour weights), times S. A training user's own history gives
-exactly `score(user)`.
+Any item history scores the same way (`score(users, histories)`): its row x_h, built as the
+training rows are (binary, or summed behaviour weights), times S. A training user's own history
+gives exactly `score(user)`; an empty history (an unknown or forgotten user) scores 0.
 """
 
 from __future__ import annotations
@@ -26,6 +26,8 @@ from lmrec.data.dataset import Dataset, Sequences
 from lmrec.models.artifacts import pack_csr, unpack_csr
 from lmrec.models.base import Recommender
 from lmrec.models.hyperparams import FloatRange, IntRange, ModelConfig, SearchSpace
+from lmrec.models.redaction import UserRows
+from lmrec.train.options import TrainingOptions
 
 # Entries of the dense similarity block held at once (16M float32: 64 MB per temporary).
 _BLOCK_ELEMENTS = 1 << 24
@@ -57,8 +59,11 @@ class NeighbourModel(Recommender):
     input, the user-item matrix X (binary input scores from the seen-item matrix)."""
 
     config: KNNConfig
-    scores_from_history = True
-    user_state = (("X", 0),)  # the weighted user-item matrix (weighting != "binary")
+
+    def user_state(self) -> tuple[UserRows, ...]:
+        # the weighted user-item matrix (weighting != "binary"); binary input is `seen_`,
+        # which the base class empties itself
+        return () if self.X_ is None else (UserRows(self.X_),)
 
     def _matrix(self, dataset: Dataset) -> sp.csr_matrix:
         x = dataset.matrix(self.config.weighting).tocsr().astype(np.float32)
@@ -86,15 +91,14 @@ class ItemKNN(NeighbourModel):
     Config = ItemKNNConfig
     config: ItemKNNConfig
 
-    def _fit(self, dataset: Dataset, rng: np.random.Generator) -> None:
+    def _fit(self, dataset: Dataset, options: TrainingOptions) -> None:
         cfg = self.config
         x = self._matrix(dataset)
         self.S_ = cosine_topk(x.T.tocsr(), cfg.k, cfg.shrink, cfg.normalize).T.tocsr()
 
-    def _score(self, user_idx: np.ndarray) -> np.ndarray:
-        return self._score_rows(self._input()[user_idx])
-
-    def _score_histories(self, histories: Sequences) -> np.ndarray:
+    def _score(self, users: np.ndarray, histories: Sequences | None) -> np.ndarray:
+        if histories is None:
+            return self._score_rows(self._input()[users])
         return self._score_rows(self._history_rows(histories, self.config.weighting))
 
     def _score_rows(self, rows: sp.csr_matrix) -> np.ndarray:

@@ -6,13 +6,20 @@ layer. Trained with binary cross-entropy on each positive and `negatives` items 
 uniformly from the user's unseen items (4 per positive, as in the paper), through the shared
 loop (`lmrec.train`).
 
-Any item history is scored by an amortised fold-in (`score_histories`): a ridge regression,
-fitted on the training users once the network is trained, maps the mean GMF and MLP item
-embeddings of a history's items (plus a constant) to the two user embeddings, which then go
-through the frozen network. On MovieLens 100K (ratings >= 3, 10-core, random 80:20 split) the
-folded-in users rank the held-out items as well as the trained embeddings (NDCG@10 .368 vs
-.364) and share 76% of their top 10; it costs one small matrix product, where a per-request
-optimisation of the embeddings would cost many passes through the network.
+`score(users, histories)` scores any item history by an amortised fold-in (the users are not
+used): a ridge regression, fitted on the training users once the network is trained, maps the
+mean GMF and MLP item embeddings of a history's items (plus a constant) to the two user
+embeddings, which then go through the frozen network. On MovieLens 100K (ratings >= 3,
+10-core, random 80:20 split) the folded-in users rank the held-out items as well as the
+trained embeddings (NDCG@10 .368 vs .364) and share 76% of their top 10; it costs one small
+matrix product, where a per-request optimisation of the embeddings would cost many passes
+through the network.
+
+The unknown user is the zero user: an empty history (no evidence for the regression) gets
+zero user embeddings, and so does a forgotten user (`redact_users` zeroes their rows of both
+user tables, `user_state`), so a forgotten user scores exactly like an unknown one. The
+fold-in is refitted on every load (and so after a redaction) without users who have no seen
+items, which leaves the zero user untouched.
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ from torch import Tensor, nn
 from lmrec.data.dataset import Dataset, Sequences
 from lmrec.models.history import fit_linear_fold_in, history_matrix, mean_item_features
 from lmrec.models.neural import IntTuple, NeuralConfig, NeuralRecommender
+from lmrec.models.redaction import UserRows
 from lmrec.train.loop import torch_threads
 from lmrec.train.losses import bce_loss, bpr_loss
 from lmrec.train.negatives import NegativeSampler, seen_keys
@@ -124,8 +132,11 @@ class NeuMF(NeuralRecommender):
     name = "neumf"
     Config = NeuMFConfig
     config: NeuMFConfig
-    scores_from_history = True
-    user_state = (("state.gmf_user.weight", 0), ("state.mlp_user.weight", 0))
+
+    def user_state(self) -> tuple[UserRows, ...]:
+        m = self.module_
+        # a forgotten user gets the unknown user's zero embeddings (module docstring)
+        return UserRows(m.gmf_user.weight.data), UserRows(m.mlp_user.weight.data)
 
     def _prepare(self, dataset: Dataset, x: sp.csr_matrix) -> None:
         # negatives avoid every training item of the user (holdout items included: cheap and
@@ -147,21 +158,18 @@ class NeuMF(NeuralRecommender):
             return bpr_loss(pos, neg, batch["weight"])
         return bce_loss(pos, neg, batch["weight"])
 
-    def _score_module(self, module: nn.Module, user_idx: np.ndarray) -> Tensor:
+    def _score_module(self, module: nn.Module, users: np.ndarray) -> Tensor:
         dev = next(module.parameters()).device
-        users = torch.as_tensor(np.asarray(user_idx, dtype=np.int64), device=dev)
-        return module.score_all(users, len(self.items_)).float().cpu()
+        u = torch.as_tensor(np.asarray(users, dtype=np.int64), device=dev)
+        return module.score_all(u, len(self.items_)).float().cpu()
 
-    # --- scoring a history: the amortised fold-in (module docstring) -----------------------
-    def _after_fit(self, dataset: Dataset, x: sp.csr_matrix) -> None:
-        self._fit_fold_in()
-
+    # --- scoring: the trained users, or any history by the amortised fold-in -------------
     def _after_load(self) -> None:
         self._fit_fold_in()
 
     def _fit_fold_in(self) -> None:
-        # derived from the weights and the seen items, so rebuilt after fit and load (which
-        # redact_users goes through) rather than saved
+        # derived from the weights and the seen items, so rebuilt whenever the module is
+        # (after fit and load, which redact_users goes through) rather than saved
         m = self.module_
         with torch.no_grad():
             users = torch.cat([m.gmf_user.weight, m.mlp_user.weight], dim=1).numpy()
@@ -171,9 +179,12 @@ class NeuMF(NeuralRecommender):
                                         dim=1).numpy().astype(np.float64)
         self.fold_in_ = fit_linear_fold_in(self.seen_, self.item_side_, users)
 
-    def _score_histories(self, histories: Sequences) -> np.ndarray:
+    def _score(self, users: np.ndarray, histories: Sequences | None) -> np.ndarray:
+        if histories is None:
+            return self._module_scores(users)
         x = history_matrix(histories, self.n_items)
         u = (mean_item_features(x, self.item_side_) @ self.fold_in_).astype(np.float32)
+        u[np.diff(x.indptr) == 0] = 0.0  # an empty history: the unknown (zero) user
         f = self.config.factors
         with torch.no_grad(), torch_threads(self.config.num_threads):
             out = self.module_.score_vectors(torch.from_numpy(np.ascontiguousarray(u[:, :f])),

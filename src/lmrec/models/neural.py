@@ -1,7 +1,8 @@
 """`NeuralRecommender`: the bridge between the Recommender contract and `lmrec.train`.
 
 A neural model subclasses it, sets `name` and `Config` (a `NeuralConfig`: the loop's
-TrainConfig fields, flat, so `--param epochs=5` works, plus the model's own), and implements:
+TrainConfig fields, flat, so `--param epochs=5` works, plus the model's own), implements
+`_score(users, histories)` and `user_state()` (the Recommender contract), and these hooks:
 
     _prepare(dataset, x)          precompute from the training Dataset; `x` (n_users, n_items)
                                   CSR of behaviour weights is the part the loop trains on
@@ -10,28 +11,37 @@ TrainConfig fields, flat, so `--param epochs=5` works, plus the model's own), an
     _extend_batch(users, items, rng) -> dict[str, np.ndarray]
                                   extra per-batch arrays, e.g. sampled negatives (optional)
     _loss(model, batch) -> Tensor the training loss; call model(...) for the forward pass
-    _score_module(module, user_idx) -> (B, n_items) float32 Tensor, eval mode, no grad
+    _score_module(module, users) -> (B, n_items) float32 Tensor of training users, eval mode,
+                                  no grad (holdout validation; `_module_scores` for `_score`)
     _extra_arrays() / _load_extra_arrays(arrays)
-                                  non-module state to save (optional)
+                                  non-module state to save (optional), restored before the
+                                  module is rebuilt
+    _after_load()                 once the module is in place, after fit as after load (e.g.
+                                  to cache item vectors; optional)
 
 Batches: the training pairs are the distinct (user, item) pairs of `x`, shuffled every epoch,
 cut into `batch_size` slices {"user": (b,) int64, "item": (b,) int64, "weight": (b,) float32}
 plus `_extend_batch`'s arrays.
 
-Validation never touches the caller's validation or test data. When `patience` is set, the
-model holds out a seeded `valid_share` of each user's training pairs (users with at least
-`1 / valid_share` pairs, at least one pair each), trains on the rest, computes NDCG@10 with full
-ranking on the holdout (the other training items masked) after every `eval_every` epochs,
-stops early and restores the best epoch. With `refit=True` it then trains again from scratch
-on all training pairs for the best number of epochs. Without `patience` it trains on all
-pairs for `epochs` epochs (the defaults were chosen that way on a validation split).
+Validation never touches the caller's validation or test data (`TrainingOptions.valid` is not
+used). When `patience` is set, the model holds out a seeded `valid_share` of each user's
+training pairs (users with at least `1 / valid_share` pairs, at least one pair each), trains on
+the rest, computes NDCG@10 with full ranking on the holdout (the other training items masked;
+`lmrec.train.validation.ranking_ndcg`) after every `eval_every` epochs, stops early and
+restores the best epoch. With `refit=True` it then trains again from scratch on all training
+pairs for the best number of epochs (within what is left of `time_budget_s`). Without
+`patience` it trains on all pairs for `epochs` epochs (the defaults were chosen that way on a
+validation split).
 
 State: the module's state_dict is saved as numpy arrays ("state.<name>") in the model's npz,
-so save/load is exact and needs no pickle.
+so save/load is exact and needs no pickle. A fitted model rebuilds its module from those arrays
+as a loaded one does (with `_prepare`'s arrays of every training pair), so fit and load score
+alike.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator, Mapping
 from typing import Annotated, Any
 
@@ -42,13 +52,14 @@ from pydantic import BeforeValidator, Field
 from torch import Tensor, nn
 
 from lmrec.data.dataset import Dataset
-from lmrec.evaluate import metrics as M
 from lmrec.models.base import Recommender
 from lmrec.models.hyperparams import ModelConfig
-from lmrec.train.config import TRAIN_FIELDS, TrainConfig
+from lmrec.train.config import TrainConfig
 from lmrec.train.loop import TrainResult, seeded_torch, torch_threads, train
+from lmrec.train.options import TrainingOptions
+from lmrec.train.validation import ranking_ndcg
 
-_SCORE_BATCH = 512  # users scored per module call during validation
+_STATE, _EXTRA = "state.", "extra."  # key prefixes of the module's weights / extra arrays
 
 
 def _int_list(value: Any) -> Any:
@@ -63,17 +74,13 @@ IntTuple = Annotated[tuple[int, ...], BeforeValidator(_int_list)]
 
 
 class NeuralConfig(TrainConfig, ModelConfig):
-    """The loop's fields (see TrainConfig) plus holdout validation settings."""
+    """The loop's fields (see TrainConfig; `TrainConfig.of(config)` picks them out) plus
+    holdout validation settings."""
 
     valid_share: float = Field(0.1, gt=0, lt=1, description="share of each user's training "
                                "pairs held out for early stopping (only when patience is set)")
     refit: bool = Field(False, description="after early stopping, retrain on all training "
                                            "pairs for the best number of epochs")
-
-    def train_config(self, **override: Any) -> TrainConfig:
-        values = {k: getattr(self, k) for k in TRAIN_FIELDS}
-        values.update(override)
-        return TrainConfig(**values)
 
 
 def holdout_split(x: sp.csr_matrix, share: float, rng: np.random.Generator
@@ -97,26 +104,6 @@ def holdout_split(x: sp.csr_matrix, share: float, rng: np.random.Generator
     fit = sp.csr_matrix((coo.data[~hold], (coo.row[~hold], coo.col[~hold])), shape=x.shape)
     held = sp.csr_matrix((coo.data[hold], (coo.row[hold], coo.col[hold])), shape=x.shape)
     return fit, held
-
-
-def ndcg_at_k(scores_fn: Any, fit: sp.csr_matrix, truth: sp.csr_matrix, k: int = 10,
-              batch: int = _SCORE_BATCH) -> float:
-    """Mean NDCG@k over users with truth items; `scores_fn(users) -> (B, n_items)` Tensor."""
-    users = np.flatnonzero(np.diff(truth.indptr) > 0)
-    if users.size == 0:
-        return float("nan")
-    vals = []
-    for s in range(0, users.size, batch):
-        ub = users[s : s + batch]
-        scores = scores_fn(ub).float().cpu()  # (B, n_items)
-        sub = fit[ub].tocoo()
-        scores[torch.from_numpy(sub.row.astype(np.int64)),
-               torch.from_numpy(sub.col.astype(np.int64))] = float("-inf")
-        top = torch.topk(scores, min(k, scores.shape[1]), dim=1).indices.numpy()  # (B, k)
-        t = truth[ub]
-        per = M.accuracy_from_hits(M.hit_matrix(top, t), np.diff(t.indptr), [k])
-        vals.append(per[f"ndcg@{k}"])
-    return float(np.nanmean(np.concatenate(vals)))
 
 
 class _Task:
@@ -151,11 +138,12 @@ class _Task:
     def validate(self, module: nn.Module) -> float | None:
         if self.holdout is None:
             return None
-        return ndcg_at_k(lambda u: self.model._score_module(module, u), self.x, self.holdout)
+        return ranking_ndcg(lambda u: self.model._score_module(module, u),
+                            np.arange(self.x.shape[0]), self.x, self.holdout)
 
 
 class NeuralRecommender(Recommender):
-    """Base of the torch models; see the module docstring for the hooks."""
+    """Base of the torch models trained on user-item pairs; see the module docstring."""
 
     Config = NeuralConfig
     config: NeuralConfig
@@ -174,11 +162,8 @@ class NeuralRecommender(Recommender):
     def _loss(self, model: nn.Module, batch: dict[str, Tensor]) -> Tensor:
         raise NotImplementedError
 
-    def _score_module(self, module: nn.Module, user_idx: np.ndarray) -> Tensor:
+    def _score_module(self, module: nn.Module, users: np.ndarray) -> Tensor:
         raise NotImplementedError
-
-    def _after_fit(self, dataset: Dataset, x: sp.csr_matrix) -> None:
-        """Called with all training pairs once the module is trained (e.g. to cache vectors)."""
 
     def _extra_arrays(self) -> dict[str, np.ndarray]:
         return {}
@@ -186,47 +171,52 @@ class NeuralRecommender(Recommender):
     def _load_extra_arrays(self, arrays: Mapping[str, np.ndarray]) -> None:
         """Restore what `_extra_arrays` returned, before the module is rebuilt."""
 
+    def _after_load(self) -> None:
+        """Called once the module is in place, after fit and after load."""
+
     # --- Recommender ------------------------------------------------------------------
-    def _fit(self, dataset: Dataset, rng: np.random.Generator) -> None:
+    def _fit(self, dataset: Dataset, options: TrainingOptions) -> None:
         cfg = self.config
+        rng = options.generator
+        budget, t_start = options.time_budget_s, time.perf_counter()
         x = dataset.matrix("weight").tocsr()
         x.sum_duplicates()
-        if cfg.patience is not None:
-            fit_x, held = holdout_split(x, cfg.valid_share, rng)
-        else:
-            fit_x, held = x, None
+        fit_x, held = (x, None) if cfg.patience is None else holdout_split(
+            x, cfg.valid_share, rng)
         self._prepare(dataset, fit_x)
-        result = train(_Task(self, fit_x, held), cfg.train_config(), rng, title=self.name)
-        if held is not None and cfg.refit:
-            self._prepare(dataset, x)
-            result = train(_Task(self, x, None),
-                           cfg.train_config(epochs=max(1, result.best_epoch), patience=None,
-                                            checkpoint_dir=None), rng, title=self.name)
-        elif held is not None:
-            self._prepare(dataset, x)  # score with every training pair (e.g. full histories)
+        result = train(_Task(self, fit_x, held), TrainConfig.of(cfg), rng, title=self.name,
+                       time_budget_s=budget, device=options.device)
+        if held is not None:
+            self._prepare(dataset, x)  # score (and refit) with every training pair
+            if cfg.refit:
+                left = None if budget is None else max(
+                    0.0, budget - (time.perf_counter() - t_start))
+                result = train(_Task(self, x, None),
+                               TrainConfig.of(cfg, epochs=max(1, result.best_epoch),
+                                              patience=None, checkpoint_dir=None),
+                               rng, title=self.name, time_budget_s=left, device=options.device)
         self.train_result_: TrainResult = result
-        self.history_ = result.history
-        self.module_ = result.module.to("cpu").eval()
-        self._after_fit(dataset, x)
+        self.training_log_ = result.history
+        self.module_ = result.module.to("cpu")
+        self._load_arrays(self._arrays())  # the module as a loaded model has it
 
-    def _score(self, user_idx: np.ndarray) -> np.ndarray:
+    def _module_scores(self, users: np.ndarray) -> np.ndarray:
+        """(B, n_items) float32 scores of training users from the fitted module."""
         with torch.no_grad(), torch_threads(self.config.num_threads):
-            out = self._score_module(self.module_, user_idx)
+            out = self._score_module(self.module_, users)
         return out.numpy().astype(np.float32, copy=False)
 
     def _arrays(self) -> dict[str, np.ndarray]:
-        state = {f"state.{k}": v.detach().cpu().numpy()
+        state = {_STATE + k: v.detach().cpu().numpy()
                  for k, v in self.module_.state_dict().items()}
-        return {**state, **{f"extra.{k}": v for k, v in self._extra_arrays().items()}}
+        return {**state, **{_EXTRA + k: v for k, v in self._extra_arrays().items()}}
 
     def _load_arrays(self, arrays: Mapping[str, np.ndarray]) -> None:
-        self._load_extra_arrays({k[6:]: v for k, v in arrays.items() if k.startswith("extra.")})
+        self._load_extra_arrays({k.removeprefix(_EXTRA): v for k, v in arrays.items()
+                                 if k.startswith(_EXTRA)})
         with seeded_torch(0, torch.device("cpu")):  # the initial values are overwritten
             module = self._build_module()
-        module.load_state_dict({k[6:]: torch.from_numpy(np.array(v))
-                                for k, v in arrays.items() if k.startswith("state.")})
+        module.load_state_dict({k.removeprefix(_STATE): torch.from_numpy(np.array(v))
+                                for k, v in arrays.items() if k.startswith(_STATE)})
         self.module_ = module.eval()
         self._after_load()
-
-    def _after_load(self) -> None:
-        """Called once a loaded module is in place (e.g. to cache item vectors)."""

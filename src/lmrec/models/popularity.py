@@ -1,6 +1,7 @@
 """Most popular items, optionally recency-weighted: the baseline every model must beat.
 
-It scores any history (`score_histories`) with the same popularity row: it ignores who asks.
+Every user, known or unknown, and every history gets the same popularity row: it ignores who
+asks and what they did. It has no per-user state.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from lmrec import columns as C
 from lmrec.data.dataset import Dataset, Sequences
 from lmrec.models.base import Recommender
 from lmrec.models.hyperparams import Choice, ModelConfig, SearchSpace
+from lmrec.train.options import TrainingOptions
 
 
 class PopularityConfig(ModelConfig):
@@ -34,10 +36,8 @@ class Popularity(Recommender):
     name = "popularity"
     Config = PopularityConfig
     config: PopularityConfig
-    scores_from_history = True
-    history_independent = True  # the same scores whatever the history
 
-    def _fit(self, dataset: Dataset, rng: np.random.Generator) -> None:
+    def _fit(self, dataset: Dataset, options: TrainingOptions) -> None:
         ev = dataset.events
         cfg = self.config
         # a literal would be summed once per group, not once per row
@@ -58,13 +58,10 @@ class Popularity(Recommender):
         scores[agg[C.ITEM_IDX].to_numpy()] = agg["s"].to_numpy()
         self.item_scores_ = scores
 
-    def _score(self, user_idx: np.ndarray) -> np.ndarray:
-        # (B, n_items): the same row for every user
-        return np.broadcast_to(self.item_scores_, (user_idx.size, self.item_scores_.size))
-
-    def _score_histories(self, histories: Sequences) -> np.ndarray:
-        # a writable (B, n_items) copy: callers mask seen items in place
-        return np.repeat(self.item_scores_[None, :], histories.indptr.size - 1, axis=0)
+    def _score(self, users: np.ndarray, histories: Sequences | None) -> np.ndarray:
+        # the same row for every user and history, as a writable (B, n_items) copy: callers
+        # mask seen items in place
+        return np.repeat(self.item_scores_[None, :], users.size, axis=0)
 
     def _arrays(self) -> dict[str, np.ndarray]:
         return {"item_scores": self.item_scores_}

@@ -1,10 +1,15 @@
-"""Dropping users' rows from row-compressed arrays, for `Recommender.redact_users` (erasure
-requests): CSR matrices and the `prefix.indptr` groups of a model's saved arrays."""
+"""Forgetting users (erasure requests, `Recommender.redact_users`): the `UserRows` a model
+names as its per-user state, and dropping rows from row-compressed arrays."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
 import numpy as np
 import scipy.sparse as sp
+
+from lmrec.data.dataset import Sequences
 
 
 def drop_entries(m: sp.spmatrix, rows: np.ndarray, cols: np.ndarray | None = None
@@ -43,3 +48,40 @@ def drop_group_rows(arrays: dict[str, np.ndarray], prefix: str, rows: np.ndarray
             raise ValueError(f"{key}: expected {nnz} entries along the first axis")
         arrays[key] = arrays[key][keep]
     arrays[f"{prefix}.indptr"] = new_indptr
+
+
+@dataclass(frozen=True)
+class UserRows:
+    """Per-user learned state, held by reference: row u of `rows` belongs to user u.
+
+    `rows` is the live object the model scores with (not a copy): a numpy array, a torch
+    tensor (a parameter's data, sliced so that row u is user u), a CSR matrix or `Sequences`.
+    `unknown` is what a user the model never saw has in place of a row (0, or e.g. the
+    "unknown user" embedding row), so that a forgotten user scores exactly like an unknown one.
+    """
+
+    rows: Any
+    unknown: Any = 0
+
+    def __len__(self) -> int:
+        if isinstance(self.rows, Sequences):
+            return self.rows.n_rows
+        return int(self.rows.shape[0])
+
+    def forget(self, users: np.ndarray) -> None:
+        """Replace the rows of `users` (sorted internal indices) in place."""
+        rows = self.rows
+        if isinstance(rows, Sequences):
+            rows.forget_rows(users)
+        elif sp.issparse(rows):
+            if rows.format != "csr":
+                raise TypeError(f"per-user sparse state must be CSR, got {rows.format}")
+            kept = drop_entries(rows, users)
+            rows.data, rows.indices, rows.indptr = kept.data, kept.indices, kept.indptr
+        elif isinstance(rows, np.ndarray):
+            rows[users] = self.unknown
+        else:  # a torch tensor (imported lazily: classic models do not need torch)
+            import torch
+
+            with torch.no_grad():
+                rows[torch.from_numpy(users)] = torch.as_tensor(self.unknown, dtype=rows.dtype)

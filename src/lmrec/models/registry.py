@@ -1,4 +1,6 @@
-"""Model names -> classes. Every model is listed here explicitly, by import."""
+"""Model names -> classes. Every shipped model is listed here explicitly, by import; a model
+defined elsewhere (your package, a test) is added with `register_model`, so that the CLI, the
+evaluation and a served bundle find it by the name it saves under."""
 
 from __future__ import annotations
 
@@ -24,6 +26,28 @@ MODELS: dict[str, type[Recommender]] = {
     for klass in (Popularity, Content, ContentText, ItemKNN, UserKNN, ALS, BPR, EASE, NeuMF,
                   TwoTower, GRU4Rec, SASRec)
 }
+_SHIPPED = frozenset(MODELS)
+
+
+def register_model(klass: type[Recommender]) -> type[Recommender]:
+    """Make `klass` known by `klass.name` (usable as a class decorator). Registering another
+    class under a taken name is refused; registering the same class again does nothing."""
+    name = getattr(klass, "name", None)
+    if not isinstance(name, str) or not name:
+        raise ConfigError(f"{klass.__name__} needs a `name` to be registered")
+    if not issubclass(klass, Recommender):
+        raise ConfigError(f"{klass.__name__} is not a Recommender")
+    if MODELS.get(name, klass) is not klass:
+        raise ConfigError(f"model name {name!r} is taken by {MODELS[name].__name__}")
+    MODELS[name] = klass
+    return klass
+
+
+def unregister_model(name: str) -> None:
+    """Forget a model added by `register_model` (the shipped ones stay)."""
+    if name in _SHIPPED:
+        raise ConfigError(f"{name!r} is a shipped model and cannot be unregistered")
+    MODELS.pop(name, None)
 
 
 def model_class(name: str) -> type[Recommender]:

@@ -20,8 +20,8 @@ from __future__ import annotations
 
 from abc import abstractmethod
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
-from typing import Literal, Self
+from dataclasses import dataclass, replace
+from typing import Literal
 
 import numpy as np
 import torch
@@ -30,12 +30,13 @@ from pydantic import Field
 from torch import Tensor, nn
 
 from lmrec.data.dataset import Dataset, Sequences
-from lmrec.errors import InputError
 from lmrec.models.artifacts import pack_sequences, unpack_sequences
 from lmrec.models.base import Recommender
-from lmrec.models.history import take_histories
 from lmrec.models.hyperparams import ModelConfig
-from lmrec.train import TRAIN_FIELDS, TrainConfig, train
+from lmrec.models.redaction import UserRows
+from lmrec.train import TrainConfig, train
+from lmrec.train.options import TrainingOptions
+from lmrec.train.validation import ranking_ndcg
 
 PAD = 0  # token of padding positions (items, behaviour types and time gaps alike)
 GAP_BUCKETS = 24  # log2 buckets of the time gap in seconds (2^22 s is about 7 weeks) + pad
@@ -223,9 +224,6 @@ class SequentialConfig(TrainConfig, ModelConfig):
         10, ge=1, description="early stopping after this many validations without a better "
                               "NDCG@10 (only when fit gets `valid`; both models' grids chose 10)")
 
-    def train_config(self) -> TrainConfig:
-        return TrainConfig(**{k: getattr(self, k) for k in TRAIN_FIELDS})
-
 
 class SequenceNet(nn.Module):
     """What the shared code needs of a network: tied item embeddings and hidden states."""
@@ -244,33 +242,14 @@ class SequenceNet(nn.Module):
 class SequentialRecommender(Recommender):
     """Base of next-item models: scores a user from the last `max_len` items of a history.
 
-    State: the network's weights, the training sequences (for `score(user_idx)`) and the
-    per-item arrays the network reads (`_item_arrays`, e.g. text vectors); any other history
-    is scored through `score_histories`. `fit(dataset, valid=...)` early-stops
-    on NDCG@10 of the `valid` Dataset's items given the training histories.
+    State: the network's weights, the training sequences (`history_`, what `score(users)`
+    reads, and the per-user state `redact_users` empties) and the per-item arrays the network
+    reads (`_item_arrays`, e.g. text vectors); `score(users, histories)` scores any other
+    history. With `TrainingOptions(valid=...)` fit early-stops on NDCG@10 of the valid
+    Dataset's items ranked from the training histories, training items masked.
     """
 
-    scores_from_history = True
-    evaluates_from_history = True
-    early_stops_on_valid = True
     config: SequentialConfig
-    user_state = (("history", 0),)
-    _valid: Dataset | None = None  # only during fit
-
-    def fit(self, dataset: Dataset, *, rng: np.random.Generator | int | None = None,
-            valid: Dataset | None = None) -> Self:
-        """As Recommender.fit; `valid` (e.g. split.valid: the same vocabularies) is the
-        holdout whose NDCG@10, ranked from the training histories with the training items
-        masked, drives early stopping (`patience`) and picks the restored epoch."""
-        if valid is not None and (valid.n_items, valid.n_users) != (dataset.n_items,
-                                                                     dataset.n_users):
-            raise InputError("valid must share the training data's user and item vocabularies "
-                             "(use the parts of one Split)")
-        self._valid = valid
-        try:
-            return super().fit(dataset, rng=rng)
-        finally:
-            self._valid = None
 
     @abstractmethod
     def _build_net(self, n_items: int, n_event_types: int) -> SequenceNet: ...
@@ -280,16 +259,19 @@ class SequentialRecommender(Recommender):
         from the training Dataset; none by default."""
         return {}
 
-    def _fit(self, dataset: Dataset, rng: np.random.Generator) -> None:
+    def _fit(self, dataset: Dataset, options: TrainingOptions) -> None:
         seqs = dataset.sequences()
-        self.history_ = seqs
+        # an object of its own: erasure empties its rows in place, never the Dataset's cache
+        self.history_ = replace(seqs)
         self.item_arrays_ = self._item_arrays(dataset)
         self.event_types_ = seqs.event_types
         data = SeqData.from_sequences(seqs, self.event_types_)
-        task = _NextItemTask(self, data, self._valid)
-        result = train(task, self.config.train_config(), rng, title=self.name)
+        task = _NextItemTask(self, data, options.check_valid(dataset))
+        result = train(task, TrainConfig.of(self.config), options.generator, title=self.name,
+                       time_budget_s=options.time_budget_s, device=options.device)
         self.net_ = result.module.cpu().eval()
         self.train_result_ = result
+        self.training_log_ = result.history
 
     def _new_net(self) -> SequenceNet:
         return self._build_net(len(self.items_), len(self.event_types_))
@@ -306,14 +288,17 @@ class SequentialRecommender(Recommender):
                 out.append(net({k: v.to(device) for k, v in batch.items()})[:, -1])
         return torch.cat(out) if out else torch.zeros(0, net.item_emb.weight.shape[1])
 
-    def _score_histories(self, histories: Sequences) -> np.ndarray:
-        data = SeqData.from_sequences(histories, self.event_types_)
+    def _score(self, users: np.ndarray, histories: Sequences | None) -> np.ndarray:
+        """Scores of the next item after each history: the users' training histories when
+        `histories` is None, else the given ones (`users` is then not used)."""
+        seqs = self.history_.take(users) if histories is None else histories
+        data = SeqData.from_sequences(seqs, self.event_types_)
         h = self._hidden_last(data)  # (B, d)
         with torch.no_grad():
             return (h @ self.net_.item_table()[1:].T).cpu().numpy()  # (B, n_items)
 
-    def _score(self, user_idx: np.ndarray) -> np.ndarray:
-        return self._score_histories(take_histories(self.history_, user_idx))
+    def user_state(self) -> tuple[UserRows, ...]:
+        return (UserRows(self.history_),)
 
     def _arrays(self) -> dict[str, np.ndarray]:
         out = {f"net.{k}": v.detach().cpu().numpy() for k, v in self.net_.state_dict().items()}
@@ -325,9 +310,10 @@ class SequentialRecommender(Recommender):
     def _load_arrays(self, arrays: Mapping[str, np.ndarray]) -> None:
         self.event_types_ = tuple(str(t) for t in arrays["event_types"])
         self.history_ = unpack_sequences(arrays, "history", self.event_types_)
-        self.item_arrays_ = {k[6:]: v for k, v in arrays.items() if k.startswith("items.")}
+        self.item_arrays_ = {k.removeprefix("items."): v for k, v in arrays.items()
+                             if k.startswith("items.")}
         net = self._new_net()
-        net.load_state_dict({k[4:]: torch.from_numpy(np.array(v))
+        net.load_state_dict({k.removeprefix("net."): torch.from_numpy(np.array(v))
                              for k, v in arrays.items() if k.startswith("net.")})
         self.net_ = net.eval()
 
@@ -344,11 +330,9 @@ class _NextItemTask:
         self.data = data
         self.n_items = len(model.items_)
         self.valid_users = np.zeros(0, np.int64)
-        if valid is not None and valid.n_events:
-            truth = valid.matrix("binary").tocsr()
-            self.valid_users = np.flatnonzero(np.diff(truth.indptr) > 0)
-            self.truth = truth[self.valid_users]  # (V, n_items) CSR, densified per batch
-            self.seen = model.seen_[self.valid_users]  # (V, n_items) CSR training items
+        if valid is not None:
+            self.truth = valid.matrix("binary").tocsr()  # (n_users, n_items) valid items
+            self.valid_users = np.flatnonzero(np.diff(self.truth.indptr) > 0)
 
     def build_module(self) -> nn.Module:
         return self.model._new_net()
@@ -365,28 +349,17 @@ class _NextItemTask:
                               gbce_t=self.cfg.gbce_t)
 
     def validate(self, module: nn.Module) -> float | None:
-        """NDCG@10 of the validation items, full ranking with training items masked."""
+        """NDCG@10 of the validation items ranked from the training histories, full ranking
+        with training items masked (`lmrec.train.validation.ranking_ndcg`)."""
         if self.valid_users.size == 0:
             return None
         device = next(module.parameters()).device
-        ndcg = []
-        for start in range(0, self.valid_users.size, _SCORE_BATCH):
-            sel = slice(start, start + _SCORE_BATCH)
-            batch = self.data.take(self.valid_users[sel]).last_windows(self.cfg.max_len)
-            h = module({k: v.to(device) for k, v in batch.items()})[:, -1]  # (V, d)
-            scores = (h @ module.item_table()[1:].T).cpu()  # (V, n_items)
-            seen = torch.from_numpy(self.seen[sel].toarray() > 0)
-            scores = scores.masked_fill(seen, float("-inf"))
-            ndcg.append(ndcg_at(scores, torch.from_numpy(self.truth[sel].toarray() > 0), 10))
-        return float(torch.cat(ndcg).mean())
+        items = module.item_table()[1:]  # (n_items, d)
 
+        def score_rows(users: np.ndarray) -> Tensor:  # (B,) -> (B, n_items)
+            batch = self.data.take(users).last_windows(self.cfg.max_len)
+            h = module({k: v.to(device) for k, v in batch.items()})[:, -1]  # (B, d)
+            return h @ items.T
 
-def ndcg_at(scores: Tensor, truth: Tensor, k: int) -> Tensor:
-    """(V,) NDCG@k of score rows (V, n) against boolean relevance rows (V, n)."""
-    top = scores.topk(min(k, scores.shape[1]), dim=1).indices  # (V, k)
-    hits = truth.gather(1, top).float()  # (V, k)
-    disc = 1.0 / torch.log2(torch.arange(top.shape[1], dtype=torch.float32) + 2.0)  # (k,)
-    dcg = (hits * disc).sum(1)
-    n_rel = truth.sum(1).clamp(max=top.shape[1])
-    idcg = torch.cumsum(disc, 0)[(n_rel - 1).clamp(min=0)]
-    return torch.where(n_rel > 0, dcg / idcg, torch.zeros_like(dcg))
+        return ranking_ndcg(score_rows, self.valid_users, self.model.seen_, self.truth, k=10,
+                            batch=_SCORE_BATCH)

@@ -9,8 +9,8 @@ Training uses sampled softmax with in-batch negatives and log-Q correction (Yi e
 (`loss="full"`, small catalogues). While training, the target item is removed from its own
 history (else the model learns to find it there), and the user id is dropped (replaced by the
 "unknown" row 0) with probability `id_dropout`, so that the tower also works for users known
-only by their history: `user_embedding_from_history` and `recommend_from_history` serve users
-unseen in training from a few events given at request time. `item_embeddings()` exports the
+only by their history: `score(users, histories)` and `recommend_history` serve users unseen
+in training from a few events given at request time. `item_embeddings()` exports the
 (n_items, d) item vectors for an ANN index.
 
 Text and cold items (`text=True`): the item tower also reads a frozen sentence vector of each
@@ -21,13 +21,17 @@ tower learns to place items by text and attributes alone: items never seen in tr
 scored from those. A history given at scoring time ignores such items (their id rows carry
 nothing).
 
-The model is an `EmbeddingScorer`: score = user vector . item vector, the learned scale folded
-into the user side; `history_embeddings` embeds any given history through the user tower with
-an unknown user id and unknown user attributes (serving uses it for live events and new users).
-`history_embeddings(h, user_idx)` keeps a known user's id and attributes beside the given
-history. `score_histories` (no user ids) scores histories as unknown users; the evaluation
-protocol does not use it (`evaluates_from_history` keeps its default, False): dropping the
-trained id and attributes costs about 30% NDCG@10 on ML-100K (RecBole protocol: .269 -> .192).
+The model is an `EmbeddingModel`: score = user vector . item vector, the learned scale folded
+into the user side. `user_embeddings(users)` are the trained users (id, attributes, training
+history); `user_embeddings(users, histories)` runs the user tower over the given histories,
+with the trained id embedding and attributes of each user >= 0 and the unknown id (row 0) and
+unknown attributes (code 0, numerics 0) for -1, so live events do not cost a known user the
+id (history alone: ML-100K NDCG@10 .192 against .269 with the id, RecBole protocol).
+`user_embedding_from_history` embeds a history with attribute values given at request time.
+
+Forgetting a user (`user_state`): their id row becomes a copy of the unknown row 0, their
+attribute codes and numerics 0 and their stored training history empty, so the tower gets
+exactly the inputs of an unknown user with an empty history, and scores them alike.
 
 Feature arrays are kept as numpy state (saved in the npz) and handed to the module as
 non-persistent buffers, so the module's state_dict holds only learned weights.
@@ -36,7 +40,7 @@ non-persistent buffers, so the module's state_dict holds only learned weights.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -53,42 +57,44 @@ from lmrec.features.tower_inputs import (
     user_meta_arrays,
     user_meta_from_arrays,
 )
-from lmrec.models.history import checked_histories
+from lmrec.models.kinds import EmbeddingModel
 from lmrec.models.neural import NeuralRecommender
-from lmrec.models.ranking import top_k
-from lmrec.models.redaction import kept_entries
+from lmrec.models.redaction import UserRows, kept_entries
 from lmrec.models.sequential import gather_windows
 from lmrec.models.text_items import cold_item_mask, item_text_matrix
 from lmrec.models.two_tower_config import TwoTowerConfig
 from lmrec.models.two_tower_net import TwoTowerModule
 from lmrec.train.losses import full_softmax_loss, in_batch_softmax_loss
+from lmrec.train.options import TrainingOptions
 
 
-class TwoTower(NeuralRecommender):
+class TwoTower(EmbeddingModel, NeuralRecommender):
     """Two-tower retrieval. State: tower weights plus feature and history arrays."""
 
     name = "two-tower"
     Config = TwoTowerConfig
     config: TwoTowerConfig
-    scores_from_history = True
-    # row 0 of the user id table is "unknown user"; the feature arrays have one row per user
-    user_state = (("state.user_id.weight", 1), ("extra.a.user_cat_codes", 0),
-                  ("extra.a.user_num", 0), ("extra.a.user_hist", 0))
+
+    def user_state(self) -> tuple[UserRows, ...]:
+        ids = self.module_.user_id.weight.data  # row 0: the unknown user, row u + 1: user u
+        a = self.arrays_  # what the module's user buffers are built from (on every load)
+        return (UserRows(ids[1:], unknown=ids[0].clone()),
+                UserRows(a["user_cat_codes"]),  # code 0: unknown
+                UserRows(a["user_num"]),  # 0: the average (numerics are standardised)
+                UserRows(a["user_hist"]))  # 0: padding, an empty history
 
     # --- data -------------------------------------------------------------------------
-    def _fit(self, dataset: Dataset, rng: np.random.Generator) -> None:
-        # the text vectors do not depend on the training pairs, but holdout validation
-        # prepares twice: read them once per fit (and never from an earlier fit)
-        cfg = self.config
-        self._fit_text: np.ndarray | None = (
-            item_text_matrix(dataset, cfg, progress=cfg.progress) if cfg.text else None)
-        try:
-            super()._fit(dataset, rng)
-        finally:
-            del self._fit_text
+    def _fit(self, dataset: Dataset, options: TrainingOptions) -> None:
+        self.arrays_ = {}  # no item texts of an earlier fit (see _prepare)
+        super()._fit(dataset, options)
 
     def _prepare(self, dataset: Dataset, x: sp.csr_matrix) -> None:
         cfg = self.config
+        # the text vectors do not depend on the training pairs, but holdout validation
+        # prepares twice: read them once per fit
+        text = self.arrays_.get("item_text")
+        if text is None and cfg.text:
+            text = item_text_matrix(dataset, cfg, progress=cfg.progress)
         users, ucards, self.user_meta_ = side_arrays(dataset, "user", cfg.user_features)
         items, icards, _ = side_arrays(dataset, "item", cfg.item_features)
         self.arrays_ = {
@@ -98,8 +104,8 @@ class TwoTower(NeuralRecommender):
             **{f"item_multi_{j}": m for j, m in enumerate(items["multi"])},
             "item_cold": cold_item_mask(x),
         }
-        if self._fit_text is not None:
-            self.arrays_["item_text"] = self._fit_text
+        if text is not None:
+            self.arrays_["item_text"] = text
         self.cards_ = {"user_cat": ucards["cat"], "item_cat": icards["cat"],
                        "item_multi": icards["multi"], "item_num_groups": icards["num_groups"]}
         counts = np.asarray(x.astype(bool).sum(axis=0)).ravel().astype(np.float64)
@@ -138,90 +144,49 @@ class TwoTower(NeuralRecommender):
                                      weight=batch["weight"])
 
     # --- scoring ----------------------------------------------------------------------
-    def _score_module(self, module: nn.Module, user_idx: np.ndarray) -> Tensor:
+    def _score_module(self, module: nn.Module, users: np.ndarray) -> Tensor:
         dev = module.log_scale.device
-        users = torch.as_tensor(np.asarray(user_idx, dtype=np.int64), device=dev)
-        return (module.scale() * module.users(users) @ module.all_items().T).float().cpu()
-
-    def _after_fit(self, dataset: Dataset, x: sp.csr_matrix) -> None:
-        # after holdout validation `_prepare` ran again on every training pair: the module
-        # must score with those arrays (full histories, cold items), as a reloaded one does
-        for k, v in self.arrays_.items():
-            t = torch.from_numpy(np.ascontiguousarray(v))
-            if k == "item_cold":
-                self.module_.item_gate.cold = t
-            else:
-                setattr(self.module_, k, t)
-        self._cache_items()
+        u = torch.as_tensor(np.asarray(users, dtype=np.int64), device=dev)
+        return (module.scale() * module.users(u) @ module.all_items().T).float().cpu()
 
     def _after_load(self) -> None:
-        self._cache_items()
-
-    def _cache_items(self) -> None:
         with torch.no_grad():
             self.item_vecs_ = self.module_.all_items().numpy()  # (n_items, d)
             self.scale_ = float(self.module_.scale())
 
-    def _score(self, user_idx: np.ndarray) -> np.ndarray:
-        return self.user_embeddings(user_idx) @ self.item_vecs_.T  # (B, n_items)
-
-    def _score_histories(self, histories: Sequences) -> np.ndarray:
-        return self.history_embeddings(histories) @ self.item_vecs_.T  # (B, n_items)
-
-    # --- EmbeddingScorer --------------------------------------------------------------
     def item_embeddings(self) -> np.ndarray:
         """(n_items, d) float32 item vectors (unit length with cosine similarity)."""
         self._check_fitted()
         return self.item_vecs_.copy()
 
-    def user_embeddings(self, user_idx: np.ndarray) -> np.ndarray:
-        """(B,) internal user indices -> (B, d) float32 user vectors times the learned scale."""
-        self._check_fitted()
-        with torch.no_grad():
-            u = self.module_.users(torch.as_tensor(np.asarray(user_idx, dtype=np.int64)))
-        return (self.scale_ * u.numpy()).astype(np.float32)
+    def user_embeddings(self, users: np.ndarray, histories: Sequences | None = None
+                        ) -> np.ndarray:
+        """(B,) internal users (-1: unknown) and optional B histories (internal item indices,
+        oldest first) -> (B, d) float32 user vectors times the learned scale.
 
-    def history_embeddings(self, histories: Sequences | Sequence[np.ndarray],
-                           user_idx: np.ndarray | None = None) -> np.ndarray:
-        """B histories (internal item indices, oldest first) -> (B, d) float32, scale folded
-        in: the user tower over the given history, with the trained id embedding and
-        attributes of `user_idx` (B,) where it is >= 0, else an unknown user id and unknown
-        attributes. Serving passes the user so live events do not cost a known user the id
-        (history alone: ML-100K NDCG@10 .192 against .269 with the id)."""
+        The user tower reads each user's id, attributes and training history (row 0, code 0,
+        numerics 0 and nothing for -1); given histories replace the training ones."""
         self._check_fitted()
-        hist = self._history_codes(histories)  # (B, L)
-        b = hist.shape[0]
-        users = (np.full(b, -1, dtype=np.int64) if user_idx is None
-                 else np.asarray(user_idx, dtype=np.int64).reshape(-1))
-        if users.size != b:
-            raise InputError(f"user_idx has {users.size} entries for {b} histories")
-        known = users >= 0
-        cat = np.zeros((b, len(self.user_meta_["cat"])), dtype=np.int64)
-        num = np.zeros((b, self.user_meta_["width"]), dtype=np.float32)
-        cat[known] = self.arrays_["user_cat_codes"][users[known]]
-        num[known] = self.arrays_["user_num"][users[known]]
+        users = np.asarray(users, dtype=np.int64).ravel()
+        known, rows = users >= 0, np.maximum(users, 0)
+        if histories is None:
+            hist = self.arrays_["user_hist"][rows]  # (B, L), as the module's users() reads it
+            hist[~known] = 0
+        else:
+            hist = self._history_codes(histories)
+            if hist.shape[0] != users.size:
+                raise InputError(f"{hist.shape[0]} histories for {users.size} users")
+        cat = self.arrays_["user_cat_codes"][rows]  # (B, Cu)
+        num = self.arrays_["user_num"][rows]  # (B, Pu)
+        cat[~known], num[~known] = 0, 0.0
         uid = np.where(known, users + 1, 0)  # row 0 of the id table: unknown user
-        with torch.no_grad():
-            u = self.module_.user_tower(torch.from_numpy(uid), torch.from_numpy(cat),
-                                        torch.from_numpy(num), torch.from_numpy(hist))
-        return (self.scale_ * u.numpy()).astype(np.float32)
-
-    def _history_codes(self, histories: Sequences | Sequence[np.ndarray]) -> np.ndarray:
-        """(B, L) int64 item + 1 of each history's last L items that have training events,
-        right-aligned, 0 = padding (the layout of the user_hist buffer); InputError for an
-        item index out of range."""
-        seqs = checked_histories(histories, self.n_items)
-        items = np.asarray(seqs.items, dtype=np.int64)
-        cold = np.flatnonzero(self.arrays_["item_cold"])  # no trained id row: left out
-        indptr, keep = kept_entries(np.asarray(seqs.indptr, dtype=np.int64),
-                                    np.zeros(0, dtype=np.int64), items, cold)
-        return gather_windows(items[keep], indptr[:-1], indptr[1:],
-                              self.module_.user_hist.shape[1], offset=1)
+        return self.scale_ * self._tower(uid, cat, num, hist)
 
     def user_embedding_from_history(self, item_idx: np.ndarray,
                                     user_features: Mapping[str, Any] | None = None
                                     ) -> np.ndarray:
-        """(d,) float32 vector of a user described only by a history given now.
+        """(d,) float32 vector, without the scale, of a user described only by a history
+        and attribute values given now (the one thing `user_embeddings` cannot take).
 
         item_idx: internal item indices, oldest first (the last `history_len` are used).
         user_features: optional raw attribute values {column: value} (categorical labels,
@@ -230,26 +195,28 @@ class TwoTower(NeuralRecommender):
         self._check_fitted()
         hist = self._history_codes([np.asarray(item_idx, dtype=np.int64)])
         cat, num = encode_user(self.user_meta_, user_features or {})
-        with torch.no_grad():
-            u = self.module_.user_tower(torch.zeros(1, dtype=torch.int64),
-                                        torch.from_numpy(cat[None, :]),
-                                        torch.from_numpy(num[None, :]), torch.from_numpy(hist))
-        return u[0].numpy().astype(np.float32)
+        return self._tower(np.zeros(1, dtype=np.int64), cat[None, :], num[None, :], hist)[0]
 
-    def recommend_from_history(self, items: Sequence[Any], k: int = 10,
-                               user_features: Mapping[str, Any] | None = None
-                               ) -> list[tuple[Any, float]]:
-        """Top-k (external item id, score) for a history of external item ids (unknown ones
-        are ignored); the history's items are not recommended again."""
-        self._check_fitted()
-        idx = self.items_.index(list(items)) if len(items) else np.empty(0, np.int64)
-        idx = idx[idx >= 0]
-        u = self.user_embedding_from_history(idx, user_features)
-        scores = (self.scale_ * (self.item_vecs_ @ u))[None, :].astype(np.float32)  # (1, n)
-        scores[0, idx] = -np.inf
-        top, vals = top_k(scores, k)
-        return [(self.items_.to_python(int(i)), float(s))
-                for i, s in zip(top[0], vals[0], strict=True) if i >= 0]
+    def _tower(self, uid: np.ndarray, cat: np.ndarray, num: np.ndarray, hist: np.ndarray
+               ) -> np.ndarray:
+        """The user tower on (B,) id rows, (B, Cu) codes, (B, Pu) numerics, (B, L) history
+        codes -> (B, d) float32."""
+        with torch.no_grad():
+            u = self.module_.user_tower(torch.from_numpy(uid), torch.from_numpy(cat),
+                                        torch.from_numpy(num), torch.from_numpy(hist))
+        return u.numpy().astype(np.float32, copy=False)
+
+    def _history_codes(self, histories: Sequences | list[np.ndarray]) -> np.ndarray:
+        """(B, L) int64 item + 1 of each history's last L items that have training events,
+        right-aligned, 0 = padding (the layout of the user_hist buffer); InputError for an
+        item index out of range."""
+        seqs = Sequences.from_lists(histories).checked(self.n_items)
+        items = np.asarray(seqs.items, dtype=np.int64)
+        cold = np.flatnonzero(self.arrays_["item_cold"])  # no trained id row: left out
+        indptr, keep = kept_entries(np.asarray(seqs.indptr, dtype=np.int64),
+                                    np.zeros(0, dtype=np.int64), items, cold)
+        return gather_windows(items[keep], indptr[:-1], indptr[1:],
+                              self.arrays_["user_hist"].shape[1], offset=1)
 
     # --- state ------------------------------------------------------------------------
     def _extra_arrays(self) -> dict[str, np.ndarray]:
@@ -260,9 +227,11 @@ class TwoTower(NeuralRecommender):
         return out
 
     def _load_extra_arrays(self, arrays: Mapping[str, np.ndarray]) -> None:
-        self.arrays_ = {k[2:]: v for k, v in arrays.items() if k.startswith("a.")}
+        self.arrays_ = {k.removeprefix("a."): v for k, v in arrays.items()
+                        if k.startswith("a.")}
         if "item_cold" not in self.arrays_:  # saved before cold items were tracked
             self.arrays_["item_cold"] = np.zeros(self.arrays_["item_num"].shape[0], dtype=bool)
-        self.cards_ = {k[2:]: v for k, v in arrays.items() if k.startswith("c.")}
+        self.cards_ = {k.removeprefix("c."): v for k, v in arrays.items()
+                       if k.startswith("c.")}
         self.log_q_ = arrays["log_q"]
         self.user_meta_ = user_meta_from_arrays(arrays)

@@ -6,11 +6,12 @@
 
 The similarity is computed in dense row blocks (see `itemknn.cosine_topk`).
 
-A history (`score_histories`) is scored as a new user: its row x_h is compared with every
-training user by the same shrunk cosine, and its k nearest training users vote. A training
-user's own history finds that user as its nearest neighbour; since the user's row holds only
-items of the history, this changes the scores of seen items only, plus the one neighbour it
-pushes out of the top k.
+A history (`score(users, histories)`) is scored as a new user: its row x_h is compared with
+every training user by the same shrunk cosine, and its k nearest training users vote. A
+training user's own history finds that user as its nearest neighbour; since the user's row
+holds only items of the history, this changes the scores of seen items only, plus the one
+neighbour it pushes out of the top k. An empty history has no neighbour and scores 0, as a
+forgotten user does (its row and column of S are emptied).
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ from pydantic import Field
 
 from lmrec.data.dataset import Dataset, Sequences
 from lmrec.models.itemknn import KNNConfig, NeighbourModel, cosine_topk, topk_similarity
-from lmrec.models.redaction import drop_entries
+from lmrec.models.redaction import UserRows, drop_entries
+from lmrec.train.options import TrainingOptions
 
 
 class UserKNNConfig(KNNConfig):
@@ -43,7 +45,7 @@ class UserKNN(NeighbourModel):
     Config = UserKNNConfig
     config: UserKNNConfig
 
-    def _fit(self, dataset: Dataset, rng: np.random.Generator) -> None:
+    def _fit(self, dataset: Dataset, options: TrainingOptions) -> None:
         cfg = self.config
         self.S_ = cosine_topk(self._matrix(dataset), cfg.k, cfg.shrink, cfg.normalize)
         self._cache_norms()
@@ -52,8 +54,12 @@ class UserKNN(NeighbourModel):
         super()._load_arrays(arrays)
         self._cache_norms()
 
+    def user_state(self) -> tuple[UserRows, ...]:
+        # row u of S: user u's neighbours (and the weighted matrix X, if any)
+        return (UserRows(self.S_), *super().user_state())
+
     def _redact_users(self, user_idx: np.ndarray) -> None:
-        # a forgotten user is also a neighbour of others: their row and column of S go
+        # a forgotten user is also a neighbour of others: their column of S goes too
         self.S_ = drop_entries(self.S_, user_idx, user_idx)
 
     def _cache_norms(self) -> None:
@@ -62,10 +68,9 @@ class UserKNN(NeighbourModel):
         self.user_norms_ = np.sqrt(np.asarray(x.multiply(x).sum(axis=1), np.float32).ravel())
         self.input_t_ = x.T.tocsr()  # (n_items, n_users): a CSR product needs no conversion
 
-    def _score(self, user_idx: np.ndarray) -> np.ndarray:
-        return self._vote(self.S_[user_idx])
-
-    def _score_histories(self, histories: Sequences) -> np.ndarray:
+    def _score(self, users: np.ndarray, histories: Sequences | None) -> np.ndarray:
+        if histories is None:
+            return self._vote(self.S_[users])
         cfg = self.config
         h = self._history_rows(histories, cfg.weighting)  # (B, n_items)
         norms = np.sqrt(np.asarray(h.multiply(h).sum(axis=1), np.float32).ravel())  # (B,)

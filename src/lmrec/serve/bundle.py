@@ -9,7 +9,7 @@
                               u, oldest first), the external user and item ids, and `redacted`
                               (n_users,) bool: users forgotten since training
     index/                    an ANN index over the item embeddings (`ItemIndex.save`), only for
-                              models that are EmbeddingScorers with a catalogue of at least
+                              `EmbeddingModel`s with a catalogue of at least
                               `ann_threshold` items; smaller catalogues are searched exactly
     rules.json | rules.toml   optional business rules (see `lmrec.serve.rules.Rules`)
     bundle.json               written last, so a folder without it is an unfinished bundle:
@@ -18,6 +18,7 @@
                               files (name -> sha256 of each file, checked on every load:
                               `lmrec.integrity`), created_at, lmrec_version,
                               n_users, n_items, n_events, index ("index" or null),
+                              embedding_scorer (the model is an `EmbeddingModel`),
                               item_roles (attribute column -> role, for filters and diversity);
                               after an erasure also redactions (users forgotten so far) and
                               redacted_at
@@ -50,7 +51,7 @@ import shutil
 import tempfile
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,16 +60,18 @@ from typing import Any, BinaryIO
 import numpy as np
 import polars as pl
 
-from lmrec import __version__
 from lmrec.data.dataset import Dataset, Sequences
 from lmrec.data.vocab import IdVocabulary
 from lmrec.errors import InputError, LmrecError, Location
 from lmrec.integrity import IntegrityError, read_failure, read_npz, sha256_files, verify_manifest
 from lmrec.jsonfile import read_json
 from lmrec.models.artifacts import ARRAYS_FILE, ids_array
-from lmrec.models.base import EmbeddingScorer, Recommender
+from lmrec.models.base import Recommender
+from lmrec.models.io import load_model
+from lmrec.models.kinds import EmbeddingModel
 from lmrec.serve.retrieval import DEFAULT_ANN_THRESHOLD
 from lmrec.serve.rules import Rules
+from lmrec.version import __version__
 
 BUNDLE_FORMAT = "lmrec-bundle"
 BUNDLE_VERSION = 1
@@ -142,7 +145,7 @@ def _write_bundle(model: Recommender, dataset: Dataset, folder: Path, tmp: Path,
              user_ids=ids_array(dataset.users), item_ids=ids_array(dataset.items),
              redacted=np.zeros(dataset.n_users, dtype=bool))
     index_name = None
-    if isinstance(model, EmbeddingScorer) and dataset.n_items >= ann_threshold:
+    if isinstance(model, EmbeddingModel) and dataset.n_items >= ann_threshold:
         from lmrec.serve.retrieval import ItemIndex
 
         ItemIndex.build(model.item_embeddings(), kind="hnsw").save(tmp / INDEX_DIR)
@@ -175,7 +178,7 @@ def _write_bundle(model: Recommender, dataset: Dataset, folder: Path, tmp: Path,
         "n_events": dataset.n_events,
         "index": index_name,
         "item_roles": {col: str(spec.role) for col, spec in dataset.item_schema.items()},
-        "embedding_scorer": isinstance(model, EmbeddingScorer),
+        "embedding_scorer": isinstance(model, EmbeddingModel),
     }
     (tmp / BUNDLE_FILE).write_text(json.dumps(meta, indent=2))
     fsync_file(tmp / BUNDLE_FILE)
@@ -244,7 +247,7 @@ def verify_bundle(folder: str | Path, meta: dict[str, Any] | None = None) -> Non
 def _load_bundle(folder: Path) -> Bundle:
     meta = read_bundle_meta(folder)  # again, under the lock
     verify_bundle(folder, meta)
-    model = Recommender.load(folder, verify=False)  # verified just now
+    model = load_model(folder, verify=False)  # verified just now
     try:
         items = pl.read_parquet(folder / ITEMS_FILE)
     except Exception as exc:  # polars and pyarrow raise their own errors for a bad file
@@ -276,26 +279,6 @@ def _load_bundle(folder: Path) -> Bundle:
         raise InputError("histories.npz: `redacted` must have one entry per user",
                          location=Location(str(folder / HISTORIES_FILE)))
     return Bundle(folder, meta, model, items, seqs, index, redacted)
-
-
-@dataclass(frozen=True)
-class Redaction:
-    """What `redact_bundle` did: the bundle.json now on disk and the users redacted now."""
-
-    meta: dict[str, Any]
-    users: int  # 0 when none was in the training data or all were redacted before
-
-    @property
-    def model_version(self) -> str:
-        return str(self.meta["model_version"])
-
-
-def redact_bundle(folder: str | Path, users: Sequence[Any]) -> Redaction:
-    """Forget training users in the bundle at `folder` (external ids; others are ignored); see
-    `lmrec.serve.erasure.redact_bundle`."""
-    from lmrec.serve.erasure import redact_bundle as redact
-
-    return redact(folder, users)
 
 
 class _SharedLock:

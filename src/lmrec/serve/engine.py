@@ -4,18 +4,20 @@
 
 Real time. A user's history is their training history from the bundle followed by their live
 events from the store (oldest first; live events already in the training data, i.e. the same
-item no later than the user's last training event, are dropped). It is scored through
+item no later than the user's last training event, are dropped). The engine uses the model's
+API only: a known user without live events is scored from the trained state (`users` alone),
+anyone else (live events, an unknown user: -1, a visitor) from the history (`users` and
+`histories`, so a trained user's id and attributes stay beside the updated history), through
 
-    an EmbeddingScorer       history_embeddings(history) -> (1, d), then the item index (exact
-                             below the bundle's ANN threshold, HNSW above); a known user with no
-                             live events is scored from the trained user vector
-    scores_from_history      score_histories(history) -> (1, n_items)
-    any other model          the trained user's scores (no real time) or, for a user it was not
-                             trained on, the most popular items
+    an EmbeddingModel        user_embeddings(...) -> (1, d), then the item index (exact below
+                             the bundle's ANN threshold, HNSW above)
+    any other model          score(...) -> (1, n_items)
 
 so an accepted event changes the next recommendation without retraining, and a new user gets
 personalised results from their first event. A user with no history at all gets the most popular
-items (the same answer for every such user).
+items (the same answer for every such user). Whether the model ignores histories altogether
+(popularity ranks the same items for everyone) is observed once, when the engine is built
+(`lmrec.serve.explain.ignores_history`); its explanations then name no history item.
 
 Behaviour types. A live event keeps its type when the bundle was trained on that type. Any other
 type (a "view" sent to a bundle trained on purchases only), and a visitor's items, which have no
@@ -40,13 +42,14 @@ import numpy as np
 
 from lmrec.columns import Role
 from lmrec.data.dataset import Sequences
-from lmrec.models.base import EmbeddingScorer
+from lmrec.models.kinds import EmbeddingModel
 from lmrec.serve.bundle import Bundle
 from lmrec.serve.explain import (
     POPULAR_REASON,
     UNKNOWN_EVENT,
     empty_filter_note,
     explain,
+    ignores_history,
     item_labels,
 )
 from lmrec.serve.rerank import MMR_POOL, ItemFilters, Similarity, mmr, top1
@@ -95,7 +98,9 @@ class Engine:
         self._event_types = (*types, UNKNOWN_EVENT)
         self._unknown_code = len(types)
         roles = {c: Role(r) for c, r in bundle.meta.get("item_roles", {}).items()}
-        self.embedding = isinstance(self.model, EmbeddingScorer)
+        self.embedding = isinstance(self.model, EmbeddingModel)
+        # the same ranking for everyone, whatever the history (observed, not declared)
+        self.ignores_history = ignores_history(self.model)
         self.index: Any = None
         norms: np.ndarray | None = None  # (n_items,) item vector norms
         if self.embedding:
@@ -106,7 +111,7 @@ class Engine:
                 np.asarray(self.model.item_embeddings(), dtype=np.float32), kind="exact")
             norms = np.linalg.norm(self.index.item_vectors, axis=1).astype(np.float32)
         self._similarity = Similarity(self.model, self.index, norms, bundle.items, roles,
-                                      self.n_items)
+                                      self.n_items, ignores_history=self.ignores_history)
         self._labels = item_labels(bundle.items)
         self.rules = rules or Rules()
         self._filters = ItemFilters(bundle.items, roles, self.rules, self.n_items,
@@ -179,27 +184,20 @@ class Engine:
         allowed = f.allowed(query.filters)
         pool = max(MMR_POOL, 4 * k) if query.diversity > 0 else k
         note = None
-        popular = self.model.history_independent  # the same ranking for everyone
+        popular = self.ignores_history  # the same ranking for everyone
+        users = np.array([user_idx], dtype=np.int64)
+        # a known user without live events: the trained state; anyone else: the history
+        # (beside the trained user's id and attributes, -1 for an unknown user)
+        histories = None if user_idx >= 0 and n_live == 0 else hist
         if hist.items.size == 0:
             note, popular = "no history yet: the most popular items", True
             idx, scores = f.top(self.model.popularity_, pool, seen, allowed)
-        elif self.embedding:
-            if user_idx >= 0 and n_live == 0:
-                q = self.model.user_embeddings(np.array([user_idx], dtype=np.int64))
-            else:
-                # the trained user's id and attributes stay beside the updated history
-                q = self.model.history_embeddings(hist, np.array([user_idx], dtype=np.int64))
+        elif isinstance(self.model, EmbeddingModel):
+            q = self.model.user_embeddings(users, histories)
             idx, scores = f.search(self.index, np.asarray(q, dtype=np.float32), pool, seen,
                                    allowed)
-        elif self.model.scores_from_history:
-            idx, scores = f.top(self.model.score_histories(hist)[0], pool, seen, allowed)
-        elif user_idx >= 0:
-            if n_live:
-                note = "this model cannot use live events: scored from the training data"
-            idx, scores = f.top(self.model.score(np.array([user_idx]))[0], pool, seen, allowed)
         else:
-            note, popular = "this model cannot score a new history: the most popular items", True
-            idx, scores = f.top(self.model.popularity_, pool, seen, allowed)
+            idx, scores = f.top(self.model.score(users, histories)[0], pool, seen, allowed)
         if query.diversity > 0:
             idx, scores = mmr(idx, scores, k, query.diversity, self._similarity.pairwise)
         idx, scores = idx[:k], scores[:k]
@@ -218,7 +216,7 @@ class Engine:
     def similar(self, item: int, k: int) -> list[Scored]:
         """The k items most similar to internal item `item` (itself and excluded items left
         out): embedding inner product, else the model's scores for the one-item history, else
-        co-occurrence cosine."""
+        (a model that ignores histories) the model's `item_similarity`."""
         one = np.array([item], dtype=np.int64)
         allowed = self._filters.rule_allowed
         if self.embedding:

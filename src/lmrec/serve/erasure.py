@@ -1,4 +1,5 @@
-"""Erasing a user, all or nothing: `Service.forget`, behind `DELETE /v1/users/{id}`.
+"""Erasing a user, all or nothing: `Service.forget` (`erase_user`), behind
+`DELETE /v1/users/{id}`.
 
 What is erased: the user's events and cached state in the store (one transaction, with an
 anonymous audit row) and, when the served bundle was trained on them, their rows in the bundle
@@ -44,7 +45,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
@@ -57,7 +58,6 @@ from lmrec.serve.bundle import (
     BUNDLE_FILE,
     HISTORIES_FILE,
     Bundle,
-    Redaction,
     bundle_files,
     bundle_lock,
     find_rules,
@@ -68,11 +68,8 @@ from lmrec.serve.bundle import (
 )
 from lmrec.serve.engine import Engine
 from lmrec.serve.rules import Rules
-from lmrec.serve.store.base import StateWriter
-from lmrec.serve.sync import POINTER_KEY, SYSTEM_USER
-
-if TYPE_CHECKING:
-    from lmrec.serve.service import Service
+from lmrec.serve.store.base import DeleteResult, EventStore, StateWriter
+from lmrec.serve.sync import POINTER_KEY, SYSTEM_USER, BundleSync
 
 log = logging.getLogger("lmrec.serve")
 
@@ -97,6 +94,18 @@ class Forgotten:
 
 
 # --- the bundle on disk ----------------------------------------------------------------------
+@dataclass(frozen=True)
+class Redaction:
+    """What `redact_bundle` did: the bundle.json now on disk and the users redacted now."""
+
+    meta: dict[str, Any]
+    users: int  # 0 when none was in the training data or all were redacted before
+
+    @property
+    def model_version(self) -> str:
+        return str(self.meta["model_version"])
+
+
 @dataclass
 class RedactionPlan:
     """A redaction prepared in `tmp` (a temporary folder inside `folder`), not yet visible.
@@ -226,67 +235,64 @@ def _keep(path: Path, copy: Path) -> None:
 
 
 # --- the service -------------------------------------------------------------------------
-def forget(svc: Service, raw_user: Any) -> Forgotten:
-    """`Service.forget`: erase a user, all or nothing (see the module docstring)."""
-    eng = svc.engine
-    key, public, u = eng.user_key(raw_user)
+def erase_user(served: Engine, store: EventStore, raw_user: Any, *, sync: BundleSync | None,
+               rules_path: Path | None) -> tuple[Engine, Forgotten]:
+    """`Service.forget` for the engine `served` now: the engine to serve afterwards (`served`
+    itself when the bundle does not hold the user) and what was removed. The caller holds the
+    service's reload lock when the bundle may hold the user (so that the bundle redacted is
+    the one served) and serves the returned engine before answering. ErasureFailed, with an
+    audit row, when it failed and nothing was erased."""
+    key, public, u = served.user_key(raw_user)
     if u < 0:  # nothing in the bundle: one store transaction is all there is
-        deleted = svc.store.delete_user(key)
-        return Forgotten(public, deleted.events, deleted.audit_id, False, False,
-                         eng.model_version)
-    with svc._reload_lock:  # no reload in between; the served bundle is the one redacted
-        served = svc.engine
-        key, public, u = served.user_key(raw_user)
-        if u < 0:  # a reload swapped in a bundle without the user meanwhile
-            deleted = svc.store.delete_user(key)
-            return Forgotten(public, deleted.events, deleted.audit_id, False, False,
-                             served.model_version)
-        try:
-            engine, deleted = _erase(svc, served, key)
-        except Exception as exc:
-            audit = _record_failure(svc)
-            # no user id in the log: it would outlive the erasure
-            log.error("an erasure failed and was rolled back (audit id %s): %s", audit, exc,
-                      exc_info=exc)
-            raise ErasureFailed("the erasure failed and was rolled back: nothing was erased; "
-                                "try again") from None
-        svc._engine = engine  # one reference assignment: atomic for request threads
+        deleted = store.delete_user(key)
+        return served, Forgotten(public, deleted.events, deleted.audit_id, False, False,
+                                 served.model_version)
+    try:
+        engine, deleted = _erase(served, store, key, sync, rules_path)
+    except Exception as exc:
+        audit = _record_failure(store)
+        # no user id in the log: it would outlive the erasure
+        log.error("an erasure failed and was rolled back (audit id %s): %s", audit, exc,
+                  exc_info=exc)
+        raise ErasureFailed("the erasure failed and was rolled back: nothing was erased; "
+                            "try again") from None
     if engine is not served:
         log.info("serving bundle %s after an erasure (was %s)", engine.model_version,
                  served.model_version)
-    return Forgotten(public, deleted.events, deleted.audit_id, True, engine.user_key(key)[2] < 0,
-                     engine.model_version)
+    return engine, Forgotten(public, deleted.events, deleted.audit_id, True,
+                             engine.user_key(key)[2] < 0, engine.model_version)
 
 
-def _erase(svc: Service, served: Engine, key: str) -> tuple[Engine, Any]:
+def _erase(served: Engine, store: EventStore, key: str, sync: BundleSync | None,
+           rules_path: Path | None) -> tuple[Engine, DeleteResult]:
     """Steps 1 to 3: the engine to serve afterwards and the store's DeleteResult."""
     path = served.bundle.path
     with redaction(path, [key]) as plan:
-        engine = Engine(plan.bundle, _rules(svc, served, plan))
-        pointer = (svc.sync.pointer(path, plan.meta["model_version"])
-                   if svc.sync is not None and plan.users else None)
+        engine = Engine(plan.bundle, _rules(served, plan, rules_path))
+        pointer = (sync.pointer(path, plan.meta["model_version"])
+                   if sync is not None and plan.users else None)
 
         def swap(tx: StateWriter) -> None:
             if pointer is not None:  # the other workers follow once this commits
                 tx.put_state(SYSTEM_USER, POINTER_KEY, pointer)
             plan.commit()  # last: only the commit is left after it
 
-        deleted = svc.store.delete_user(key, before_commit=swap)
+        deleted = store.delete_user(key, before_commit=swap)
     return engine, deleted
 
 
-def _rules(svc: Service, served: Engine, plan: RedactionPlan) -> Any:
+def _rules(served: Engine, plan: RedactionPlan, rules_path: Path | None) -> Rules | None:
     """The served rules, or the rules file's when the bundle on disk was another version
     (replaced since it was loaded), as a reload would read them."""
     if plan.base_version == served.model_version:
         return served.rules
-    rules_file = svc.rules_path or find_rules(plan.folder)
+    rules_file = rules_path or find_rules(plan.folder)
     return Rules.from_file(rules_file) if rules_file else None
 
 
-def _record_failure(svc: Service) -> int | None:
+def _record_failure(store: EventStore) -> int | None:
     try:
-        return svc.store.record_failed_erasure()
+        return store.record_failed_erasure()
     except Exception as exc:  # the store may be the reason of the failure
         log.error("could not record the failed erasure in the audit table: %s", exc)
         return None

@@ -3,16 +3,24 @@
 Explanations: for each recommended item, the history item (of the latest 50 distinct ones) with
 the largest affinity to it: embedding cosine, else the score the model gives the item from a
 history of that single item (for EASE and the neighbour models, exactly that item's
-contribution to the score), else co-occurrence cosine (`lmrec.serve.rerank.Similarity`). A
-ranking that is the same for everyone (a `history_independent` model such as popularity, or the
-most-popular fallback) is explained as such, by no history item.
+contribution to the score), else the model's `item_similarity` (co-occurrence cosine by
+default; `lmrec.serve.rerank.Similarity`). A ranking that is the same for everyone (a model that
+ignores histories, such as popularity, or the most-popular fallback) is explained as such, by no
+history item.
 
 Reasons. A recommendation explained by a history item says what the user did with it
 ("because you bought X"; "because of X in your history" for a behaviour type without a verb
 here, or one the model was not trained on). A model whose scores do not depend on the user's
-history (`Recommender.history_independent`, e.g. popularity), and the most-popular fallback
-for users without a history, rank the same items for everyone: their reason says so
-(`POPULAR_REASON`) and names no history item, which played no part.
+history (`ignores_history`, e.g. popularity), and the most-popular fallback for users without a
+history, rank the same items for everyone: their reason says so (`POPULAR_REASON`) and names no
+history item, which played no part.
+
+Whether a model ignores histories is not something it declares: the engine observes it once per
+bundle (`ignores_history`): an unknown user's scores for the empty history and for one-item
+histories of the most and of the least popular item are compared, and when all three are equal
+exactly, nothing a history holds moves the ranking, which is then the same for everyone. A
+model that uses histories at all changes its scores for at least one of these two items (the
+most popular item co-occurs with others in any data worth training on).
 
 Notes on filters. An empty answer to a filtered request says which filter left nothing: one
 that matches no item at all, filters that no item matches together, business rules that
@@ -29,6 +37,7 @@ import polars as pl
 
 from lmrec import columns as C
 from lmrec.data.dataset import Sequences
+from lmrec.models.base import Recommender
 
 POPULAR_REASON = "popular with other users"  # not personal: the same for everyone
 # The behaviour-type name of live events whose type the bundle was not trained on; no type sent
@@ -39,6 +48,20 @@ VERBS = {"view": "viewed", "pv": "viewed", "click": "clicked", "cart": "added to
          "add_to_cart": "added to your cart", "purchase": "bought", "buy": "bought",
          "order": "ordered", "favourite": "liked", "favorite": "liked", "fav": "liked",
          "like": "liked", "rating": "rated"}
+
+
+def ignores_history(model: Recommender) -> bool:
+    """Whether `model`'s scores are the same whatever the history (see the module docstring):
+    an unknown user's scores for the empty history equal, exactly, those for the one-item
+    histories of the most and of the least popular item."""
+    pop = np.asarray(model.popularity_)
+    probe = np.unique([int(np.argmax(pop)), int(np.argmin(pop))])
+    if probe.size == 1 and pop.size > 1:  # every item equally popular: any two items
+        probe = np.array([0, 1])
+    empty = model.score(np.array([-1]))[0]
+    one_item = model.score(np.full(probe.size, -1),
+                           Sequences.from_lists([np.array([i]) for i in probe]))
+    return all(np.array_equal(empty, row) for row in one_item)
 
 
 def history_reason(label: str, event_type: str) -> str:

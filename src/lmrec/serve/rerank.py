@@ -8,8 +8,9 @@ Diversity: maximal marginal relevance (Carbonell & Goldstein 1998) over a pool o
 max(50, 4k) best candidates, picking in turn the candidate with the largest
 (1 - diversity) * relevance - diversity * (max similarity to those picked), relevance being the
 score min-max scaled over the pool. Similarity is the cosine of the model's item embeddings,
-else of the items' categorical and multi-valued attributes, else of their training
-co-occurrence (`Similarity`, also behind explanations and similar items).
+else of the items' categorical and multi-valued attributes, else the model's `item_similarity`
+(the cosine of the items' training co-occurrence by default) (`Similarity`, also behind
+explanations and similar items).
 """
 
 from __future__ import annotations
@@ -24,8 +25,9 @@ import scipy.sparse as sp
 
 from lmrec import columns as C
 from lmrec.columns import Role
+from lmrec.data.dataset import Sequences
 from lmrec.errors import ConfigError, LmrecError
-from lmrec.models.history import as_sequences
+from lmrec.models.base import Recommender
 from lmrec.models.ranking import top_k
 from lmrec.serve.rules import Rules
 
@@ -152,16 +154,21 @@ class ItemFilters:
 # --- item similarity and diversity ----------------------------------------------------------
 class Similarity:
     """Item-to-item similarity: embedding cosine, else the model's scores of one-item histories
-    (affinity) or attribute cosine (pairwise), else training co-occurrence cosine."""
+    (affinity, unless the model ignores histories) or attribute cosine (pairwise), else the
+    model's `item_similarity` (training co-occurrence cosine by default)."""
 
-    def __init__(self, model: Any, index: Any, norms: np.ndarray | None, items: pl.DataFrame,
-                 roles: dict[str, Role], n_items: int) -> None:
+    def __init__(self, model: Recommender, index: Any, norms: np.ndarray | None,
+                 items: pl.DataFrame, roles: dict[str, Role], n_items: int, *,
+                 ignores_history: bool = False) -> None:
         self.model = model
         self.index = index
         self.norms = norms  # (n_items,) item vector norms, None without item embeddings
         self.items = items
         self.roles = roles
         self.n_items = n_items
+        # the model's scores are the same whatever the history (`explain.ignores_history`):
+        # one-item histories then say nothing about which items are alike
+        self.ignores_history = ignores_history
 
     def pairwise(self, idx: np.ndarray) -> np.ndarray:
         """(n, n) similarity of candidate items (cosine)."""
@@ -171,17 +178,18 @@ class Similarity:
         if self._attrs is not None:
             a = self._attrs[idx]
             return np.asarray((a @ a.T).toarray(), dtype=np.float32)
-        return self._cooc_cosine(idx, idx)
+        return self.model.item_similarity(idx, idx)
 
     def affinity(self, src: np.ndarray, targets: np.ndarray | None) -> np.ndarray:
         """(len(src), n_targets) affinity of source items to target items (all when None)."""
         if self.norms is not None:
             t = self._unit(np.arange(self.n_items) if targets is None else targets)
             return self._unit(src) @ t.T
-        if self.model.scores_from_history and not self.model.history_independent:
-            s = self.model.score_histories(as_sequences([np.array([i]) for i in src]))
+        if not self.ignores_history:
+            s = self.model.score(np.full(len(src), -1, dtype=np.int64),
+                                 Sequences.from_lists([np.array([i]) for i in src]))
             return s if targets is None else s[:, targets]
-        return self._cooc_cosine(src, targets)
+        return self.model.item_similarity(src, targets)
 
     @cached_property
     def _attrs(self) -> sp.csr_matrix | None:
@@ -194,22 +202,6 @@ class Similarity:
         assert self.norms is not None
         rows = self.index.item_vectors[idx]
         return rows / np.maximum(self.norms[idx], 1e-12)[:, None]
-
-    @cached_property
-    def _cooc(self) -> tuple[sp.csc_matrix, np.ndarray]:
-        """The training (n_users, n_items) binary matrix by columns, and its column norms;
-        built on first use (only models without embeddings or history scoring need it)."""
-        seen = self.model.seen_.tocsc()
-        return seen, np.sqrt(np.asarray(seen.sum(axis=0)).ravel()).astype(np.float32)
-
-    def _cooc_cosine(self, src: np.ndarray, targets: np.ndarray | None) -> np.ndarray:
-        """(len(src), n_targets) cosine of items' training user sets."""
-        cols, norms = self._cooc
-        a = cols[:, src]
-        b = cols if targets is None else cols[:, targets]
-        dots = np.asarray((a.T @ b).toarray(), dtype=np.float32)
-        nb = norms if targets is None else norms[targets]
-        return dots / np.maximum(norms[src][:, None] * nb[None, :], 1e-12)
 
 
 def mmr(idx: np.ndarray, scores: np.ndarray, k: int, lam: float,

@@ -31,7 +31,7 @@ from typing import Any
 from lmrec.errors import LmrecError
 from lmrec.serve.bundle import find_rules, load_bundle
 from lmrec.serve.engine import Engine, Query, Scored
-from lmrec.serve.erasure import Forgotten, forget
+from lmrec.serve.erasure import Forgotten, erase_user
 from lmrec.serve.rules import Rules
 from lmrec.serve.store import EventIn, EventStore, IngestResult
 from lmrec.serve.sync import BundleSync, Follower
@@ -117,7 +117,16 @@ class Service:
         """Erase a user, all or nothing: their events and cached state in the store and, when
         the served bundle was trained on them, their rows in the bundle on disk and in memory
         (`lmrec.serve.erasure`). ErasureFailed when it failed and nothing was erased."""
-        return forget(self, raw_user)
+        served = self._engine
+        if served.user_key(raw_user)[2] < 0:  # nothing in the bundle: the store alone
+            return erase_user(served, self.store, raw_user, sync=self.sync,
+                              rules_path=self.rules_path)[1]
+        with self._reload_lock:  # no reload in between; the served bundle is the one redacted
+            # (a reload may have swapped in a bundle without the user meanwhile)
+            engine, done = erase_user(self._engine, self.store, raw_user, sync=self.sync,
+                                      rules_path=self.rules_path)
+            self._engine = engine  # one reference assignment: atomic for request threads
+        return done
 
     def reload(self, path: str | Path | None = None, *, publish: bool = True) -> tuple[str, str]:
         """Load a bundle (the current one again when `path` is None) and swap it in.

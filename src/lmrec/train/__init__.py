@@ -1,11 +1,20 @@
-"""The shared training loop of lmrec's neural models: config, loop, losses, negatives.
+"""Training: the options every fit gets, the one epoch loop, torch trainers, losses, negatives.
 
-See `lmrec.train.loop` for the task protocol and `lmrec.train.distributed` for torchrun runs.
+See `lmrec.train.epochs` for the loop and the Trainer contract, `lmrec.train.loop` for the
+torch task protocol and `lmrec.train.distributed` for torchrun runs.
 """
 
-from lmrec.train.config import TRAIN_FIELDS, TrainConfig
+from lmrec.train.config import TrainConfig
 from lmrec.train.distributed import DistEnv, dist_env
-from lmrec.train.loop import TrainResult, TrainTask, resolve_device, seeded_torch, train
+from lmrec.train.epochs import EpochStats, LoopResult, Trainer, run_epochs
+from lmrec.train.loop import (
+    TorchTrainer,
+    TrainResult,
+    TrainTask,
+    resolve_device,
+    seeded_torch,
+    train,
+)
 from lmrec.train.losses import (
     bce_loss,
     bpr_loss,
@@ -14,20 +23,26 @@ from lmrec.train.losses import (
     sampled_softmax_loss,
 )
 from lmrec.train.negatives import NegativeSampler, seen_keys
+from lmrec.train.options import TrainingOptions
 
 __all__ = [
-    "TRAIN_FIELDS",
     "DistEnv",
+    "EpochStats",
+    "LoopResult",
     "NegativeSampler",
+    "TorchTrainer",
     "TrainConfig",
     "TrainResult",
     "TrainTask",
+    "Trainer",
+    "TrainingOptions",
     "bce_loss",
     "bpr_loss",
     "dist_env",
     "full_softmax_loss",
     "in_batch_softmax_loss",
     "resolve_device",
+    "run_epochs",
     "sampled_softmax_loss",
     "seeded_torch",
     "seen_keys",

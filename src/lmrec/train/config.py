@@ -3,16 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
-
-# The fields a model Config may embed (flat) to expose the loop's knobs as model parameters.
-TRAIN_FIELDS: tuple[str, ...] = (
-    "epochs", "batch_size", "optimizer", "lr", "weight_decay", "grad_clip", "lr_schedule",
-    "lr_step_epochs", "lr_gamma", "patience", "eval_every", "seed", "device", "num_threads",
-    "checkpoint_dir", "resume", "progress",
-)
 
 
 class TrainConfig(BaseModel):
@@ -42,3 +35,10 @@ class TrainConfig(BaseModel):
         None, description="run folder: checkpoint every epoch, history.json, curve.png")
     resume: bool = Field(False, description="continue from the checkpoint in checkpoint_dir")
     progress: bool = Field(True, description="Rich progress bar (only on a terminal)")
+
+    @classmethod
+    def of(cls, config: Any, **override: Any) -> TrainConfig:
+        """The loop's settings out of a model config that embeds TrainConfig's fields flat (a
+        NeuralConfig, a SequentialConfig), with `override` applied."""
+        values = {name: getattr(config, name) for name in cls.model_fields}
+        return cls(**{**values, **override})

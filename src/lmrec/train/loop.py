@@ -1,44 +1,52 @@
-"""One training loop for every neural model.
+"""One epoch loop for every iteratively trained model.
 
 API::
 
-    from lmrec.train import TrainConfig, TrainTask, train
+    from lmrec.train import Trainer, TrainConfig, TrainTask, run_epochs, train
 
-    class MyTask:                                     # satisfies the TrainTask protocol
+    class MyTrainer(Trainer):                        # any model with an epoch to run
+        def train_epoch(self, epoch: int) -> EpochStats: ...   # one pass, mean loss
+        def validate(self) -> float | None: ...      # optional, higher is better
+
+    result = run_epochs(MyTrainer(...), epochs=40)   # BPR trains this way
+
+    class MyTask:                                     # a torch model: the TrainTask protocol
         def build_module(self) -> nn.Module: ...      # called once, under the loop's seeded RNG
         def batches(self, epoch: int, rng: np.random.Generator
                     ) -> Iterable[dict[str, Tensor]]: ...   # the epoch's mini-batches
         def loss(self, model: nn.Module, batch: dict[str, Tensor]) -> Tensor: ...
         def validate(self, module: nn.Module) -> float | None: ...  # higher is better
 
-    result = train(MyTask(), TrainConfig(epochs=10, patience=3), rng)
+    result = train(MyTask(), TrainConfig(epochs=10, patience=3), rng)   # a TorchTrainer
     result.module, result.history, result.best_epoch, result.examples_per_s
+
+`run_epochs` is the loop: epochs, validation every `eval_every` epochs with early stopping
+after `patience` validations without improvement and the best state restored, a wall-clock
+budget (it stops after the epoch that crosses it), a checkpoint after every epoch in
+`checkpoint_dir` that `resume=True` continues from with the same result as an uninterrupted
+run, a Rich progress bar (terminal only), and history.json plus curve.png in the run folder.
+
+`TorchTrainer` runs a TrainTask: device choice (CUDA when present), optimizer, learning-rate
+schedule (stepped per epoch), gradient clipping and distributed data parallelism.
 
 Contract of a task:
   * `batches` draws all its randomness (order, negatives) from the Generator it is given, and
     every tensor of a batch has the examples along dim 0 (the loop counts examples from the
-    first tensor). The loop moves batches to the device.
+    first tensor). The trainer moves batches to the device.
   * `loss` must run the forward pass by calling `model(...)`: in a distributed run `model` is
     the DistributedDataParallel wrapper, whose forward arms the gradient all-reduce. The
     module may return anything from forward (scores, tower outputs); the loss reduces it.
   * `validate` gets the bare module in eval mode under torch.no_grad (rank 0 only) and
     returns the metric (e.g. NDCG@10 on a holdout), or None to skip early stopping.
 
-The loop does the rest: device choice (CUDA when present), optimizer, learning-rate schedule
-(stepped per epoch), gradient clipping, validation every `eval_every` epochs with early
-stopping after `patience` validations without improvement and the best weights restored,
-a checkpoint after every epoch in `checkpoint_dir` that `resume=True` continues from with the
-same result as an uninterrupted run, a Rich progress bar (terminal only), and history.json
-plus curve.png in the run folder. Determinism: the seed (TrainConfig.seed, or drawn from the
-Generator passed in) seeds a private numpy Generator for the batches and torch's RNG inside
-`torch.random.fork_rng`, so dropout and initialisation are reproducible on CPU while the
-caller's global torch RNG state is left untouched. Distributed runs: see
-`lmrec.train.distributed`.
+Determinism: the seed (TrainConfig.seed, or drawn from the Generator passed in) seeds a private
+numpy Generator for the batches and torch's RNG inside `torch.random.fork_rng`, so dropout and
+initialisation are reproducible on CPU while the caller's global torch RNG state is left
+untouched. Distributed runs: see `lmrec.train.distributed`.
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -51,6 +59,7 @@ from torch import Tensor, nn
 from lmrec.train import checkpoint as ckpt
 from lmrec.train import distributed as D
 from lmrec.train.config import TrainConfig
+from lmrec.train.epochs import EpochStats, Trainer, run_epochs
 
 
 class TrainTask(Protocol):
@@ -145,135 +154,83 @@ def _n_examples(batch: dict[str, Tensor]) -> int:
 
 
 def train(task: TrainTask, config: TrainConfig | None = None,
-          rng: np.random.Generator | int | None = None, *, title: str = "train") -> TrainResult:
-    """Train `task` as `config` says; see the module docstring."""
+          rng: np.random.Generator | int | None = None, *, title: str = "train",
+          time_budget_s: float | None = None, device: str | None = None) -> TrainResult:
+    """Train `task` as `config` says, through `run_epochs`; see the module docstring.
+
+    `device` (a TrainingOptions value) overrides `config.device` when given.
+    """
     cfg = config or TrainConfig()
     env = D.dist_env()
-    device = resolve_device(cfg.device, env)
-    D.init_distributed(env, device)
+    dev = resolve_device(device or cfg.device, env)
+    D.init_distributed(env, dev)
     seed = derive_seed(cfg, rng)
-    with torch_threads(cfg.num_threads), seeded_torch(seed, device):
-        return _train(task, cfg, seed, env, device, title)
+    with torch_threads(cfg.num_threads), seeded_torch(seed, dev):
+        trainer = TorchTrainer(task, cfg, seed, env, dev)
+        loop = run_epochs(trainer, epochs=cfg.epochs, patience=cfg.patience,
+                          eval_every=cfg.eval_every, time_budget_s=time_budget_s,
+                          checkpoint_dir=cfg.checkpoint_dir, resume=cfg.resume, title=title,
+                          progress=cfg.progress, env=env, device=dev, seed=seed)
+        module = trainer.module
+        D.broadcast_module(module, env)
+        module.eval()
+    return TrainResult(module, loop.history, loop.best_epoch, loop.best_metric,
+                       loop.stopped_early, loop.seconds, loop.examples, str(dev))
 
 
-def _train(task: TrainTask, cfg: TrainConfig, seed: int, env: D.DistEnv,
-           device: torch.device, title: str) -> TrainResult:
-    batch_rng = np.random.default_rng(seed)
-    module = task.build_module().to(device)
-    opt = _optimizer(module.parameters(), cfg)
-    sched = _scheduler(opt, cfg)
-    history: list[dict[str, Any]] = []
-    best_state: dict[str, Tensor] | None = None
-    best_metric: float | None = None
-    best_epoch = 0
-    bad = 0
-    start = 0
-    stopped = False
-    run_dir = cfg.checkpoint_dir
-    if cfg.resume and run_dir is not None:
-        state = ckpt.load_checkpoint(run_dir)
-        if state is not None:
-            module.load_state_dict(state["module"])
-            opt.load_state_dict(state["optimizer"])
-            sched.load_state_dict(state["scheduler"])
-            batch_rng.bit_generator.state = state["numpy_rng"]
-            torch.set_rng_state(state["torch_rng"])
-            history = list(state["history"])
-            best_state = state["best_state"]
-            best_metric = state["best_metric"]
-            best_epoch, bad, start = state["best_epoch"], state["bad"], state["epoch"]
-            stopped = state["stopped"]
-    model = D.wrap(module, env, device)
-    examples = 0
-    t_train = 0.0
-    with _progress(title, cfg.epochs, cfg.progress and env.is_main) as report:
-        report(start, None)
-        for epoch in range(start, cfg.epochs):
-            if stopped:
-                break
-            t0 = time.perf_counter()
-            module.train()
-            batches = D.shard(list(task.batches(epoch, batch_rng)), env)
-            loss_sum, n_seen = 0.0, 0
-            for raw in batches:
-                batch = _to(raw, device)
-                opt.zero_grad(set_to_none=True)
-                loss = task.loss(model, batch)
-                loss.backward()
-                if cfg.grad_clip is not None:
-                    nn.utils.clip_grad_norm_(module.parameters(), cfg.grad_clip)
-                opt.step()
-                n = _n_examples(batch)
-                loss_sum += float(loss.detach()) * n
-                n_seen += n
-            lr = opt.param_groups[0]["lr"]
-            sched.step()
-            seconds = time.perf_counter() - t0
-            examples += n_seen
-            t_train += seconds
-            mean_loss = D.all_reduce_mean(loss_sum / max(n_seen, 1), env, device)
-            metric: float | None = None
-            if (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs:
-                if env.is_main:
-                    module.eval()
-                    with torch.no_grad():
-                        metric = task.validate(module)
-                if metric is not None and (best_metric is None or metric > best_metric):
-                    best_metric, best_epoch, bad = metric, epoch + 1, 0
-                    best_state = ckpt.clone_state(module)
-                elif metric is not None:
-                    bad += 1
-                stopped = cfg.patience is not None and bad >= cfg.patience
-            stopped = D.broadcast_flag(stopped, env, device)
-            history.append({"epoch": epoch + 1, "loss": mean_loss, "metric": metric, "lr": lr,
-                            "seconds": round(seconds, 4),
-                            "examples_per_s": round(n_seen * env.world_size / seconds, 1)
-                            if seconds > 0 else None})
-            if run_dir is not None and env.is_main:
-                ckpt.save_checkpoint(run_dir, {
-                    "module": module.state_dict(), "optimizer": opt.state_dict(),
-                    "scheduler": sched.state_dict(),
-                    "numpy_rng": batch_rng.bit_generator.state,
-                    "torch_rng": torch.get_rng_state(), "history": history,
-                    "best_state": best_state, "best_metric": best_metric,
-                    "best_epoch": best_epoch, "bad": bad, "epoch": epoch + 1,
-                    "stopped": stopped, "seed": seed})
-            report(epoch + 1, history[-1])
-    if best_state is not None:
-        module.load_state_dict(best_state)
-    else:
-        best_epoch = len(history)
-    D.broadcast_module(module, env)
-    module.eval()
-    if run_dir is not None and env.is_main and history:
-        summary = {"best_epoch": best_epoch, "best_metric": best_metric, "seed": seed,
-                   "stopped_early": stopped, "world_size": env.world_size}
-        ckpt.write_history(run_dir, history, summary)
-        ckpt.plot_curve(run_dir, history, title)
-    return TrainResult(module, history, best_epoch, best_metric, stopped, t_train, examples,
-                       str(device))
+class TorchTrainer(Trainer):
+    """A TrainTask's module with its optimizer and schedule, trained an epoch at a time."""
 
+    def __init__(self, task: TrainTask, cfg: TrainConfig, seed: int, env: D.DistEnv,
+                 device: torch.device) -> None:
+        self.task, self.cfg, self.env, self.device = task, cfg, env, device
+        self.batch_rng = np.random.default_rng(seed)
+        self.module = task.build_module().to(device)
+        self.opt = _optimizer(self.module.parameters(), cfg)
+        self.sched = _scheduler(self.opt, cfg)
+        self.model = D.wrap(self.module, env, device)
 
-@contextmanager
-def _progress(title: str, epochs: int, enabled: bool) -> Iterator[Any]:
-    """A Rich bar over epochs showing the loss and validation metric (terminal only)."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    def train_epoch(self, epoch: int) -> EpochStats:
+        module, opt = self.module, self.opt
+        module.train()
+        batches = D.shard(list(self.task.batches(epoch, self.batch_rng)), self.env)
+        loss_sum, n_seen = 0.0, 0
+        for raw in batches:
+            batch = _to(raw, self.device)
+            opt.zero_grad(set_to_none=True)
+            loss = self.task.loss(self.model, batch)
+            loss.backward()
+            if self.cfg.grad_clip is not None:
+                nn.utils.clip_grad_norm_(module.parameters(), self.cfg.grad_clip)
+            opt.step()
+            n = _n_examples(batch)
+            loss_sum += float(loss.detach()) * n
+            n_seen += n
+        lr = opt.param_groups[0]["lr"]
+        self.sched.step()
+        mean_loss = D.all_reduce_mean(loss_sum / max(n_seen, 1), self.env, self.device)
+        return EpochStats(mean_loss, n_seen, lr)
 
-    from lmrec.console import err
+    def validate(self) -> float | None:
+        self.module.eval()
+        with torch.no_grad():
+            return self.task.validate(self.module)
 
-    progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(),
-                        MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
-                        TimeElapsedColumn(), console=err, transient=False,
-                        disable=not (enabled and err.is_terminal))
-    with progress:
-        bar = progress.add_task(title, total=epochs, info="")
+    def snapshot(self) -> dict[str, Tensor]:
+        return ckpt.clone_state(self.module)
 
-        def report(done: int, row: dict[str, Any] | None) -> None:
-            info = ""
-            if row is not None:
-                info = f"loss {row['loss']:.4f}"
-                if row.get("metric") is not None:
-                    info += f"  valid {row['metric']:.4f}"
-            progress.update(bar, completed=done, info=info)
+    def restore(self, snapshot: dict[str, Tensor]) -> None:
+        self.module.load_state_dict(snapshot)
 
-        yield report
+    def state_dict(self) -> dict[str, Any]:
+        return {"module": self.module.state_dict(), "optimizer": self.opt.state_dict(),
+                "scheduler": self.sched.state_dict(),
+                "numpy_rng": self.batch_rng.bit_generator.state,
+                "torch_rng": torch.get_rng_state()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.module.load_state_dict(state["module"])
+        self.opt.load_state_dict(state["optimizer"])
+        self.sched.load_state_dict(state["scheduler"])
+        self.batch_rng.bit_generator.state = state["numpy_rng"]
+        torch.set_rng_state(state["torch_rng"])

@@ -29,13 +29,12 @@ from collections.abc import Callable, Iterator, Sequence
 from collections.abc import Set as AbstractSet
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Self
+from typing import Any, Self
 from urllib.parse import urlsplit, urlunsplit
 
-from lmrec.errors import ConfigError, InputError, LmrecError
-
-if TYPE_CHECKING:  # the pool raises StoreError, defined here
-    from lmrec.serve.store.pool import ConnectionPool
+from lmrec.errors import ConfigError, InputError
+from lmrec.serve.store.errors import StoreError
+from lmrec.serve.store.pool import ConnectionPool
 
 SCHEMA_VERSION = 2  # 2: lmrec_deletions.outcome
 ERASED, ROLLED_BACK = "erased", "rolled_back"  # lmrec_deletions.outcome
@@ -47,10 +46,6 @@ MAX_STATE_BYTES = 1 << 20  # the per-user cache holds small blobs, not documents
 
 # (user_id, item_id, type, ts, event_id, value): the column order of every insert
 Row = tuple[str, str, str, float, str | None, float | None]
-
-
-class StoreError(LmrecError):
-    """The store cannot serve the request now: unreachable, closed, or its pool exhausted."""
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ from contextlib import contextmanager, suppress
 from typing import Generic, TypeVar
 
 from lmrec.errors import ConfigError, InputError
-from lmrec.serve.store.base import StoreError
+from lmrec.serve.store.errors import StoreError
 
 POOL_TIMEOUT_S = 30.0  # how long a caller waits for a free connection before StoreError
 C = TypeVar("C")
