@@ -1,5 +1,6 @@
-"""Public datasets (MovieLens, Taobao) and the built-in e-commerce generator."""
+"""Public datasets (MovieLens, Taobao, Amazon Beauty/Sports) and the e-commerce generator."""
 
+from lmrec.datasets.amazon import load_amazon_beauty, load_amazon_sports, load_sequences
 from lmrec.datasets.download import default_cache_dir, download_file, unpack_zip, verify_archive
 from lmrec.datasets.movielens import (
     load_movielens_1m,
@@ -29,10 +30,13 @@ __all__ = [
     "generate_shop",
     "get_spec",
     "list_datasets",
+    "load_amazon_beauty",
+    "load_amazon_sports",
     "load_dataset",
     "load_movielens_1m",
     "load_movielens_100k",
     "load_movielens_latest_small",
+    "load_sequences",
     "load_taobao",
     "locate_dataset",
     "shop_dataset",

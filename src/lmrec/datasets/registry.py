@@ -15,6 +15,12 @@ from pathlib import Path
 from typing import Any
 
 from lmrec.datasets import download as dl
+from lmrec.datasets.amazon import (
+    BEAUTY_FILES,
+    SPORTS_FILES,
+    load_amazon_beauty,
+    load_amazon_sports,
+)
 from lmrec.datasets.movielens import (
     load_movielens_1m,
     load_movielens_100k,
@@ -51,6 +57,8 @@ class DatasetSpec:
     licence: str = ""
     accepts_file: bool = False  # a single data file may be given as the source
     generated: bool = False  # built by lmrec itself: no files, no download
+    # why there is no download (said when no local copy is found and `urls` is empty)
+    no_download: str = "the site needs a login"
 
     @property
     def archive_name(self) -> str | None:
@@ -62,6 +70,13 @@ class DatasetSpec:
 
 _GROUPLENS = "https://files.grouplens.org/datasets/movielens/"
 _GROUPLENS_TERMS = "GroupLens research licence: research use, cite Harper & Konstan 2015"
+# The Amazon sets are the files of salesforce/ICLRec's data/ folder (commit 2890e6c, 2022-09-16;
+# sha256 in the datasets' SOURCE.md). lmrec never downloads them: the review data's terms
+# forbid redistribution, so a user fetches the file and passes it with --from.
+_ICLREC = "https://github.com/salesforce/ICLRec"
+_AMAZON_TERMS = ("Amazon review data: research use, cite He & McAuley 2016 and McAuley et al. "
+                 "2015; no redistribution")
+_AMAZON_NO_DOWNLOAD = "the review data's terms forbid redistribution"
 
 # The MD5 values are GroupLens's published `<zip>.md5` files, quoted identically by many
 # independent projects. ml-latest-small is a "development" release that GroupLens may rebuild,
@@ -118,6 +133,32 @@ DATASETS: dict[str, DatasetSpec] = {
             homepage="https://tianchi.aliyun.com/dataset/649",
             licence="Tianchi terms (commonly reported as CC BY-NC-SA 4.0); non-commercial",
             accepts_file=True,
+        ),
+        DatasetSpec(
+            name="amazon-beauty",
+            description="Amazon Beauty, 5-core (McAuley et al. 2014, as in S3-Rec, ICLRec and "
+                        "TIGER): 198,502 reviews by 22,363 users on 12,101 products, one "
+                        "time-ordered sequence per user, no timestamps",
+            loader=load_amazon_beauty,
+            folders=("amazon-beauty",),
+            files=(BEAUTY_FILES,),
+            homepage=_ICLREC,
+            licence=_AMAZON_TERMS,
+            accepts_file=True,
+            no_download=_AMAZON_NO_DOWNLOAD,
+        ),
+        DatasetSpec(
+            name="amazon-sports",
+            description="Amazon Sports and Outdoors, 5-core (as amazon-beauty): 296,337 "
+                        "reviews by 35,598 users on 18,357 products, one time-ordered "
+                        "sequence per user, no timestamps",
+            loader=load_amazon_sports,
+            folders=("amazon-sports",),
+            files=(SPORTS_FILES,),
+            homepage=_ICLREC,
+            licence=_AMAZON_TERMS,
+            accepts_file=True,
+            no_download=_AMAZON_NO_DOWNLOAD,
         ),
         DatasetSpec(
             name="shop",
@@ -210,8 +251,8 @@ def locate_dataset(
         return found
     if not spec.urls:
         raise InputError(
-            f"{spec.name}: no local copy found, and there is no direct public download (the "
-            f"site needs a login). Download {spec.files[0][0]} from {spec.homepage}, then pass "
+            f"{spec.name}: no local copy found, and lmrec has no download for it "
+            f"({spec.no_download}). Download {spec.files[0][0]} from {spec.homepage}, then pass "
             f"the file or its folder with --from (source=...), or put it in a folder named "
             f"{spec.folders[0]!r} under ${DATASETS_DIR_ENV}",
             location=Location(str(cache)),
