@@ -29,6 +29,8 @@ TINY_PARAMS: dict[str, dict[str, Any]] = {
                 "dropout": 0.0, "loss": "gbce", "negatives": 8, "max_len": 8,
                 "progress": False},
     "content-text": {"progress": False},
+    # weights searched on a holdout of the training pairs (no validation part in the checks)
+    "blend": {"members": ("itemknn", "popularity")},
     "sasrec": {"hidden": 8, "heads": 1, "inner": 8, "layers": 1, "epochs": 20, "batch_size": 8,
                "lr": 0.01, "dropout": 0.0, "loss": "gbce", "negatives": 8, "max_len": 8,
                "progress": False},
@@ -47,7 +49,7 @@ def factory(name: str) -> T.ModelFactory:
 
 def test_registry_lists_every_model() -> None:
     assert set(MODELS) == {"popularity", "content", "itemknn", "userknn", "als", "bpr", "ease",
-                           "neumf", "two-tower", "gru4rec", "sasrec", "content-text"}
+                           "neumf", "two-tower", "gru4rec", "sasrec", "content-text", "blend"}
     for name, klass in MODELS.items():
         assert klass.name == name
         assert issubclass(klass, Recommender)
@@ -180,3 +182,17 @@ class TestContractMixin(T.RecommenderContract):
 
     def make_model(self) -> Recommender:
         return ItemKNN(k=20, shrink=1.0)
+
+
+def test_register_model_guards_names() -> None:
+    from lmrec.models import register_model, unregister_model
+
+    class Other(ItemKNN):
+        name = "ease"  # taken by a shipped model
+
+    with pytest.raises(ConfigError, match="taken"):
+        register_model(Other)
+    for shipped in ("ease", "blend"):
+        with pytest.raises(ConfigError, match="shipped"):
+            unregister_model(shipped)
+    assert register_model(MODELS["ease"]) is MODELS["ease"]  # the same class again: no-op

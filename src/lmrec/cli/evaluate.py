@@ -7,10 +7,27 @@ from typing import Annotated, Any
 
 import typer
 
+from lmrec.cli.auto import (
+    AUTO,
+    auto_options,
+    auto_sections,
+    auto_tables,
+    check_auto_split,
+    run_auto,
+)
 from lmrec.cli.checks import check_choice, check_out, check_range
-from lmrec.cli.options import SEED_MAX, _parse_ks, parse_params, parse_variant
+from lmrec.cli.options import (
+    SEED_MAX,
+    _BudgetOption,
+    _FamiliesOption,
+    _MaxTrialsOption,
+    _parse_ks,
+    parse_params,
+    parse_variant,
+)
 from lmrec.console import err, metrics_summary, out, print_json, steps, table
 from lmrec.errors import ConfigError
+from lmrec.jsonfile import write_json
 from lmrec.serve.security import split_list as _split_list
 
 
@@ -78,16 +95,26 @@ def evaluate_cmd(
     tune: Annotated[bool, typer.Option(
         "--tune", help="Search hyperparameters on the validation part first.")] = False,
     trials: Annotated[int, typer.Option(help="Trials for --tune.")] = 20,
+    budget: _BudgetOption = None,
+    families: _FamiliesOption = None,
+    max_trials: _MaxTrialsOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON object of metrics.")
                        ] = False,
 ) -> None:
-    """Fit a model on a split's training part and print full-ranking metrics."""
+    """Fit a model on a split's training part and print full-ranking metrics.
+
+    `--model auto --budget 15m` searches models and parameters on the validation part, refits
+    the winner on train + valid and tests it once (--json: the usual metrics plus "auto")."""
     from lmrec.data import Dataset
     from lmrec.evaluate import HISTORY_POLICIES, SPLIT_KINDS, cross_validate, fit_and_evaluate
     from lmrec.models import create_model
 
     params = parse_params(param, config)
-    create_model(model, params)  # refuse unknown models and parameters before any work
+    auto = auto_options(model == AUTO, budget, families, max_trials, {
+        "--param": bool(param), "--config": config is not None, "--tune": tune,
+        "--part valid": part == "valid", "--split kfold": split == "kfold"})
+    if auto is None:
+        create_model(model, params)  # refuse unknown models and parameters before any work
     ks = _parse_ks(k)
     r = _check_split_options(ratios, test_share, holdout_share, max_train_events, seed, folds)
     check_choice("--split", split, SPLIT_KINDS)
@@ -105,7 +132,11 @@ def evaluate_cmd(
         splits = _splits(ds, split, r, test_share, folds, seed, holdout_share, max_train_events)
         if tune:
             params = _tune(model, params, splits[0], ks, trials, seed, history, step)
-        if len(splits) > 1:
+        if auto is not None:
+            found = run_auto(splits[0], auto, ks, seed, history, step)
+            assert found.test is not None
+            metrics, extra = dict(found.test.metrics), {"auto": found.to_dict()}
+        elif len(splits) > 1:
             step(f"{len(splits)} folds")
             summary = cross_validate(lambda: create_model(model, params), splits, ks,
                                      history=history)
@@ -122,6 +153,9 @@ def evaluate_cmd(
     rows = [(key, v) for key, v in metrics.items()]
     out.print(table(f"{model} on {ds.name} ({split} split, {part}, {history} histories)",
                     ["metric", "value"], rows))
+    if auto is not None:
+        for t in auto_tables(found):
+            out.print(t)
 
 
 def _tune(model: str, params: dict[str, Any], split: Any, ks: list[int], trials: int,
@@ -168,13 +202,20 @@ def compare_cmd(
         help="observed (score each user's events as of the evaluated part, as served) | "
              "trained (score the model's fitted state, RecBole's general protocol)")
                        ] = "observed",
+    budget: _BudgetOption = None,
+    families: _FamiliesOption = None,
+    max_trials: _MaxTrialsOption = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
-    """Run several models on one split; write a Markdown/HTML report with plots."""
+    """Run several models on one split; write a Markdown/HTML report with plots.
+
+    `auto` in --models is one entry: the search of `lmrec evaluate --model auto` (with
+    --budget), its winner refitted on train + valid; its trials go into the report."""
     from lmrec.data import Dataset
     from lmrec.evaluate import (
         HISTORY_POLICIES,
         SPLIT_KINDS,
+        evaluate,
         fit_and_evaluate,
         metrics_table,
         write_report,
@@ -182,7 +223,9 @@ def compare_cmd(
     from lmrec.models import create_model
 
     check_out(report, "--report")
-    recs = {n: create_model(n) for n in _split_list(models)}
+    names = _split_list(models)
+    auto = auto_options(AUTO in names, budget, families, max_trials)
+    recs: dict[str, Any] = {n: None if n == AUTO else create_model(n) for n in names}
     for spec in variant or []:
         label, model_name, params = parse_variant(spec)
         if label in recs:
@@ -198,14 +241,29 @@ def compare_cmd(
     if ks[-1] > ds.n_items:
         raise ConfigError(f"--k {ks[-1]} is larger than the catalogue ({ds.n_items} items)")
     splits = _splits(ds, split, r, test_share, 2, seed, holdout_share, max_train_events)
+    if auto is not None:
+        check_auto_split(splits[0])
     results = {}
+    found = None
     with steps("comparing") as step:
         for n, rec in recs.items():
             step(n)
+            if rec is None:  # auto: search, refit the winner on train + valid, test once
+                assert auto is not None
+                found = run_auto(splits[0], auto.restarted(), ks, seed, history, step)
+                assert found.test is not None
+                results[n] = found.test
+                continue
             results[n] = fit_and_evaluate(rec, splits[0], ks, rng=seed, history=history)
+            # a blend's members, as fitted inside it, so the report shows who wins which slice
+            for member, fitted in getattr(rec, "named_members", dict)().items():
+                results[f"{n}/{member}"] = evaluate(fitted, splits[0], ks, history=history)
         step("writing the report")
         paths = write_report(results, report, title=f"lmrec compare on {ds.name}",
-                             split_info=splits[0].sizes())
+                             split_info=splits[0].sizes(),
+                             sections=() if found is None else auto_sections(found))
+        if found is not None:
+            paths["auto"] = write_json(report / "auto.json", found.to_dict())
     if as_json:
         print_json({n: r.to_dict()["metrics"] for n, r in results.items()})
         return

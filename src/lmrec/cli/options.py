@@ -1,8 +1,10 @@
 """Option helpers shared by the `lmrec` commands: parameter pairs and files, model variants,
-cutoffs, the seed bound, the options of event files, and one-line validation messages."""
+cutoffs, durations, the seed bound, the options of event files and of `--model auto`, and
+one-line validation messages."""
 
 from __future__ import annotations
 
+import math
 import re
 import tomllib
 from pathlib import Path
@@ -78,6 +80,32 @@ def _parse_ks(value: str) -> list[int]:
     if not ks or ks[0] < 1:
         raise ConfigError(f"--k {value!r}: cutoffs must be positive integers")
     return ks
+
+
+_DURATION = re.compile(r"(\d+(?:\.\d*)?|\.\d+)\s*([smh])")
+_UNIT_S = {"s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_duration(value: str, option: str = "--budget") -> float:
+    """A positive duration with a unit, "90s", "15m" or "1.5h", in seconds."""
+    m = _DURATION.fullmatch(value.strip().lower())
+    seconds = float(m[1]) * _UNIT_S[m[2]] if m else math.nan
+    if not (math.isfinite(seconds) and seconds > 0):
+        raise ConfigError(f"{option} {value!r}: expected a positive duration with a unit, "
+                          "such as 90s, 15m or 1.5h")
+    return seconds
+
+
+# `--model auto` (evaluate, compare, train)
+_BudgetOption = Annotated[str | None, typer.Option(
+    "--budget", help="Wall-clock time for --model auto (search, refit and test), e.g. 90s, "
+                     "15m, 1.5h.")]
+_FamiliesOption = Annotated[str | None, typer.Option(
+    "--families", help="Models --model auto searches, comma-separated (default: every "
+                       "registered model the data can feed).")]
+_MaxTrialsOption = Annotated[int | None, typer.Option(
+    "--max-trials", help="Stop --model auto after this many trials; without --budget nothing "
+                         "depends on the clock, so a seeded run repeats exactly.")]
 
 
 # How event files are read, and which column is which: one definition for prepare and inspect.

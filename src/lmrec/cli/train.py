@@ -10,8 +10,15 @@ import polars as pl
 import typer
 
 from lmrec import columns as C
+from lmrec.cli.auto import AUTO, auto_options, train_auto
 from lmrec.cli.checks import check_choice, check_out, check_range
-from lmrec.cli.options import SEED_MAX, parse_params
+from lmrec.cli.options import (
+    SEED_MAX,
+    _BudgetOption,
+    _FamiliesOption,
+    _MaxTrialsOption,
+    parse_params,
+)
 from lmrec.console import err, out, print_json, steps, table
 from lmrec.errors import ConfigError
 from lmrec.serve.retrieval import DEFAULT_ANN_THRESHOLD
@@ -32,9 +39,15 @@ def train(
     ann_threshold: Annotated[int, typer.Option(
         help="Catalogue size from which embedding models get an ANN index.")
     ] = DEFAULT_ANN_THRESHOLD,
+    budget: _BudgetOption = None,
+    families: _FamiliesOption = None,
+    max_trials: _MaxTrialsOption = None,
 ) -> None:
     """Train a model on a dataset folder and save it as a servable bundle (model, items,
-    training histories, version; see `lmrec serve`)."""
+    training histories, version; see `lmrec serve`).
+
+    `--model auto --budget 5m` searches models and parameters on an internal per-user 9:1
+    split of the data, then trains the winner on all of it (the search goes to auto.json)."""
     from lmrec.data import Dataset
     from lmrec.models import create_model, model_class
     from lmrec.serve.bundle import write_bundle
@@ -47,20 +60,33 @@ def train(
 
         Rules.from_file(rules)
     params = parse_params(param, config)
-    if "checkpoint_dir" in model_class(model).Config.model_fields:
-        # neural models keep checkpoints, history.json and the training curve with the model
-        params.setdefault("checkpoint_dir", str(out_dir / "run"))
-    rec = create_model(model, params)
+    auto = auto_options(model == AUTO, budget, families, max_trials,
+                        {"--param": bool(param), "--config": config is not None})
+    if auto is None:
+        if "checkpoint_dir" in model_class(model).Config.model_fields:
+            # neural models keep checkpoints, history.json and the training curve with it
+            params.setdefault("checkpoint_dir", str(out_dir / "run"))
+        rec = create_model(model, params)
     ds = Dataset.load(data)
     t0 = time.perf_counter()
-    with steps(f"training {model} on {ds.name}"):
-        rec.fit(ds, TrainingOptions(rng=seed))
+    found = None
+    with steps(f"training {model} on {ds.name}") as step:
+        if auto is not None:  # the winner comes fitted on all of ds
+            found = train_auto(ds, auto, seed, out_dir, step)
+            assert found.model is not None
+            rec = found.model
+        else:
+            rec.fit(ds, TrainingOptions(rng=seed))
     seconds = time.perf_counter() - t0
     from lmrec.train.distributed import dist_env
 
     if not dist_env().is_main:  # under torchrun every rank trains; rank 0 alone writes
         return
     write_bundle(rec, ds, out_dir, ann_threshold=ann_threshold, rules=rules)
+    if found is not None:
+        from lmrec.jsonfile import write_json
+
+        write_json(out_dir / "auto.json", found.to_dict())
     err.print(f"Trained {rec!r} on {ds.n_users} users, {ds.n_items} items, {ds.n_events} "
               f"events in {seconds:.2f} s; saved to {out_dir}")
 

@@ -5,9 +5,12 @@ Typical use::
     from lmrec.evaluate import split_random, fit_and_evaluate, write_report
     split = split_random(dataset, seed=0)
     result = fit_and_evaluate(model, split, ks=(5, 10, 20))  # history="observed"
+    found = auto_search(split, budget_s=300, seed=0)  # models and parameters; found.test
     write_report({"model": result}, "out/", title="...", split_info=split.sizes())
 """
 
+from lmrec.evaluate.auto import auto_search, auto_train, default_families
+from lmrec.evaluate.auto_result import AutoResult, AutoTrial
 from lmrec.evaluate.cold_splits import split_cold_items, split_cold_users
 from lmrec.evaluate.protocol import (
     HISTORY_POLICIES,
@@ -54,15 +57,20 @@ __all__ = [
     "BEYOND_METRICS",
     "HISTORY_POLICIES",
     "SPLIT_KINDS",
+    "AutoResult",
+    "AutoTrial",
     "EvalResult",
     "HistoryPolicy",
     "Split",
     "TuneResult",
     "accuracy_from_hits",
+    "auto_search",
+    "auto_train",
     "cooccurrence_features",
     "cosine_gram",
     "coverage",
     "cross_validate",
+    "default_families",
     "evaluate",
     "exposure",
     "fit_and_evaluate",

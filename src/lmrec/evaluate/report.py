@@ -5,14 +5,14 @@ from __future__ import annotations
 import base64
 import html
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import polars as pl
 
-from lmrec.evaluate.protocol import POPULARITY_BINS, EvalResult
+from lmrec.evaluate.protocol import HISTORY_BUCKETS, POPULARITY_BINS, EvalResult
 from lmrec.jsonfile import write_json
 from lmrec.metrics import ALL_METRICS
 from lmrec.version import __version__
@@ -48,17 +48,52 @@ def metrics_table(results: Mapping[str, EvalResult], ks: Iterable[int] | None = 
                                 for c in columns})
 
 
+def slice_winners(results: Mapping[str, EvalResult], k: int = 10) -> pl.DataFrame:
+    """Which model has the best mean NDCG@k on each user slice, and by how much.
+
+    Slices: all warm users, then the training-history buckets (`HISTORY_BUCKETS`: a user's
+    activity) and the cold users, where the results have them. One row per slice: "slice",
+    "users", "best", f"ndcg@{k}" (the best's), "runner-up", "ahead by" (absolute) and "ahead
+    by %" (relative to the runner-up). Empty with fewer than two results: e.g. a blend and its
+    members, evaluated on one split, to see where each member wins.
+    """
+    key = f"ndcg@{k}"
+    labels = ["all users", *(b[0] for b in HISTORY_BUCKETS), "cold users"]
+    rows = []
+    for label in labels if len(results) > 1 else ():
+        values, users = {}, 0
+        for name, r in results.items():
+            entry = ({"users": r.n_users, key: r.metrics.get(key, math.nan)}
+                     if label == "all users" else r.slices.get(label, {}))
+            v = entry.get(key)
+            if v is not None and not _isnan(v):
+                values[name], users = float(v), int(entry.get("users", 0))
+        if len(values) < 2:
+            continue
+        ranked = sorted(values.items(), key=lambda kv: -kv[1])  # stable: first listed wins ties
+        (best, v1), (second, v2) = ranked[0], ranked[1]
+        rows.append({"slice": label, "users": users, "best": best, key: v1,
+                     "runner-up": second, "ahead by": v1 - v2,
+                     "ahead by %": 100 * (v1 - v2) / v2 if v2 > 0 else None})
+    return pl.DataFrame(rows, schema={"slice": pl.String, "users": pl.Int64, "best": pl.String,
+                                      key: pl.Float64, "runner-up": pl.String,
+                                      "ahead by": pl.Float64, "ahead by %": pl.Float64})
+
+
 def write_report(
     results: Mapping[str, EvalResult],
     out_dir: str | Path,
     *,
     title: str = "lmrec evaluation",
     split_info: Mapping[str, Any] | None = None,
+    sections: Sequence[tuple[str, pl.DataFrame]] = (),
 ) -> dict[str, Path]:
     """Write results.json, report.md, report.html and the PNG plots to `out_dir`.
 
     `results` maps a model label to its EvalResult (all on the same split and ks).
     `split_info` describes the split (e.g. {"name": ..., **split.sizes()}).
+    `sections`: more (title, table) sections for the documents, before the timing (e.g. the
+    trials of `--model auto`).
     Returns {"json", "markdown", "html", "plot_metrics", "plot_recall", "plot_popularity",
     "plot_slices"} -> path (plots only when there is something to draw).
     """
@@ -97,6 +132,8 @@ def write_report(
         (f"Metrics at k={main_k}", table),
         ("Recall and NDCG at every k", curve),
         (f"Slices (ndcg@{main_k} / recall@{main_k}; users per slice)", slices),
+        (f"Who wins which slice (mean ndcg@{main_k})", slice_winners(results, main_k)),
+        *sections,
         ("Timing (seconds)", timing),
     ]
     notes = _notes(main_k, sorted({r.history for r in results.values()}))

@@ -2,6 +2,7 @@
 
 from lmrec.models.als import ALS, ALSConfig
 from lmrec.models.base import Recommender
+from lmrec.models.blend import Blend, BlendConfig
 from lmrec.models.bpr import BPR, BPRConfig
 from lmrec.models.content import Content, ContentConfig
 from lmrec.models.content_text import ContentText, ContentTextConfig
@@ -29,6 +30,9 @@ from lmrec.models.two_tower import TwoTower
 from lmrec.models.two_tower_config import TwoTowerConfig
 from lmrec.models.userknn import UserKNN, UserKNNConfig
 
+# the blend makes its members through the registry, so it registers itself here, not there
+register_model(Blend, shipped=True)
+
 __all__ = [
     "ALS",
     "BPR",
@@ -36,6 +40,8 @@ __all__ = [
     "MODELS",
     "ALSConfig",
     "BPRConfig",
+    "Blend",
+    "BlendConfig",
     "Content",
     "ContentConfig",
     "ContentText",

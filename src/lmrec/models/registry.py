@@ -26,12 +26,14 @@ MODELS: dict[str, type[Recommender]] = {
     for klass in (Popularity, Content, ContentText, ItemKNN, UserKNN, ALS, BPR, EASE, NeuMF,
                   TwoTower, GRU4Rec, SASRec)
 }
-_SHIPPED = frozenset(MODELS)
+_SHIPPED = set(MODELS)
 
 
-def register_model(klass: type[Recommender]) -> type[Recommender]:
+def register_model(klass: type[Recommender], *, shipped: bool = False) -> type[Recommender]:
     """Make `klass` known by `klass.name` (usable as a class decorator). Registering another
-    class under a taken name is refused; registering the same class again does nothing."""
+    class under a taken name is refused; registering the same class again does nothing.
+    `shipped` marks one of lmrec's own models that cannot be listed above because it builds
+    its members through this registry (the blend), so that it cannot be unregistered."""
     name = getattr(klass, "name", None)
     if not isinstance(name, str) or not name:
         raise ConfigError(f"{klass.__name__} needs a `name` to be registered")
@@ -40,6 +42,8 @@ def register_model(klass: type[Recommender]) -> type[Recommender]:
     if MODELS.get(name, klass) is not klass:
         raise ConfigError(f"model name {name!r} is taken by {MODELS[name].__name__}")
     MODELS[name] = klass
+    if shipped:
+        _SHIPPED.add(name)
     return klass
 
 
