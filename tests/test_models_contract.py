@@ -49,7 +49,8 @@ def factory(name: str) -> T.ModelFactory:
 
 def test_registry_lists_every_model() -> None:
     assert set(MODELS) == {"popularity", "content", "itemknn", "userknn", "als", "bpr", "ease",
-                           "neumf", "two-tower", "gru4rec", "sasrec", "content-text", "blend"}
+                           "slim", "admm-slim", "neumf", "two-tower", "gru4rec", "sasrec",
+                           "content-text", "blend"}
     for name, klass in MODELS.items():
         assert klass.name == name
         assert issubclass(klass, Recommender)

@@ -1,5 +1,6 @@
 """Models behind one Recommender contract."""
 
+from lmrec.models.admm_slim import ADMMSLIM, ADMMSLIMConfig
 from lmrec.models.als import ALS, ALSConfig
 from lmrec.models.base import Recommender
 from lmrec.models.blend import Blend, BlendConfig
@@ -26,6 +27,7 @@ from lmrec.models.registry import (
 )
 from lmrec.models.sasrec import SASRec, SASRecConfig
 from lmrec.models.sequential import SequentialConfig, SequentialRecommender
+from lmrec.models.slim import SLIM, SLIMConfig
 from lmrec.models.two_tower import TwoTower
 from lmrec.models.two_tower_config import TwoTowerConfig
 from lmrec.models.userknn import UserKNN, UserKNNConfig
@@ -34,10 +36,13 @@ from lmrec.models.userknn import UserKNN, UserKNNConfig
 register_model(Blend, shipped=True)
 
 __all__ = [
+    "ADMMSLIM",
     "ALS",
     "BPR",
     "EASE",
     "MODELS",
+    "SLIM",
+    "ADMMSLIMConfig",
     "ALSConfig",
     "BPRConfig",
     "Blend",
@@ -63,6 +68,7 @@ __all__ = [
     "Recommender",
     "SASRec",
     "SASRecConfig",
+    "SLIMConfig",
     "SequentialConfig",
     "SequentialRecommender",
     "TextQueries",

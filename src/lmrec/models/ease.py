@@ -21,15 +21,17 @@ import scipy.sparse as sp
 from pydantic import Field
 
 from lmrec.data.dataset import Dataset, Sequences
-from lmrec.errors import ConfigError
 from lmrec.models.artifacts import pack_csr, unpack_csr
 from lmrec.models.base import Recommender
 from lmrec.models.hyperparams import FloatRange, ModelConfig, SearchSpace
 from lmrec.models.redaction import UserRows
+from lmrec.models.slim import check_dense_fits
 from lmrec.train.options import TrainingOptions
 
-# Refuse item-item matrices above this size: G and its inverse are dense (n_items^2 floats).
-MAX_ITEMS = 60_000
+# Peak working set per entry of the n_items x n_items matrices: G, its Cholesky factor and
+# inverse and B, about six dense copies in the inversion's dtype (measured as the peak RSS of a
+# fit); a catalogue that would not fit in the memory available is refused before any of it.
+PEAK_COPIES = 6
 
 
 class EASEConfig(ModelConfig):
@@ -55,15 +57,13 @@ class EASE(Recommender):
     def _fit(self, dataset: Dataset, options: TrainingOptions) -> None:
         cfg = self.config
         n = dataset.n_items
-        if n > MAX_ITEMS:
-            raise ConfigError(f"ease needs a dense {n} x {n} matrix; at most {MAX_ITEMS} items "
-                              "are supported (use itemknn or als for larger catalogues)")
+        check_dense_fits(self.name, n, PEAK_COPIES * np.dtype(cfg.dtype).itemsize)
         x = self._matrix(dataset)
         dtype = np.dtype(cfg.dtype)
         gram = (x.T @ x).toarray().astype(dtype)  # (n_items, n_items)
         gram[np.diag_indices(n)] += cfg.l2
         # G is symmetric positive definite: a Cholesky inverse is twice as fast as LU
-        p = _spd_inverse(gram)
+        p = spd_inverse(gram)
         b = p / (-np.diag(p))[None, :]  # B_ij = -P_ij / P_jj
         b[np.diag_indices(n)] = 0.0
         self.B_ = np.ascontiguousarray(b, dtype=np.float32)
@@ -98,7 +98,7 @@ class EASE(Recommender):
         self.X_ = unpack_csr(arrays, "X") if "X.data" in arrays else None
 
 
-def _spd_inverse(a: np.ndarray) -> np.ndarray:
+def spd_inverse(a: np.ndarray) -> np.ndarray:
     """Inverse of a symmetric positive definite matrix (n, n), via Cholesky (LAPACK potri)."""
     c, info = scipy.linalg.lapack.get_lapack_funcs("potrf", (a,))(a, lower=True)
     if info != 0:  # not positive definite in floating point: fall back to a general inverse

@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from lmrec.errors import ConfigError
+from lmrec.models.admm_slim import ADMMSLIM
 from lmrec.models.als import ALS
 from lmrec.models.base import Recommender
 from lmrec.models.bpr import BPR
@@ -18,13 +19,14 @@ from lmrec.models.itemknn import ItemKNN
 from lmrec.models.neumf import NeuMF
 from lmrec.models.popularity import Popularity
 from lmrec.models.sasrec import SASRec
+from lmrec.models.slim import SLIM
 from lmrec.models.two_tower import TwoTower
 from lmrec.models.userknn import UserKNN
 
 MODELS: dict[str, type[Recommender]] = {
     klass.name: klass
-    for klass in (Popularity, Content, ContentText, ItemKNN, UserKNN, ALS, BPR, EASE, NeuMF,
-                  TwoTower, GRU4Rec, SASRec)
+    for klass in (Popularity, Content, ContentText, ItemKNN, UserKNN, ALS, BPR, EASE, SLIM,
+                  ADMMSLIM, NeuMF, TwoTower, GRU4Rec, SASRec)
 }
 _SHIPPED = set(MODELS)
 
