@@ -29,6 +29,11 @@ TINY_PARAMS: dict[str, dict[str, Any]] = {
                 "dropout": 0.0, "loss": "gbce", "negatives": 8, "max_len": 8,
                 "progress": False},
     "content-text": {"progress": False},
+    # one step per epoch at the default batch on 36 users: small batches, few epochs
+    "multvae": {"hidden": (16,), "latent": 8, "epochs": 40, "batch_size": 8, "lr": 1e-2,
+                "total_anneal_steps": 100, "progress": False},
+    "recvae": {"hidden": 16, "latent": 8, "depth": 2, "epochs": 12, "batch_size": 8, "lr": 1e-2,
+               "progress": False},
     # weights searched on a holdout of the training pairs (no validation part in the checks)
     "blend": {"members": ("itemknn", "popularity")},
     "sasrec": {"hidden": 8, "heads": 1, "inner": 8, "layers": 1, "epochs": 20, "batch_size": 8,
@@ -50,7 +55,7 @@ def factory(name: str) -> T.ModelFactory:
 def test_registry_lists_every_model() -> None:
     assert set(MODELS) == {"popularity", "content", "itemknn", "userknn", "als", "bpr", "ease",
                            "slim", "admm-slim", "neumf", "two-tower", "gru4rec", "sasrec",
-                           "content-text", "blend"}
+                           "content-text", "blend", "multvae", "recvae"}
     for name, klass in MODELS.items():
         assert klass.name == name
         assert issubclass(klass, Recommender)

@@ -17,6 +17,7 @@ from lmrec.models.neumf import NeuMF, NeuMFConfig
 from lmrec.models.neural import NeuralConfig, NeuralRecommender
 from lmrec.models.popularity import Popularity, PopularityConfig
 from lmrec.models.ranking import Recommendations, top_k
+from lmrec.models.recvae import RecVAE, RecVAEConfig
 from lmrec.models.redaction import UserRows
 from lmrec.models.registry import (
     MODELS,
@@ -31,6 +32,7 @@ from lmrec.models.slim import SLIM, SLIMConfig
 from lmrec.models.two_tower import TwoTower
 from lmrec.models.two_tower_config import TwoTowerConfig
 from lmrec.models.userknn import UserKNN, UserKNNConfig
+from lmrec.models.vae import MultVAE, MultVAEConfig
 
 # the blend makes its members through the registry, so it registers itself here, not there
 register_model(Blend, shipped=True)
@@ -58,12 +60,16 @@ __all__ = [
     "ItemKNN",
     "ItemKNNConfig",
     "ModelConfig",
+    "MultVAE",
+    "MultVAEConfig",
     "NeuMF",
     "NeuMFConfig",
     "NeuralConfig",
     "NeuralRecommender",
     "Popularity",
     "PopularityConfig",
+    "RecVAE",
+    "RecVAEConfig",
     "Recommendations",
     "Recommender",
     "SASRec",

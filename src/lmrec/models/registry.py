@@ -18,15 +18,17 @@ from lmrec.models.gru4rec import GRU4Rec
 from lmrec.models.itemknn import ItemKNN
 from lmrec.models.neumf import NeuMF
 from lmrec.models.popularity import Popularity
+from lmrec.models.recvae import RecVAE
 from lmrec.models.sasrec import SASRec
 from lmrec.models.slim import SLIM
 from lmrec.models.two_tower import TwoTower
 from lmrec.models.userknn import UserKNN
+from lmrec.models.vae import MultVAE
 
 MODELS: dict[str, type[Recommender]] = {
     klass.name: klass
     for klass in (Popularity, Content, ContentText, ItemKNN, UserKNN, ALS, BPR, EASE, SLIM,
-                  ADMMSLIM, NeuMF, TwoTower, GRU4Rec, SASRec)
+                  ADMMSLIM, NeuMF, MultVAE, RecVAE, TwoTower, GRU4Rec, SASRec)
 }
 _SHIPPED = set(MODELS)
 
