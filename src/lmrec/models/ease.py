@@ -12,20 +12,15 @@ or forgotten user) scores 0.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import ClassVar, Literal
 
 import numpy as np
 import scipy.linalg
-import scipy.sparse as sp
 from pydantic import Field
 
-from lmrec.data.dataset import Dataset, Sequences
-from lmrec.models.artifacts import pack_csr, unpack_csr
-from lmrec.models.base import Recommender
-from lmrec.models.hyperparams import FloatRange, ModelConfig, SearchSpace
-from lmrec.models.redaction import UserRows
-from lmrec.models.slim import check_dense_fits
+from lmrec.data.dataset import Dataset
+from lmrec.models.hyperparams import FloatRange, SearchSpace
+from lmrec.models.slim import LinearItemConfig, LinearItemModel, check_dense_fits
 from lmrec.train.options import TrainingOptions
 
 # Peak working set per entry of the n_items x n_items matrices: G, its Cholesky factor and
@@ -34,21 +29,20 @@ from lmrec.train.options import TrainingOptions
 PEAK_COPIES = 6
 
 
-class EASEConfig(ModelConfig):
+class EASEConfig(LinearItemConfig):
     # Default chosen once on the ML100K validation part (ratings >= 3, 10-core, random per-user
     # 8:1:1 split as peerdata.split_rs, seed 2020; fit on train, valid NDCG@10):
     # l2 100 .2348, 200 .2417, 300 .2408, 400 .2423, 500 .2417, 800 .2351 -> 400.
     l2: float = Field(400.0, gt=0, description="L2 regularisation lambda added to diag(X^T X)")
-    weighting: Literal["binary", "weight"] = Field(
-        "binary", description="interaction matrix: 1 per (user, item), or summed event weights")
     dtype: Literal["float32", "float64"] = Field(
         "float64", description="precision of the inversion; B is stored as float32")
 
     search_space: ClassVar[SearchSpace] = {"l2": FloatRange(10.0, 5000.0, log=True)}
 
 
-class EASE(Recommender):
-    """Closed-form linear item-to-item model. State: B (n_items, n_items) float32."""
+class EASE(LinearItemModel):
+    """Closed-form linear item-to-item model. State: B (n_items, n_items) float32 (scoring,
+    saving and per-user state are the shared linear model's, `lmrec.models.slim`)."""
 
     name = "ease"
     Config = EASEConfig
@@ -65,37 +59,7 @@ class EASE(Recommender):
         # G is symmetric positive definite: a Cholesky inverse is twice as fast as LU
         p = spd_inverse(gram)
         b = p / (-np.diag(p))[None, :]  # B_ij = -P_ij / P_jj
-        b[np.diag_indices(n)] = 0.0
-        self.B_ = np.ascontiguousarray(b, dtype=np.float32)
-        self.X_ = x if cfg.weighting != "binary" else None
-
-    def _matrix(self, dataset: Dataset) -> sp.csr_matrix:
-        return dataset.matrix(self.config.weighting).tocsr().astype(np.float32)
-
-    def user_state(self) -> tuple[UserRows, ...]:
-        # the weighted user-item matrix (weighting != "binary"); binary input is `seen_`,
-        # which the base class empties itself
-        return () if self.X_ is None else (UserRows(self.X_),)
-
-    def _score(self, users: np.ndarray, histories: Sequences | None) -> np.ndarray:
-        if histories is None:
-            x = self.seen_ if self.X_ is None else self.X_
-            return self._score_rows(x[users])
-        return self._score_rows(self._history_rows(histories, self.config.weighting))
-
-    def _score_rows(self, rows: sp.csr_matrix) -> np.ndarray:
-        # (B, n_items) sparse @ (n_items, n_items) dense -> (B, n_items)
-        return np.asarray(rows @ self.B_, dtype=np.float32)
-
-    def _arrays(self) -> dict[str, np.ndarray]:
-        out = {"B": self.B_}
-        if self.X_ is not None:
-            out.update(pack_csr(self.X_, "X"))
-        return out
-
-    def _load_arrays(self, arrays: Mapping[str, np.ndarray]) -> None:
-        self.B_ = arrays["B"]
-        self.X_ = unpack_csr(arrays, "X") if "X.data" in arrays else None
+        self._set_state(b, x)  # B as float32 with a zero diagonal; X kept when weighted
 
 
 def spd_inverse(a: np.ndarray) -> np.ndarray:
