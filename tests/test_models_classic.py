@@ -20,8 +20,10 @@ from lmrec.models import (
     Popularity,
     Recommender,
     UserKNN,
+    bpr_trainer,
 )
-from lmrec.models.bpr import _sample_negatives
+from lmrec.models.bpr import bpr_schedule
+from lmrec.models.bpr_trainer import SeenPairs, sample_negatives
 from lmrec.prepare import PrepareConfig, prepare
 from lmrec.train.options import TrainingOptions
 
@@ -212,10 +214,52 @@ def test_bpr_negative_sampler_avoids_seen_items(rng: np.random.Generator) -> Non
     n_users, n_items = 50, 30
     x = rng.random((n_users, n_items)) < 0.6
     u, i = np.nonzero(x)
-    keys = np.sort(u.astype(np.int64) * n_items + i)
-    neg = _sample_negatives(u.astype(np.int64), keys, n_items, rng)
+    u = u.astype(np.int64)
+    seed = int(rng.integers(1 << 30))
+    bitmap = SeenPairs(u, i, n_users, n_items)
+    searched = SeenPairs(u, i, n_users, n_items, max_bytes=0)  # sorted codes instead
+    assert bitmap.bits is not None and searched.bits is None
+    neg = sample_negatives(u, bitmap, np.random.default_rng(seed))
     assert not x[u, neg].any()
     assert neg.min() >= 0 and neg.max() < n_items
+    # both membership tests give the same draws
+    np.testing.assert_array_equal(neg, sample_negatives(u, searched, np.random.default_rng(seed)))
+    pu, pi = rng.integers(0, n_users, 500), rng.integers(0, n_items, 500)
+    np.testing.assert_array_equal(bitmap.contains(pu, pi), x[pu, pi])
+    np.testing.assert_array_equal(searched.contains(pu, pi), x[pu, pi])
+
+
+def test_bpr_batches_larger_than_a_chunk_give_the_same_fit(
+        rng: np.random.Generator, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A batch is computed in cache-sized chunks: the same sums in the same order."""
+    ds, _ = grouped_with_holdout(rng)
+    params = {"factors": 8, "epochs": 3, "batch_size": 100, "lr": 0.02, "reg": 0.05}
+    whole = BPR(**params).fit(ds, TrainingOptions(rng=0))
+    monkeypatch.setattr(bpr_trainer, "CHUNK", 7)
+    chunked = BPR(**params).fit(ds, TrainingOptions(rng=0))
+    np.testing.assert_allclose(chunked.U_, whole.U_, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(chunked.V_, whole.V_, rtol=1e-5, atol=1e-7)
+    assert chunked.training_log_[-1]["loss"] == pytest.approx(whole.training_log_[-1]["loss"])
+
+
+def test_bpr_schedule_follows_the_data_unless_set() -> None:
+    cfg = BPR().config
+    # batch: 32 steps an epoch; epochs: 60 up to 50 interactions per item, 40 from 120 on
+    assert bpr_schedule(cfg, 1_000_000, 3500) == {"epochs": 40, "batch_size": 31_250}
+    assert bpr_schedule(cfg, 65_165, 1016) == {"epochs": 54, "batch_size": 2037}
+    assert bpr_schedule(cfg, 220_539, 18_357) == {"epochs": 60, "batch_size": 6892}
+    assert bpr_schedule(cfg, 100, 10)["batch_size"] == 64  # the smallest batch
+    assert bpr_schedule(BPR(epochs=7, batch_size=512).config, 10**6, 10) == {
+        "epochs": 7, "batch_size": 512}
+
+
+def test_bpr_learning_rate_schedules() -> None:
+    assert bpr_trainer.lr_factor("constant", 5, 10) == 1.0
+    linear = [bpr_trainer.lr_factor("linear", t, 4) for t in range(4)]
+    assert linear == [1.0, 0.75, 0.5, 0.25]
+    cosine = [bpr_trainer.lr_factor("cosine", t, 100) for t in range(100)]
+    assert cosine[0] == 1.0 and cosine[50] == pytest.approx(0.5)
+    assert 0 < cosine[-1] < 0.001 and all(np.diff(cosine) < 0)
 
 
 def test_bpr_trains_in_the_epoch_loop(rng: np.random.Generator) -> None:
@@ -230,6 +274,12 @@ def test_bpr_trains_in_the_epoch_loop(rng: np.random.Generator) -> None:
     # the time budget stops after the epoch that crosses it
     short = BPR(**params).fit(ds, TrainingOptions(rng=0, time_budget_s=1e-9))
     assert len(short.training_log_) == 1
+    # the fitted schedule is kept; threads change the speed, not the result
+    assert model.schedule_ == {"epochs": 6, "batch_size": 256}
+    lrs = [row["lr"] for row in log]  # cosine decay by default
+    assert lrs[0] < 0.02 and all(np.diff(lrs) < 0) and lrs[-1] < 0.001
+    two = BPR(**params, threads=2).fit(ds, TrainingOptions(rng=0))
+    np.testing.assert_array_equal(two.U_, model.U_)
 
 
 # --- content ----------------------------------------------------------------------------------
