@@ -29,7 +29,6 @@ from pydantic import Field
 from threadpoolctl import threadpool_limits
 
 from lmrec.data.dataset import Dataset, Sequences
-from lmrec.errors import InputError
 from lmrec.models.base import Recommender
 from lmrec.models.hyperparams import FloatRange, IntRange, ModelConfig, SearchSpace
 from lmrec.models.kinds import EmbeddingModel
@@ -109,12 +108,8 @@ class ALS(EmbeddingModel, Recommender):
         """(B,) internal users -> (B, f) float32: without histories the trained factors U[u]
         (an unknown user, -1, gets 0: an empty history's); with B histories their folded-in
         factors (see the module docstring), whoever the users are."""
-        self._check_fitted()
-        users = np.asarray(users, dtype=np.int64).ravel()
-        if histories is not None:
-            seqs = Sequences.from_lists(histories).checked(self.n_items)
-            if seqs.n_rows != users.size:
-                raise InputError(f"{seqs.n_rows} histories for {users.size} users")
+        users, seqs = self._checked_query(users, histories)
+        if seqs is not None:
             return self._fold_in(seqs)
         out = self.U_[np.maximum(users, 0)]
         out[users < 0] = 0.0

@@ -149,14 +149,8 @@ class Recommender(ABC):
         and times models may use, or a list of int arrays, oldest first) the model scores
         those histories, e.g. a training history extended by live events.
         """
-        self._check_fitted()
-        users = np.asarray(users, dtype=np.int64).ravel()
-        if users.size and (users.min() < -1 or users.max() >= len(self.users_)):
-            raise InputError(f"user indices must be -1 (unknown) or in [0, {len(self.users_)})")
-        if histories is not None:
-            seqs = Sequences.from_lists(histories).checked(self.n_items)
-            if seqs.n_rows != users.size:
-                raise InputError(f"{seqs.n_rows} histories for {users.size} users")
+        users, seqs = self._checked_query(users, histories)
+        if seqs is not None:
             return np.asarray(self._score(users, seqs), dtype=np.float32)
         unknown = users < 0
         if not unknown.any():
@@ -166,6 +160,23 @@ class Recommender(ABC):
             out[~unknown] = self._score(users[~unknown], None)
         out[unknown] = self._score(users[unknown], Sequences.empty(int(unknown.sum())))
         return out
+
+    def _checked_query(self, users: np.ndarray | Sequence[int],
+                       histories: Sequences | Sequence[np.ndarray] | None
+                       ) -> tuple[np.ndarray, Sequences | None]:
+        """`score`'s arguments checked (InputError): users (B,) int64 in [-1, n_users), and
+        the histories as Sequences of B rows of items in range. Public entry points that take
+        the same arguments (`EmbeddingModel.user_embeddings`) check them here too."""
+        self._check_fitted()
+        users = np.asarray(users, dtype=np.int64).ravel()
+        if users.size and (users.min() < -1 or users.max() >= len(self.users_)):
+            raise InputError(f"user indices must be -1 (unknown) or in [0, {len(self.users_)})")
+        if histories is None:
+            return users, None
+        seqs = Sequences.from_lists(histories).checked(self.n_items)
+        if seqs.n_rows != users.size:
+            raise InputError(f"{seqs.n_rows} histories for {users.size} users")
+        return users, seqs
 
     def _history_rows(self, histories: Sequences, weighting: str) -> sp.csr_matrix:
         """(B, n_items) float32 CSR rows of the histories, built as `Dataset.matrix(weighting)`

@@ -60,7 +60,6 @@ import numpy as np
 from pydantic import Field
 
 from lmrec.data.dataset import Dataset, Sequences
-from lmrec.errors import InputError
 from lmrec.models.base import Recommender
 from lmrec.models.bpr_trainer import BPRTrainer
 from lmrec.models.history import fit_linear_fold_in, history_matrix, mean_item_features
@@ -176,12 +175,8 @@ class BPR(EmbeddingModel, Recommender):
         """(B,) internal users -> (B, f + 1) float32 [u, 1]: without histories u = U[u] (0 for
         an unknown user, -1, as for an empty history); with B histories u is folded in from
         each (see the module docstring), whoever the users are."""
-        self._check_fitted()
-        users = np.asarray(users, dtype=np.int64).ravel()
-        if histories is not None:
-            seqs = Sequences.from_lists(histories).checked(self.n_items)
-            if seqs.n_rows != users.size:
-                raise InputError(f"{seqs.n_rows} histories for {users.size} users")
+        users, seqs = self._checked_query(users, histories)
+        if seqs is not None:
             return self._fold_in(seqs)
         u = self.U_[np.maximum(users, 0)]
         u[users < 0] = 0.0

@@ -119,16 +119,12 @@ class ContentText(TextQueries, EmbeddingModel, Recommender):
         An empty history gives a zero profile (every item then scores 0); an item index out
         of range raises InputError.
         """
-        self._check_fitted()
-        users = np.asarray(users, dtype=np.int64).ravel()
-        if histories is None:
-            if users.size and (users.min() < -1 or users.max() >= len(self.users_)):
-                raise InputError("user indices must be -1 (unknown) or in "
-                                 f"[0, {len(self.users_)})")
+        users, given = self._checked_query(users, histories)
+        if given is None:
             seqs = self.history_.take(np.maximum(users, 0))
             seqs.forget_rows(np.flatnonzero(users < 0))  # an unknown user has no events
         else:
-            seqs = Sequences.from_lists(histories).checked(self.n_items)
+            seqs = given
         w = self._event_weights(seqs)  # (B, n_items) sparse: each item's summed event weight
         profile = np.asarray(w @ self.item_vectors_, dtype=np.float32)  # (B, d)
         norm = np.linalg.norm(profile, axis=1, keepdims=True)
