@@ -40,14 +40,14 @@ EARLIER = '{"epochs": 40, "batch_size": 2048, "lr": 0.005, "lr_schedule": "const
 
 def zipf_lowrank(n_users: int = 7000, n_items: int = 3500, *, mean_length: float = 183.0,
                  rank: int = 16, signal: float = 2.0, zipf: float = 0.9, sigma: float = 0.9,
-                 seed: int = 0) -> Dataset:
-    """A seeded synthetic implicit-feedback Dataset (10-core); see the module docstring."""
+                 seed: int = 0, min_length: int = 20, core: int = 10) -> Dataset:
+    """A seeded synthetic implicit-feedback Dataset (`core`-core); see the module docstring."""
     rng = np.random.default_rng(seed)
     users = rng.normal(size=(n_users, rank))
     items = rng.normal(size=(n_items, rank))
     log_pop = -zipf * np.log(np.arange(1, n_items + 1))
     lengths = np.exp(rng.normal(np.log(mean_length) - sigma**2 / 2, sigma, n_users))
-    lengths = np.clip(lengths, 20, n_items // 2).astype(np.int64)
+    lengths = np.clip(lengths, min_length, n_items // 2).astype(np.int64)
     u_parts, i_parts = [], []
     for b0 in range(0, n_users, 500):
         b1 = min(b0 + 500, n_users)
@@ -59,7 +59,7 @@ def zipf_lowrank(n_users: int = 7000, n_items: int = 3500, *, mean_length: float
         i_parts.append(order[take])
     frame = pl.DataFrame({"user": np.concatenate(u_parts) + 1,
                           "item": np.concatenate(i_parts) + 1})
-    return prepare(frame, config=PrepareConfig(core=10), name="zipf-lowrank").dataset
+    return prepare(frame, config=PrepareConfig(core=core), name="zipf-lowrank").dataset
 
 
 def ndcg(model: Recommender, split: Split, part: str) -> float:
@@ -121,7 +121,7 @@ def main() -> None:
         params = json.loads(spec)
         load = os.getloadavg()[0]
         model, wall, cpu = timed_fit(params, split, args.seed)
-        rows.append({"model": f"lmrec bpr {spec}", **model.schedule_, "fit_s": round(wall, 1),
+        rows.append({"model": f"lmrec bpr {spec}", **model.settings_, "fit_s": round(wall, 1),
                      "cpu_s": round(cpu, 1), "load": round(load, 1),
                      "valid_ndcg@10": round(ndcg(model, split, "valid"), 4),
                      "test_ndcg@10": round(ndcg(model, split, "test"), 4)})

@@ -14,6 +14,7 @@ import pytest
 
 from helpers_cli import one_error_line, run
 from lmrec.data.dataset import Dataset
+from lmrec.data.stats import DataStats
 from lmrec.errors import ConfigError
 from lmrec.evaluate import auto as auto_mod
 from lmrec.evaluate import (
@@ -55,8 +56,11 @@ def test_trial_count_mode_repeats_and_warm_starts_with_defaults() -> None:
     warm = [f for f in WARM_START if f in CHEAP]
     assert [t.family for t in a.trials[:len(warm)]] == warm
     for t in a.trials[:len(warm)]:
+        # a value the config leaves to the data is the one its data rule sets for train
         config = MODELS[t.family].Config()
-        assert t.params == {k: getattr(config, k) for k in t.params}
+        rule = MODELS[t.family](config).data_settings(DataStats.of(split.train))
+        assert t.params and t.params == {
+            k: rule[k] if getattr(config, k) is None else getattr(config, k) for k in t.params}
     # the winner is the best complete trial; the curve only rises, at rising times
     complete = [t for t in a.trials if t.state == "complete"]
     assert a.valid_value == max(t.value for t in complete if t.value is not None)
@@ -248,7 +252,9 @@ def test_cli_evaluate_auto_json_repeats(data_dir: Path,
     assert _strip_seconds(first) == _strip_seconds(second)
     code, plain, _ = run(["evaluate", "--data", str(data_dir), "--model", "ease", "--json"],
                          capsys)
-    assert set(first) == set(json.loads(plain)) | {"auto"}
+    single = json.loads(plain)
+    assert set(single["settings"]) == {"l2"}  # EASE's lambda, chosen from the data
+    assert set(first) - {"auto"} == set(single) - {"settings"}  # the same metric keys
     assert first["auto"]["winner"]["family"] in ("popularity", "itemknn", "ease")
     assert len(first["auto"]["trials"]) == 6 and first["auto"]["curve"]
     code, out, err = run(["evaluate", "--data", str(data_dir), "--model", "auto", "--budget",

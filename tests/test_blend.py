@@ -73,7 +73,7 @@ def test_weights_come_from_the_validation_part_and_match_the_protocol(
         assert best[-1] >= corner
     # the test part played no role: a split with other test items gives the same weights
     other = Split(split.train, split.valid, split.valid, name="test=valid")
-    again = Blend(members=("itemknn", "popularity"))
+    again = Blend(members=("itemknn", "popularity"), kind=blend.config.kind)
     fit_and_evaluate(again, other, [10], rng=0, history="trained")
     assert np.array_equal(again.weights_, blend.weights_)
 

@@ -132,11 +132,11 @@ def test_als_fold_in_is_the_exact_user_step() -> None:
     model = fitted("als", ds)
     x = ds.matrix("binary").tocsr().astype(np.float32)
     conf = x.copy()
-    conf.data = 1.0 + model.config.alpha * conf.data
-    ref = AlternatingLeastSquares(factors=8, regularization=model.config.reg, alpha=1.0)
+    conf.data = 1.0 + model.settings_["alpha"] * conf.data
+    ref = AlternatingLeastSquares(factors=8, regularization=model.settings_["reg"], alpha=1.0)
     ref.item_factors, ref.user_factors = model.V_, model.U_
     exact = ref.recalculate_user(np.arange(ds.n_users), conf)  # implicit's Cholesky solve
-    ours = fold_in(x, model.V_, model.config.reg, model.config.alpha)
+    ours = fold_in(x, model.V_, model.settings_["reg"], model.settings_["alpha"])
     np.testing.assert_allclose(ours, exact, rtol=1e-4, atol=1e-5)
 
 
@@ -144,7 +144,9 @@ def test_als_fold_in_is_the_exact_user_step() -> None:
 def test_als_fold_in_recovers_converged_user_factors(weighting: str) -> None:
     ds = weighted_dataset()
     # converged: the last user sweep solves (nearly) exactly against the final item factors
-    model = fitted("als", ds, iterations=60, cg_steps=8, weighting=weighting)
+    # alpha pinned: the data rule's alpha for these short histories (30) needs more sweeps to
+    # converge than this test runs
+    model = fitted("als", ds, iterations=60, cg_steps=8, weighting=weighting, alpha=3.0)
     folded = model.user_embeddings(np.arange(ds.n_users), ds.sequences())
     rel = np.linalg.norm(folded - model.U_, axis=1) / np.linalg.norm(model.U_, axis=1)
     assert rel.max() < 1e-3, rel.max()

@@ -275,7 +275,7 @@ def test_bpr_trains_in_the_epoch_loop(rng: np.random.Generator) -> None:
     short = BPR(**params).fit(ds, TrainingOptions(rng=0, time_budget_s=1e-9))
     assert len(short.training_log_) == 1
     # the fitted schedule is kept; threads change the speed, not the result
-    assert model.schedule_ == {"epochs": 6, "batch_size": 256}
+    assert model.settings_ == {"epochs": 6, "batch_size": 256}
     lrs = [row["lr"] for row in log]  # cosine decay by default
     assert lrs[0] < 0.02 and all(np.diff(lrs) < 0) and lrs[-1] < 0.001
     two = BPR(**params, threads=2).fit(ds, TrainingOptions(rng=0))

@@ -26,7 +26,8 @@ def test_params_from_cli_strings() -> None:
     cfg = NeuMF.Config.from_params({"epochs": "5", "layers": "32,16", "grad_clip": "1.5",
                                     "lr_schedule": "cosine"})
     assert cfg.epochs == 5 and cfg.layers == (32, 16) and cfg.grad_clip == 1.5
-    assert TrainConfig.of(cfg).lr_schedule == "cosine"
+    # batch size left to the data (None) is filled in at fit time, as here
+    assert TrainConfig.of(cfg, batch_size=64).lr_schedule == "cosine"
     with pytest.raises(ConfigError, match="unknown parameter 'epoch'"):
         NeuMF.Config.from_params({"epoch": 5})
     assert NeuMF.Config().negatives == 4 and NeuMF.Config().loss == "bce"

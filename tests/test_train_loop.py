@@ -223,12 +223,15 @@ def test_train_config_of_a_model_config() -> None:
 
     # every TrainConfig field is read from a model config that embeds them flat
     cfg = NeuMF.Config.from_params({"epochs": 7, "lr_schedule": "step", "patience": 2,
-                                    "factors": 16})
+                                    "factors": 16, "batch_size": 4096})
     loop = TrainConfig.of(cfg)
     assert set(loop.model_dump()) == set(TrainConfig.model_fields)
     assert loop == TrainConfig(**{k: getattr(cfg, k) for k in TrainConfig.model_fields})
     assert (loop.epochs, loop.lr_schedule, loop.patience, loop.batch_size) == (7, "step", 2,
                                                                               4096)
+    # a batch size left to the data (None) cannot make a loop config until the fit fills it in
+    with pytest.raises(ValueError):
+        TrainConfig.of(NeuMF.Config())
     assert TrainConfig.of(cfg, epochs=3, patience=None).epochs == 3
     assert TrainConfig.of(cfg, patience=None).patience is None
     with pytest.raises(ValueError, match="extra"):

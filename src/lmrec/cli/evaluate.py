@@ -144,13 +144,16 @@ def evaluate_cmd(
             extra = {f"{key}_std": v["std"] for key, v in summary.items()}
         else:
             step("fitting and scoring")
-            res = fit_and_evaluate(create_model(model, params), splits[0], ks, rng=seed,
-                                   part=part, history=history)
+            fitted = create_model(model, params)
+            res = fit_and_evaluate(fitted, splits[0], ks, rng=seed, part=part, history=history)
             metrics, extra = dict(res.metrics), {}
+            if fitted.settings_:  # what the data rules chose for the parameters left to them
+                extra["settings"] = fitted.settings_
     if as_json:
         print_json({**metrics, **extra})
         return
     rows = [(key, v) for key, v in metrics.items()]
+    rows += [(f"{key} (from the data)", v) for key, v in extra.get("settings", {}).items()]
     out.print(table(f"{model} on {ds.name} ({split} split, {part}, {history} histories)",
                     ["metric", "value"], rows))
     if auto is not None:

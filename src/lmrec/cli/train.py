@@ -89,6 +89,9 @@ def train(
         write_json(out_dir / "auto.json", found.to_dict())
     err.print(f"Trained {rec!r} on {ds.n_users} users, {ds.n_items} items, {ds.n_events} "
               f"events in {seconds:.2f} s; saved to {out_dir}")
+    if rec.settings_:
+        chosen = ", ".join(f"{key}={v}" for key, v in rec.settings_.items())
+        err.print(f"Chosen from the data's statistics: {chosen}")
 
 
 def recommend(

@@ -41,6 +41,7 @@ import polars as pl
 from lmrec import columns as C
 from lmrec.columns import Role
 from lmrec.data.dataset import Dataset
+from lmrec.data.stats import DataStats
 from lmrec.errors import ConfigError
 from lmrec.evaluate.auto_plan import (
     CLOSED_FORM,
@@ -271,11 +272,15 @@ class _Search:
             refit_time_budget_s=self._refit_budget(best))
 
     def _defaults(self, family: str) -> dict[str, Any]:
-        """The family's default values of its searched parameters (those inside the space)."""
-        config = self.classes[family].Config()
+        """The family's default values of its searched parameters (those inside the space);
+        those its config leaves to the data as its data rule sets them for the train part."""
+        klass = self.classes[family]
+        config = klass.Config()
+        from_data = klass(config).data_settings(DataStats.of(self.split.train))
         out = {}
-        for name, dim in self.classes[family].Config.search_space.items():
+        for name, dim in klass.Config.search_space.items():
             v = getattr(config, name, None)
+            v = from_data.get(name) if v is None else v
             inside = (v in dim.values if isinstance(dim, Choice) else
                       isinstance(v, int | float) and dim.low <= v <= dim.high
                       and (isinstance(dim, FloatRange) or isinstance(v, int)))

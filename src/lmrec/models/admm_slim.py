@@ -24,17 +24,24 @@ early once that and the relative dual residual rho ||C - C_prev|| / ||Gamma|| ar
 `tol` (Boyd et al.'s stopping rule). The iterations run in float32 (P from a float64 inverse):
 the residuals level off near 1e-7, so a `tol` much below 1e-6 runs every iteration.
 Everything is deterministic: no random draws.
+
+Default l2, from the data: twice EASE's lambda rule (`ease.ease_l2`: 7 x the mean item degree
+within [50, 500]), so 100 to 1,000. With alpha .5 the validation optimum was flat from 200 to
+800 on ML-100K (best 800) and latest-small (best 100-200, 800 -1.8%), 800 on shop-100k and on
+a dense synthetic set (200 lost 1.1% and 1.9% there); `benchmarks/data_defaults.py`,
+BENCHMARKS.md "Data-aware defaults".
 """
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 from pydantic import Field
 
 from lmrec.data.dataset import Dataset
-from lmrec.models.ease import spd_inverse
+from lmrec.data.stats import DataStats
+from lmrec.models.ease import ease_l2, spd_inverse
 from lmrec.models.hyperparams import FloatRange, SearchSpace
 from lmrec.models.slim import LinearItemConfig, LinearItemModel, check_dense_fits, trim_log
 from lmrec.train.epochs import EpochStats, Trainer, run_epochs
@@ -52,7 +59,9 @@ class ADMMSLIMConfig(LinearItemConfig):
     # -> l1 1, l2 200, alpha .5. Iterations 30/50/100: .2462/.2289, .2460/.2306, .2452/.2297
     # -> 50 (half the fit time; the ranking is settled though the residuals still fall).
     l1: float = Field(1.0, ge=0, description="L1 penalty lambda1 on the weights")
-    l2: float = Field(200.0, ge=0, description="L2 penalty lambda2 (scaled per item by alpha)")
+    l2: float | None = Field(
+        None, ge=0, description="L2 penalty lambda2 (scaled per item by alpha); None: from the "
+        "data, twice EASE's lambda (module docstring)")
     alpha: float = Field(
         0.5, ge=0, description="l2_i = l2 * mean(x_i)^alpha: the weights from popular items are "
                                "penalised more (0: the same l2 for every item)")
@@ -83,7 +92,9 @@ class ADMMSLIM(LinearItemModel):
         x = self._matrix(dataset)  # (n_users, n_items)
         gram = (x.T @ x).toarray().astype(np.float64)  # (n_items, n_items)
         means = np.asarray(x.mean(axis=0), dtype=np.float64).ravel()  # (n_items,)
-        penalty = cfg.l2 * np.power(means, cfg.alpha)  # (n_items,); alpha 0: l2 (0^0 = 1)
+        self.settings_ = self.data_settings(DataStats.of(dataset))
+        # (n_items,); alpha 0: l2 (0^0 = 1)
+        penalty = self.settings_["l2"] * np.power(means, cfg.alpha)
         trainer = ADMMTrainer(gram, penalty, cfg.l1, cfg.rho, cfg.positive_only, cfg.tol)
         del gram
         result = run_epochs(trainer, epochs=cfg.iterations,
@@ -91,6 +102,10 @@ class ADMMSLIM(LinearItemModel):
                             progress=False)
         self.training_log_ = trim_log(result.history, trainer.steps)
         self._set_state(trainer.C, x)
+
+    def data_settings(self, stats: DataStats) -> dict[str, Any]:
+        l2 = self.config.l2
+        return {"l2": l2 if l2 is not None else 2.0 * ease_l2(stats)}
 
 
 class ADMMTrainer(Trainer):

@@ -35,6 +35,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from lmrec.data.dataset import Dataset, Sequences
+from lmrec.data.stats import DataStats
 from lmrec.errors import ConfigError, InputError, LmrecError, UnknownUserError
 from lmrec.integrity import IntegrityError, one_line, read_npz, verify_manifest
 from lmrec.models.artifacts import (
@@ -54,7 +55,8 @@ from lmrec.train.options import TrainingOptions
 
 _BATCH = 1024  # users scored at once; (B, n_items) float32 must fit comfortably in memory
 # what `fit` sets for every model (saved by `save` itself, not by `_arrays`)
-_BASE_STATE = frozenset({"users_", "items_", "seen_", "popularity_", "behaviour_weights_"})
+_BASE_STATE = frozenset({"users_", "items_", "seen_", "popularity_", "behaviour_weights_",
+                         "settings_"})
 
 
 class Recommender(ABC):
@@ -88,12 +90,20 @@ class Recommender(ABC):
         self.seen_ = dataset.matrix("binary").tocsr().astype(np.float32)
         self.popularity_ = np.asarray(self.seen_.sum(axis=0)).ravel().astype(np.float32)
         self.behaviour_weights_ = dict(dataset.behaviour_weights)
+        # the hyperparameters the config left to the data (None), as `_fit` resolved them
+        self.settings_: dict[str, Any] = {}
         self._fit(dataset, options)
         self._fitted = True
         return self
 
     @abstractmethod
     def _fit(self, dataset: Dataset, options: TrainingOptions) -> None: ...
+
+    def data_settings(self, stats: DataStats) -> dict[str, Any]:
+        """The hyperparameters this config leaves to the data (None), as the model's data rule
+        sets them for a training set with these statistics (none by default). `_fit` keeps
+        them as `settings_`; `auto` starts its search from them."""
+        return {}
 
     @abstractmethod
     def _score(self, users: np.ndarray, histories: Sequences | None) -> np.ndarray:
@@ -358,6 +368,8 @@ class Recommender(ABC):
         folder.mkdir(parents=True, exist_ok=True)
         meta = artifact_meta(self.name, self.config.model_dump(mode="json"), self.users_,
                              self.items_)
+        if self.settings_:
+            meta["settings"] = self.settings_
         arrays = {f"model.{k}": v for k, v in self._arrays().items()}
         arrays.update(common_arrays(self.users_, self.items_, self.seen_, self.popularity_))
         arrays.update(weights_arrays(self.behaviour_weights_))
@@ -384,6 +396,7 @@ class Recommender(ABC):
         if cls.name != meta["model"]:
             raise InputError(f"{folder} holds a {meta['model']!r} model, not {cls.name!r}")
         model = cls(cls.Config.from_params(meta["config"]))
+        model.settings_ = dict(meta.get("settings") or {})
         path = folder / ARRAYS_FILE
         arrays = read_npz(path, ("user_ids", "item_ids", "seen.indptr", "seen.indices",
                                  "popularity"))

@@ -12,7 +12,7 @@ without touching torch's global seed, and does not depend on the thread count. T
 in the shared epoch loop (`lmrec.train.epochs.run_epochs`, through `BPRTrainer`), which also
 honours the options' time budget (a fit stopped by it ends before its learning rate has
 decayed); its per-epoch history is kept as `training_log_`, the epochs and batch size it ran
-with as `schedule_`.
+with as `settings_`.
 
 Defaults. Chosen on the validation part (NDCG@10, full ranking, train items masked, trained
 user vectors) of random per-user 8:1:1 splits of ML-100K and ML latest-small (ratings >= 3,
@@ -54,12 +54,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 from pydantic import Field
 
 from lmrec.data.dataset import Dataset, Sequences
+from lmrec.data.stats import DataStats
 from lmrec.models.base import Recommender
 from lmrec.models.bpr_trainer import BPRTrainer
 from lmrec.models.history import fit_linear_fold_in, history_matrix, mean_item_features
@@ -123,10 +124,13 @@ class BPR(EmbeddingModel, Recommender):
     Config = BPRConfig
     config: BPRConfig
 
+    def data_settings(self, stats: DataStats) -> dict[str, Any]:
+        return bpr_schedule(self.config, stats.n_interactions, stats.n_items)
+
     def _fit(self, dataset: Dataset, options: TrainingOptions) -> None:
         cfg = self.config
         x = dataset.matrix("binary").tocsr()
-        self.schedule_ = schedule = bpr_schedule(cfg, x.nnz, x.shape[1])
+        self.settings_ = schedule = self.data_settings(DataStats.of(dataset))
         trainer = BPRTrainer(cfg, x, options.generator, batch_size=schedule["batch_size"],
                              lr=cfg.lr, epochs=schedule["epochs"])
         with torch_threads(cfg.threads):

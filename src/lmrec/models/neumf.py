@@ -58,9 +58,18 @@ class NeuMFConfig(NeuralConfig):
     dropout: float = Field(0.3, ge=0, lt=1, description="dropout after each MLP layer")
     negatives: int = Field(4, ge=1, description="sampled negatives per positive")
     loss: str = Field("bce", pattern="^(bce|bpr)$", description="bce or bpr")
-    # the loop's knobs, re-defaulted (see TrainConfig for the others)
-    epochs: int = Field(20, ge=1, description="passes over the training pairs")
-    batch_size: int = Field(4096, ge=1, description="positives per step")
+    # the loop's knobs, re-defaulted (see TrainConfig for the others). Batch size and epochs
+    # from the data (NeuralRecommender, "Schedule from the data"): 16 steps per epoch, 20
+    # epochs, the schedule chosen above on ML100K (4096 of its 65k pairs per step). Checked on
+    # the validation parts (benchmarks/data_defaults.py, batch_steps 8/16/32 x 20 epochs): 16
+    # steps best on ML100K (.2233 vs .2085 / .2130), latest-small (.1789 vs .1674 / .1504) and
+    # a dense synthetic set (.2659 vs .2406 / .2454); shop-100k preferred 32 (.1830 vs .1785).
+    # 10 epochs lost 8% on ML100K. A fixed batch of 4096 would run 10x the steps per epoch on
+    # 10x the data (on MovieLens-1M: .213 against RecBole's .2393).
+    epochs: int | None = Field(None, ge=1, description="passes over the training pairs; "
+                               "None: 20")
+    batch_size: int | None = Field(None, ge=1, description="positives per step; None: the "
+                                   "training pairs / 16")
     lr: float = Field(3e-3, gt=0, description="Adam learning rate")
     weight_decay: float = Field(1e-6, ge=0, description="L2 weight decay")
 
@@ -132,6 +141,7 @@ class NeuMF(NeuralRecommender):
     name = "neumf"
     Config = NeuMFConfig
     config: NeuMFConfig
+    STEPS_PER_EPOCH, EPOCHS = 16, 20  # the schedule left to the data (NeuMFConfig)
 
     def user_state(self) -> tuple[UserRows, ...]:
         m = self.module_

@@ -33,6 +33,13 @@ pairs for the best number of epochs (within what is left of `time_budget_s`). Wi
 `patience` it trains on all pairs for `epochs` epochs (the defaults were chosen that way on a
 validation split).
 
+Schedule from the data. A subclass whose Config declares `epochs` and `batch_size` as
+`int | None` (defaulting to None) gets them from the training set (`data_settings`): batch
+size = training pairs / `STEPS_PER_EPOCH` (within [`MIN_BATCH`, `MAX_BATCH`]) and `EPOCHS`
+epochs. A fixed batch size makes the number of optimiser steps grow with the data: a schedule
+chosen on 65k pairs then runs ten times as many steps on 650k and lands somewhere else. The
+constants are each model's (its module docstring says where they were chosen).
+
 State: the module's state_dict is saved as numpy arrays ("state.<name>") in the model's npz,
 so save/load is exact and needs no pickle. A fitted model rebuilds its module from those arrays
 as a loaded one does (with `_prepare`'s arrays of every training pair), so fit and load score
@@ -52,6 +59,7 @@ from pydantic import BeforeValidator, Field
 from torch import Tensor, nn
 
 from lmrec.data.dataset import Dataset
+from lmrec.data.stats import DataStats
 from lmrec.models.base import Recommender
 from lmrec.models.hyperparams import ModelConfig
 from lmrec.train.config import TrainConfig
@@ -118,7 +126,7 @@ class _Task:
         self.users = coo.row.astype(np.int64)
         self.items = coo.col.astype(np.int64)
         self.weights = coo.data.astype(np.float32)
-        self.batch_size = model.config.batch_size
+        self.batch_size = model.settings_["batch_size"]
 
     def build_module(self) -> nn.Module:
         return self.model._build_module()
@@ -147,6 +155,16 @@ class NeuralRecommender(Recommender):
 
     Config = NeuralConfig
     config: NeuralConfig
+    # the schedule left to the data (module docstring, "Schedule from the data")
+    STEPS_PER_EPOCH: int = 16
+    EPOCHS: int = 20
+    MIN_BATCH, MAX_BATCH = 256, 65536
+
+    def data_settings(self, stats: DataStats) -> dict[str, Any]:
+        cfg = self.config
+        batch = cfg.batch_size or int(np.clip(-(-stats.n_interactions // self.STEPS_PER_EPOCH),
+                                              self.MIN_BATCH, self.MAX_BATCH))
+        return {"epochs": cfg.epochs or self.EPOCHS, "batch_size": batch}
 
     # --- hooks ------------------------------------------------------------------------
     def _prepare(self, dataset: Dataset, x: sp.csr_matrix) -> None:
@@ -181,18 +199,20 @@ class NeuralRecommender(Recommender):
         budget, t_start = options.time_budget_s, time.perf_counter()
         x = dataset.matrix("weight").tocsr()
         x.sum_duplicates()
+        self.settings_ = schedule = self.data_settings(DataStats.of(dataset))
         fit_x, held = (x, None) if cfg.patience is None else holdout_split(
             x, cfg.valid_share, rng)
         self._prepare(dataset, fit_x)
-        result = train(_Task(self, fit_x, held), TrainConfig.of(cfg), rng, title=self.name,
-                       time_budget_s=budget, device=options.device)
+        result = train(_Task(self, fit_x, held), TrainConfig.of(cfg, **schedule), rng,
+                       title=self.name, time_budget_s=budget, device=options.device)
         if held is not None:
             self._prepare(dataset, x)  # score (and refit) with every training pair
             if cfg.refit:
                 left = None if budget is None else max(
                     0.0, budget - (time.perf_counter() - t_start))
                 result = train(_Task(self, x, None),
-                               TrainConfig.of(cfg, epochs=max(1, result.best_epoch),
+                               TrainConfig.of(cfg, **{**schedule,
+                                                      "epochs": max(1, result.best_epoch)},
                                               patience=None, checkpoint_dir=None),
                                rng, title=self.name, time_budget_s=left, device=options.device)
         self.train_result_: TrainResult = result

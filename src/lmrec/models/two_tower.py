@@ -49,6 +49,7 @@ import torch
 from torch import Tensor, nn
 
 from lmrec.data.dataset import Dataset, Sequences
+from lmrec.data.stats import DataStats
 from lmrec.errors import InputError
 from lmrec.features.tower_inputs import (
     encode_user,
@@ -74,6 +75,15 @@ class TwoTower(EmbeddingModel, NeuralRecommender):
     name = "two-tower"
     Config = TwoTowerConfig
     config: TwoTowerConfig
+
+    def data_settings(self, stats: DataStats) -> dict[str, Any]:
+        # steps per epoch from the mean history length (TwoTowerConfig's epochs comment)
+        steps = float(np.exp(stats.log_interp(stats.per_user, 22.0, 87.0, np.log(32.0),
+                                              np.log(128.0))))
+        batch = int(np.clip(np.ceil(stats.n_interactions / steps), self.MIN_BATCH,
+                            self.MAX_BATCH))
+        cfg = self.config
+        return {"epochs": cfg.epochs or self.EPOCHS, "batch_size": cfg.batch_size or batch}
 
     def user_state(self) -> tuple[UserRows, ...]:
         ids = self.module_.user_id.weight.data  # row 0: the unknown user, row u + 1: user u

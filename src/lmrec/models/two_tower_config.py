@@ -61,10 +61,19 @@ class TwoTowerConfig(TextItemFields, NeuralConfig):
     fusion: Literal["concat", "sum"] = Field(
         "concat", description="item tower: concatenate the id, attribute, vector-column and "
         "text blocks, or project each to id_dim and sum them")
-    # the loop's knobs, re-defaulted (see TrainConfig for the others)
-    epochs: int = Field(20, ge=1, description="passes over the training pairs")
-    batch_size: int = Field(1024, ge=1, description="positive pairs per step (and in-batch "
-                                                    "negatives per positive, minus one)")
+    # the loop's knobs, re-defaulted (see TrainConfig for the others). Batch size and epochs
+    # from the data (TwoTower.data_settings): 20 epochs of 32 to 128 steps, more as histories
+    # grow (32 up to 22 items per user, 128 from 87, log-linear between); 64 is the schedule
+    # chosen above on ML100K (1024 of its 65k pairs per step). Validation parts
+    # (benchmarks/data_defaults.py, batch_steps 32/64/128 x 20 epochs): ML100K .2259/.2270/
+    # .2240, latest-small (87 per user) .1902/.1922/.1973, shop-100k (22) .1805/.1741/.1665. The
+    # batch is also the number of in-batch negatives, so the short-history shop data gains from
+    # larger ones.
+    epochs: int | None = Field(None, ge=1, description="passes over the training pairs; "
+                               "None: 20")
+    batch_size: int | None = Field(None, ge=1, description="positive pairs per step (and "
+                                   "in-batch negatives per positive, minus one); None: the "
+                                   "training pairs / 32-128 steps (more for longer histories)")
 
     @property
     def tower_dropout(self) -> float:

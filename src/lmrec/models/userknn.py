@@ -12,29 +12,47 @@ training user's own history finds that user as its nearest neighbour; since the 
 holds only items of the history, this changes the scores of seen items only, plus the one
 neighbour it pushes out of the top k. An empty history has no neighbour and scores 0, as a
 forgotten user does (its row and column of S are emptied).
+
+Default k, from the data (`userknn_k`): 400 neighbours up to a mean history of 7 items per user,
+100 at 22 and 50 from 60 on, log-linear between; shrink 0. Users with short histories are each
+weak evidence, so more of them vote. Fitted on the validation parts (`benchmarks/data_defaults.py`,
+grid k 25-400 x shrink 0-100): best k 50 on ML-100K, latest-small and a dense synthetic set (69,
+87 and 66 items per user), 100 on shop-100k (22), 200-400 on Amazon Beauty (6.7; k 50 lost 11%)
+and 400 on Amazon Sports (6.2); shrink 0 was best or within 1% everywhere. A first rule with 200
+up to 7 items per user lost 3.0% on Amazon Sports, then left out; refitted with it, the rule was
+checked on three new sets (BENCHMARKS.md, "Data-aware defaults").
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
 from pydantic import Field
 
 from lmrec.data.dataset import Dataset, Sequences
+from lmrec.data.stats import DataStats
 from lmrec.models.itemknn import KNNConfig, NeighbourModel, cosine_topk, topk_similarity
 from lmrec.models.redaction import UserRows, drop_entries
 from lmrec.train.options import TrainingOptions
 
 
 class UserKNNConfig(KNNConfig):
-    # Defaults chosen once on the ML100K validation part (ratings >= 3, 10-core, random
-    # per-user 8:1:1 split, fit on train, valid NDCG@10), grid k x shrink:
-    # k 20/50/100/200 with shrink 0: .2113 .2159 .2161 .2107; k 100 shrink 0/10/50: .2161
-    # .2139 .2070 -> k 100, shrink 0.
-    k: int = Field(100, ge=1, description="neighbour users kept per user")
+    k: int | None = Field(None, ge=1, description="neighbour users kept per user; None: from "
+                          "the data (400 to 50 as histories grow; module docstring)")
     shrink: float = Field(0.0, ge=0, description="shrinkage added to the cosine denominator")
+
+
+def userknn_k(cfg: UserKNNConfig, stats: DataStats) -> int:
+    """k: the config's, or the data rule's (module docstring)."""
+    if cfg.k is not None:
+        return cfg.k
+    p = stats.per_user
+    if p < 22.0:
+        return round(stats.log_interp(p, 7.0, 22.0, 400.0, 100.0))
+    return round(stats.log_interp(p, 22.0, 60.0, 100.0, 50.0))
 
 
 class UserKNN(NeighbourModel):
@@ -47,8 +65,13 @@ class UserKNN(NeighbourModel):
 
     def _fit(self, dataset: Dataset, options: TrainingOptions) -> None:
         cfg = self.config
-        self.S_ = cosine_topk(self._matrix(dataset), cfg.k, cfg.shrink, cfg.normalize)
+        self.settings_ = self.data_settings(DataStats.of(dataset))
+        self.S_ = cosine_topk(self._matrix(dataset), self.settings_["k"], cfg.shrink,
+                              cfg.normalize)
         self._cache_norms()
+
+    def data_settings(self, stats: DataStats) -> dict[str, Any]:
+        return {"k": userknn_k(self.config, stats)}
 
     def _load_arrays(self, arrays: Mapping[str, np.ndarray]) -> None:
         super()._load_arrays(arrays)
@@ -78,7 +101,7 @@ class UserKNN(NeighbourModel):
         # the same float32 arithmetic as cosine_topk, so that ties break the same way
         sims = dots / (norms[:, None] * self.user_norms_[None, :]
                        + np.float32(cfg.shrink + 1e-12))
-        return self._vote(topk_similarity(sims, cfg.k, cfg.normalize))
+        return self._vote(topk_similarity(sims, self.settings_["k"], cfg.normalize))
 
     def _vote(self, neighbours: sp.csr_matrix) -> np.ndarray:
         # (B, n_users) sparse @ (n_users, n_items) sparse -> dense (B, n_items)
