@@ -139,8 +139,9 @@ def table(path: str) -> None:
     print("| model | dataset | default (resolved) | valid / test | grid best | valid / test | "
           "default vs best (valid) |")
     print("|---|---|---|---|---|---|---:|")
+    order = FITTED_ON + LEFT_OUT + LEFT_OUT_2 + LEFT_OUT_3
     keys = sorted({(r["model"], r["dataset"]) for r in rows},
-                  key=lambda k: (k[0], (FITTED_ON + LEFT_OUT + LEFT_OUT_2 + LEFT_OUT_3 + [k[1]]).index(k[1])))
+                  key=lambda k: (k[0], (order + [k[1]]).index(k[1])))
     for model, data in keys:
         mine = [r for r in rows if r["model"] == model and r["dataset"] == data]
         default = next((r for r in reversed(mine) if r.get("kind") == "default"), None)
