@@ -98,13 +98,19 @@ def load_split(name: str, seed: int) -> Split:
     return split
 
 
+def _value(text: str) -> Any:
+    """A grid value: JSON (numbers, true/false/null, lists) where it parses, else the string."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
 def parse_values(specs: list[str]) -> dict[str, list[Any]]:
     grid = {}
     for spec in specs:
         key, _, values = spec.partition("=")
-        grid[key] = [json.loads(v) if v[:1] in "[{\"" or v in ("true", "false", "null")
-                     else (int(v) if v.lstrip("-").isdigit() else float(v))
-                     for v in values.split(",")]
+        grid[key] = [_value(v) for v in values.split(",")]
     return grid
 
 
@@ -141,7 +147,7 @@ def table(path: str) -> None:
     print("|---|---|---|---|---|---|---:|")
     order = FITTED_ON + LEFT_OUT + LEFT_OUT_2 + LEFT_OUT_3
     keys = sorted({(r["model"], r["dataset"]) for r in rows},
-                  key=lambda k: (k[0], (order + [k[1]]).index(k[1])))
+                  key=lambda k: (k[0], [*order, k[1]].index(k[1])))
     for model, data in keys:
         mine = [r for r in rows if r["model"] == model and r["dataset"] == data]
         default = next((r for r in reversed(mine) if r.get("kind") == "default"), None)

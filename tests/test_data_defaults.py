@@ -91,13 +91,16 @@ def test_als_regularisation_keeps_pace_with_alpha_and_the_head() -> None:
     assert als_settings(cfg, stats(100, 500, 1000))["factors"] == 64
     assert als_settings(cfg, stats(100, 20_000, 1000))["factors"] == 256
     fixed = als_settings(ALSConfig(factors=8, reg=1.0, alpha=2.0), stats(100, 500, 1000))
-    assert fixed == {"factors": 8, "reg": 1.0, "alpha": 2.0}
+    assert fixed == {"factors": 8, "reg": 1.0, "alpha": 2.0, "weighting": "binary"}
+    counted = DataStats(n_users=100, n_items=500, n_interactions=1000, n_events=2500,
+                        value_type="counts", head_degree=2.0)
+    assert als_settings(cfg, counted)["weighting"] == "count"  # repeated pairs: play counts
 
 
 @pytest.mark.parametrize(("name", "keys"), [
     ("ease", {"l2"}), ("admm-slim", {"l2"}), ("slim", {"alpha"}), ("itemknn", {"k", "shrink"}),
     ("userknn", {"k"}),
-    ("als", {"factors", "reg", "alpha"}), ("bpr", {"epochs", "batch_size"}),
+    ("als", {"factors", "reg", "alpha", "weighting"}), ("bpr", {"epochs", "batch_size"}),
     ("neumf", {"epochs", "batch_size"}), ("two-tower", {"epochs", "batch_size"}),
 ])
 def test_a_fit_runs_with_the_rule_and_a_saved_model_remembers_it(
@@ -138,3 +141,21 @@ def test_neural_batch_follows_the_pairs_within_its_bounds() -> None:
     assert big["batch_size"] == -(-800_000 // type(model).STEPS_PER_EPOCH)
     assert create_model("neumf", {"batch_size": 99, "epochs": 3}).data_settings(
         stats(10_000, 5000, 800_000)) == {"epochs": 3, "batch_size": 99}
+
+
+def test_als_on_counts_folds_in_a_history_as_counts() -> None:
+    from lmrec.data.dataset import Sequences
+    from lmrec.models.history import history_matrix
+
+    rows = history_matrix(Sequences.from_lists([np.array([1, 1, 2]), np.array([], int)]), 4,
+                          "count").toarray()
+    np.testing.assert_array_equal(rows, [[0, 2, 1, 0], [0, 0, 0, 0]])
+    # a dataset with repeated pairs: ALS confides in the counts, and a user's own history
+    # folds in to (nearly) the trained factors, counts included
+    ds = prepare(pl.DataFrame({"user": [1, 1, 1, 2, 2, 3, 3, 3], "item": [1, 1, 2, 2, 3, 1, 3, 3],
+                               "time": list(range(8))})).dataset
+    model = create_model("als", {"factors": 4, "iterations": 50, "cg_steps": 8, "reg": 0.1,
+                                 "alpha": 2.0}).fit(ds, TrainingOptions(rng=0))
+    assert model.settings_["weighting"] == "count"
+    folded = model.user_embeddings(np.arange(ds.n_users), ds.sequences())
+    np.testing.assert_allclose(folded, model.U_, rtol=1e-2, atol=1e-3)

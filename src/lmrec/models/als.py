@@ -45,6 +45,11 @@ with it. So the rule sets alpha and the ratio r:
 - factors = 64 up to 2,000 items, 256 from 10,000, log-linear between (rounded to 8): on
   Beauty (12k items) 256 factors reached .0585, 128 .0562, 64 .0507 (alpha 10); on the
   MovieLens sets 32-256 were within 1.5% of each other.
+- weighting = "count" where (user, item) pairs repeat (play counts, repeated views), else
+  binary: the confidence then grows with the count, as Hu et al. propose. On shop-100k (views,
+  carts, purchases; 2.4 events per pair) valid NDCG@10 .2087 with counts, .2068 with behaviour
+  weights, .2022 binary; implicit's ALS tuned over 216 points (factors, reg, alpha, count /
+  BM25 / log weighting) reached .2098.
 Checked on Amazon Sports and a sparser synthetic set, left out.
 """
 
@@ -80,8 +85,9 @@ class ALSConfig(ModelConfig):
                               "matrices; None: from the data, r(head degree) x (1 + alpha)")
     alpha: float | None = Field(None, ge=0, description="confidence c = 1 + alpha * x of an "
                                 "interaction; None: from the data (30 to 3 as histories grow)")
-    weighting: Literal["binary", "weight"] = Field(
-        "binary", description="x: 1 per (user, item), or summed event weights")
+    weighting: Literal["binary", "weight", "count"] | None = Field(
+        None, description="x: 1 per (user, item), summed event weights, or event counts (play "
+        "counts); None: counts where (user, item) pairs repeat, else binary")
     cg_steps: int = Field(3, ge=1, description="conjugate-gradient steps per least-squares solve")
     num_threads: int = Field(
         0, ge=0, description="solver threads; 0 = all cores (results do not depend on it)")
@@ -90,7 +96,7 @@ class ALSConfig(ModelConfig):
         "factors": IntRange(16, 256, log=True), "reg": FloatRange(0.1, 200.0, log=True),
         "alpha": FloatRange(0.5, 30.0, log=True),
         # counts or behaviour weights as confidence (play counts, carts over views)
-        "weighting": Choice(("binary", "weight"))}
+        "weighting": Choice(("binary", "weight", "count"))}
 
 
 # reg / (1 + alpha) = RATIO x (head degree / 100)^HEAD_POWER x (history / 50)^HISTORY_POWER x a
@@ -119,7 +125,8 @@ def als_settings(cfg: ALSConfig, stats: DataStats) -> dict[str, Any]:
     factors = cfg.factors
     if factors is None:
         factors = 8 * round(stats.log_interp(stats.n_items, 2000.0, 10000.0, 64.0, 256.0) / 8)
-    return {"factors": factors, "reg": reg, "alpha": alpha}
+    weighting = cfg.weighting or ("count" if stats.value_type == "counts" else "binary")
+    return {"factors": factors, "reg": reg, "alpha": alpha, "weighting": weighting}
 
 
 class ALS(EmbeddingModel, Recommender):
@@ -134,7 +141,7 @@ class ALS(EmbeddingModel, Recommender):
         cfg = self.config
         stats = DataStats.of(dataset)
         self.settings_ = st = self.data_settings(stats)
-        x = dataset.matrix(cfg.weighting).tocsr().astype(np.float32)
+        x = dataset.matrix(st["weighting"]).tocsr().astype(np.float32)
 
         def fit(xm: sp.csr_matrix, alpha: float, reg: float) -> tuple[np.ndarray, np.ndarray]:
             return self._solve(xm, st["factors"], alpha, reg, rng)
@@ -175,7 +182,7 @@ class ALS(EmbeddingModel, Recommender):
 
     def _fold_in(self, histories: Sequences) -> np.ndarray:
         """B checked histories -> (B, f) float32 folded-in user factors (0 for an empty one)."""
-        x = self._history_rows(histories, self.config.weighting)
+        x = self._history_rows(histories, self.settings_.get("weighting", "binary"))
         return fold_in(x, self.V_, self.settings_["reg"], self.settings_["alpha"])
 
     # --- EmbeddingModel ---------------------------------------------------------------

@@ -28,7 +28,7 @@ def history_matrix(histories: Sequences, n_items: int, weighting: str = "binary"
     """(B, n_items) float32 CSR: one row per history, as `Dataset.matrix(weighting)` builds it.
 
     "binary": 1 for every item in the history; "weight": the sum of the behaviour weights of
-    the history's events on each item.
+    the history's events on each item; "count": the number of its events on each item.
     """
     b = histories.indptr.size - 1
     rows = np.repeat(np.arange(b, dtype=np.int64), np.diff(histories.indptr))
@@ -42,7 +42,7 @@ def history_matrix(histories: Sequences, n_items: int, weighting: str = "binary"
     m = sp.csr_matrix((data, (rows, histories.items.astype(np.int64))), shape=(b, n_items),
                       dtype=np.float32)
     m.sum_duplicates()
-    if weighting != "weight":
+    if weighting not in ("weight", "count"):
         m.data[:] = 1.0
     return m
 
