@@ -162,9 +162,14 @@ class NeuralRecommender(Recommender):
 
     def data_settings(self, stats: DataStats) -> dict[str, Any]:
         cfg = self.config
-        batch = cfg.batch_size or int(np.clip(-(-stats.n_interactions // self.STEPS_PER_EPOCH),
+        steps = self._steps_per_epoch(stats)
+        batch = cfg.batch_size or int(np.clip(np.ceil(stats.n_interactions / steps),
                                               self.MIN_BATCH, self.MAX_BATCH))
         return {"epochs": cfg.epochs or self.EPOCHS, "batch_size": batch}
+
+    def _steps_per_epoch(self, stats: DataStats) -> float:
+        """Optimiser steps per epoch when the batch size is left to the data."""
+        return float(self.STEPS_PER_EPOCH)
 
     # --- hooks ------------------------------------------------------------------------
     def _prepare(self, dataset: Dataset, x: sp.csr_matrix) -> None:

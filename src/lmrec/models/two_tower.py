@@ -76,14 +76,10 @@ class TwoTower(EmbeddingModel, NeuralRecommender):
     Config = TwoTowerConfig
     config: TwoTowerConfig
 
-    def data_settings(self, stats: DataStats) -> dict[str, Any]:
-        # steps per epoch from the mean history length (TwoTowerConfig's epochs comment)
-        steps = float(np.exp(stats.log_interp(stats.per_user, 22.0, 87.0, np.log(32.0),
-                                              np.log(128.0))))
-        batch = int(np.clip(np.ceil(stats.n_interactions / steps), self.MIN_BATCH,
-                            self.MAX_BATCH))
-        cfg = self.config
-        return {"epochs": cfg.epochs or self.EPOCHS, "batch_size": cfg.batch_size or batch}
+    def _steps_per_epoch(self, stats: DataStats) -> float:
+        # from the mean history length (TwoTowerConfig's epochs comment)
+        return float(np.exp(stats.log_interp(stats.per_user, 22.0, 87.0, np.log(32.0),
+                                             np.log(128.0))))
 
     def user_state(self) -> tuple[UserRows, ...]:
         ids = self.module_.user_id.weight.data  # row 0: the unknown user, row u + 1: user u
