@@ -159,3 +159,20 @@ def test_als_on_counts_folds_in_a_history_as_counts() -> None:
     assert model.settings_["weighting"] == "count"
     folded = model.user_embeddings(np.arange(ds.n_users), ds.sequences())
     np.testing.assert_allclose(folded, model.U_, rtol=1e-2, atol=1e-3)
+
+
+@pytest.mark.parametrize(("name", "params"), [("userknn", {"k": 5}),
+                                              ("als", {"factors": 4, "reg": 5.0, "alpha": 3.0})])
+def test_a_model_saved_before_its_rule_scores_histories_from_its_config(
+        name: str, params: dict, tmp_path: Path) -> None:
+    ds = planted_dataset()
+    model = create_model(name, params).fit(ds, TrainingOptions(rng=0))
+    model.save(tmp_path / name)
+    meta = json.loads((tmp_path / name / "config.json").read_text())
+    del meta["settings"]  # as an artifact written before the data rules
+    (tmp_path / name / "config.json").write_text(json.dumps(meta))
+    old = load_model(tmp_path / name)
+    assert old.settings_ == {}
+    users = np.arange(ds.n_users)
+    np.testing.assert_allclose(old.score(users, ds.sequences()),
+                               model.score(users, ds.sequences()), rtol=1e-5, atol=1e-6)

@@ -182,8 +182,8 @@ class ALS(EmbeddingModel, Recommender):
 
     def _fold_in(self, histories: Sequences) -> np.ndarray:
         """B checked histories -> (B, f) float32 folded-in user factors (0 for an empty one)."""
-        x = self._history_rows(histories, self.settings_.get("weighting", "binary"))
-        return fold_in(x, self.V_, self.settings_["reg"], self.settings_["alpha"])
+        x = self._history_rows(histories, self._setting("weighting") or "binary")
+        return fold_in(x, self.V_, self._setting("reg"), self._setting("alpha"))
 
     # --- EmbeddingModel ---------------------------------------------------------------
     def item_embeddings(self) -> np.ndarray:

@@ -105,6 +105,11 @@ class Recommender(ABC):
         them as `settings_`; `auto` starts its search from them."""
         return {}
 
+    def _setting(self, name: str) -> Any:
+        """A hyperparameter as the fit ran with it: the data rule's value, else the config's
+        (models saved before their rule existed carry no `settings_`)."""
+        return self.settings_.get(name, getattr(self.config, name, None))
+
     @abstractmethod
     def _score(self, users: np.ndarray, histories: Sequences | None) -> np.ndarray:
         """(B,) users, optional B histories -> (B, n_items) scores (see the module docstring)."""

@@ -101,7 +101,7 @@ class UserKNN(NeighbourModel):
         # the same float32 arithmetic as cosine_topk, so that ties break the same way
         sims = dots / (norms[:, None] * self.user_norms_[None, :]
                        + np.float32(cfg.shrink + 1e-12))
-        return self._vote(topk_similarity(sims, self.settings_["k"], cfg.normalize))
+        return self._vote(topk_similarity(sims, self._setting("k"), cfg.normalize))
 
     def _vote(self, neighbours: sp.csr_matrix) -> np.ndarray:
         # (B, n_users) sparse @ (n_users, n_items) sparse -> dense (B, n_items)
