@@ -12,7 +12,7 @@ from typing import Annotated
 import typer
 from pydantic import ValidationError
 
-from lmrec.cli import data, datasets, demo, evaluate, serve, train
+from lmrec.cli import batch, data, datasets, demo, evaluate, serve, train
 from lmrec.cli.options import _validation_message, parse_params, parse_variant
 from lmrec.console import fail, out
 from lmrec.errors import LmrecError
@@ -34,6 +34,7 @@ datasets_app.command("list")(datasets.datasets_list)
 datasets_app.command("get")(datasets.datasets_get)
 app.command("train")(train.train)
 app.command("recommend")(train.recommend)
+app.command("similar")(batch.similar)
 app.command("embed")(train.embed)
 app.command("evaluate")(evaluate.evaluate_cmd)
 app.command("compare")(evaluate.compare_cmd)

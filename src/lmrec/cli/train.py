@@ -6,11 +6,10 @@ import time
 from pathlib import Path
 from typing import Annotated, Any
 
-import polars as pl
 import typer
 
-from lmrec import columns as C
 from lmrec.cli.auto import AUTO, auto_options, train_auto
+from lmrec.cli.batch import item_titles, recommend_all_users
 from lmrec.cli.checks import check_choice, check_out, check_range
 from lmrec.cli.options import (
     SEED_MAX,
@@ -106,14 +105,25 @@ def recommend(
     strict: Annotated[bool, typer.Option(help="Unknown users are an error.")] = False,
     include_seen: Annotated[bool, typer.Option(help="Allow items the user already has.")
                             ] = False,
+    all_users: Annotated[bool, typer.Option(
+        "--all-users", help="Every training user, written to --out (batch scoring).")] = False,
+    out_file: Annotated[Path | None, typer.Option(
+        "--out", help="With --all-users: the Parquet file (user, rank, item, score).")] = None,
 ) -> None:
-    """Top-k recommendations for users of a trained model, or for a text (--text)."""
+    """Top-k recommendations for users of a trained model, for a text (--text), or for every
+    user to a Parquet file (--all-users --out recs.parquet)."""
     from lmrec.models import load_model
 
-    if (text is None) == (not user):
-        raise ConfigError("give --user (one or more) or --text, not both")
+    if sum((text is not None, bool(user), all_users)) != 1:
+        raise ConfigError("give one of --user (one or more), --text or --all-users")
+    if all_users != (out_file is not None):
+        raise ConfigError("--all-users and --out go together: --all-users --out recs.parquet")
     check_range("--k", k, low=1)
     rec = load_model(model_dir)
+    if all_users:
+        assert out_file is not None
+        recommend_all_users(rec, out_file, k, include_seen)
+        return
     if text is not None:
         _recommend_for_text(rec, model_dir, text, k, as_json)
         return
@@ -123,7 +133,7 @@ def recommend(
         for r in records:
             print_json(r)
         return
-    titles = _item_titles(model_dir)
+    titles = item_titles(model_dir)
     for r in records:
         if "note" in r:
             err.print(f"[yellow]note:[/] user {r['user']}: {r['note']}")
@@ -148,33 +158,10 @@ def _recommend_for_text(rec: Any, model_dir: Path, text: str, k: int, as_json: b
         print_json({"text": text, "items": [{"item": i, "score": round(s, 6)}
                                             for i, s in ranked]})
         return
-    titles = _item_titles(model_dir)
+    titles = item_titles(model_dir)
     rows = [(r, i, titles.get(i, ""), s) for r, (i, s) in enumerate(ranked, start=1)]
     out.print(table(f"Top {k} for {text!r} ({rec.name})", ["rank", "item", "title", "score"],
                     rows))
-
-
-def _item_titles(model_dir: Path) -> dict[Any, str]:
-    """A readable label per item from the bundle's item table (first text-like column)."""
-    path = model_dir / "items.parquet"
-    if not path.exists():
-        return {}
-    items = pl.read_parquet(path)
-    labels = [c for c in ("title", "name") if c in items.columns]
-    if not labels:
-        labels = [c for c in items.columns if c != C.ITEM and items[c].dtype == pl.String][:1]
-    if not labels:
-        return {}
-    extra = [c for c in ("category", "brand", "genres") if c in items.columns]
-    rows = items.select(C.ITEM, *labels[:1], *extra).iter_rows()
-    out_map: dict[Any, str] = {}
-    for row in rows:
-        parts = [str(row[1])]
-        for v in row[2:]:
-            if v is not None and v != "":
-                parts.append("|".join(v) if isinstance(v, list) else str(v))
-        out_map[row[0]] = " · ".join(parts)
-    return out_map
 
 
 # --- text embeddings ------------------------------------------------------------------------

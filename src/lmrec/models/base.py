@@ -280,6 +280,19 @@ class Recommender(ABC):
                 notes[u] = "unknown user: most popular items (cold-start fallback)"
         return Recommendations(users, items, scores, self.items_, notes)
 
+    def item_indices(self, items: Sequence[Any], where: str = "") -> np.ndarray:
+        """Internal indices (B,) of external item ids; an unknown one raises InputError
+        naming it (and `where` it was given)."""
+        items = list(items)
+        coerced = [t if t is not None else i
+                   for i, t in zip(items, self.items_.coerce(items).to_list(), strict=True)]
+        idx = self.items_.index(coerced) if items else np.empty(0, np.int64)
+        if (idx < 0).any():
+            bad = items[int(np.flatnonzero(idx < 0)[0])]
+            place = f" {where}" if where else ""
+            raise InputError(f"unknown item id {bad!r}{place} (the model was not trained on it)")
+        return idx
+
     def recommend_history(self, items: Sequence[Any], k: int = 10, *,
                           exclude_seen: bool = True) -> list[tuple[Any, float]]:
         """Top-k (external item id, score) for someone whose history is `items` (external
@@ -287,14 +300,7 @@ class Recommender(ABC):
         the history's items are left out unless `exclude_seen=False`."""
         self._check_fitted()
         _check_k(k)
-        items = list(items)
-        coerced = [t if t is not None else i
-                   for i, t in zip(items, self.items_.coerce(items).to_list(), strict=True)]
-        idx = self.items_.index(coerced) if items else np.empty(0, np.int64)
-        if (idx < 0).any():
-            bad = items[int(np.flatnonzero(idx < 0)[0])]
-            raise InputError(f"unknown item id {bad!r} in the history (the model was not "
-                             "trained on it)")
+        idx = self.item_indices(items, "in the history")
         s = self.score(np.array([-1]), Sequences.from_lists([idx]))
         if exclude_seen and idx.size:
             s[0, idx] = -np.inf
