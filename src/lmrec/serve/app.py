@@ -193,8 +193,9 @@ def _router(service: Service, metrics: ServiceMetrics, settings: ServeSettings,
         exclude_seen: Annotated[bool, QueryParam(
             description="leave out items in the user's history")] = True,
         filter: Annotated[list[str] | None, QueryParam(
-            max_length=16, description="column:value (column:a|b for either); repeatable, "
-            "all must match")] = None,
+            max_length=16, description="column:value (column:a|b for either, "
+            "column:lo..hi a range, column<x, <=, >, >= a comparison; text ignores case); "
+            "repeatable, all must match")] = None,
         diversity: Annotated[float, QueryParam(ge=0.0, le=1.0, allow_inf_nan=False,
                                                description="0: by score; 1: most diverse")
                              ] = 0.0,

@@ -1,6 +1,7 @@
 """Candidates after the model's scores: filters, the rules' exclusions and boosts, diversity.
 
-Filters (`column:value`, `column:a|b`, on the item table) and the rules' exclusions make a mask
+Filters (`column:value`, `column:a|b`, `column:lo..hi`, `column<x`: `lmrec.serve.filters`, on
+the item table) and the rules' exclusions make a mask
 of allowed items: exact scoring sets the others to -inf, the index over-fetches. Boosts add a
 constant to the scores of the items a filter matches (over-fetching 4x on the index path).
 
@@ -26,18 +27,15 @@ import scipy.sparse as sp
 from lmrec import columns as C
 from lmrec.columns import Role
 from lmrec.data.dataset import Sequences
-from lmrec.errors import ConfigError, LmrecError
+from lmrec.errors import ConfigError
 from lmrec.models.base import Recommender
 from lmrec.models.ranking import top_k
+from lmrec.serve.filters import QueryError, filter_column, filter_hits
 from lmrec.serve.rules import Rules
 
 MMR_POOL = 50  # at least this many candidates for diversity re-ranking
 BOOST_OVERFETCH = 4
 MAX_CACHED_FILTERS = 256
-
-
-class QueryError(LmrecError):
-    """A request the engine cannot answer as asked (e.g. a filter on an unknown column)."""
 
 
 # --- filters, exclusions and boosts ---------------------------------------------------------
@@ -95,30 +93,15 @@ class ItemFilters:
         return mask
 
     def filter_mask(self, expr: str) -> np.ndarray:
-        """(n_items,) bool of the items matching `column:value` (`column:a|b`: either)."""
+        """(n_items,) bool of the items an expression keeps (`lmrec.serve.filters`)."""
         cached = self._masks.get(expr)
         if cached is not None:
             return cached
-        col, sep, value = expr.partition(":")
-        col = col.strip()
-        values = [v.strip() for v in value.split("|") if v.strip()]
-        if not sep or not values:
-            raise QueryError(f"filter {expr!r}: expected column:value")
+        col = filter_column(expr)
         if col not in self.filter_columns:
             known = ", ".join(self.filter_columns) or "none"
             raise QueryError(f"filter {expr!r}: unknown column {col!r} (filterable: {known})")
-        s = self.items[col]
-        if isinstance(s.dtype, pl.List):
-            hit = s.list.eval(pl.element().cast(pl.String).is_in(values)).list.any()
-        elif s.dtype.is_numeric():  # "year:1995" matches 1995.0
-            try:
-                numbers = [float(v) for v in values]
-            except ValueError:
-                raise QueryError(f"filter {expr!r}: {col!r} holds numbers") from None
-            hit = s.cast(pl.Float64).is_in(numbers)
-        else:
-            hit = s.cast(pl.String).is_in(values)
-        mask = hit.fill_null(False).to_numpy().astype(bool)
+        mask = filter_hits(self.items[col], expr)
         mask.flags.writeable = False
         if len(self._masks) < MAX_CACHED_FILTERS:  # a bounded cache of catalogue-wide masks
             self._masks[expr] = mask

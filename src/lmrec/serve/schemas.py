@@ -63,9 +63,11 @@ PathIdText = Annotated[str, BeforeValidator(_id_text)]
 # printable text, e.g. "view", "add to cart", "浏览" (lmrec.ids.event_type_problem)
 EventType = Annotated[str, StringConstraints(min_length=1, max_length=MAX_EVENT_TYPE_LENGTH),
                       AfterValidator(_event_type)]
-# a filter "column:value"; "column:a|b" matches either value
-Filter = Annotated[str, StringConstraints(min_length=3, max_length=512,
-                                          pattern=r"^[^\x00-\x1f\x7f:]+:[^\x00-\x1f\x7f]+$")]
+# a filter "column:value"; "column:a|b" matches either value; "column:lo..hi" a range;
+# "column<x" (<=, >, >=) a comparison (lmrec.serve.filters)
+Filter = Annotated[str, StringConstraints(
+    min_length=3, max_length=512,
+    pattern=r"^[^\x00-\x1f\x7f:<>]+(:|<=|>=|<|>)[^\x00-\x1f\x7f]+$")]
 
 
 class Strict(BaseModel):
