@@ -46,8 +46,7 @@ def similar(
         return
     titles = item_titles(model_dir)
     for r in records:
-        rows = [(n, s["item"], titles.get(s["item"], ""), s["score"])
-                for n, s in enumerate(r["similar"], start=1)]
+        rows = ranked_rows(r["similar"], titles)
         label = titles.get(r["item"], "")
         out.print(table(f"Similar to {r['item']} {label} ({rec.name})".replace("  ", " "),
                         ["rank", "item", "title", "score"], rows))
@@ -76,6 +75,13 @@ def recommend_all_users(rec: Any, path: Path, k: int, include_seen: bool) -> Non
     path.parent.mkdir(parents=True, exist_ok=True)
     frame.write_parquet(path)
     err.print(f"Wrote {frame.height} recommendations for {n} users to {path}")
+
+
+def ranked_rows(entries: list[dict[str, Any]], titles: dict[Any, str]
+                ) -> list[tuple[int, Any, str, float]]:
+    """(rank, item, title, score) table rows of ranked {"item", "score"} entries."""
+    return [(n, e["item"], titles.get(e["item"], ""), e["score"])
+            for n, e in enumerate(entries, start=1)]
 
 
 def item_titles(model_dir: Path) -> dict[Any, str]:

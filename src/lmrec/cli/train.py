@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import typer
 
 from lmrec.cli.auto import AUTO, auto_options, train_auto
-from lmrec.cli.batch import item_titles, recommend_all_users
+from lmrec.cli.batch import item_titles, ranked_rows, recommend_all_users
 from lmrec.cli.checks import check_choice, check_out, check_range
 from lmrec.cli.options import (
     SEED_MAX,
@@ -137,8 +137,7 @@ def recommend(
     for r in records:
         if "note" in r:
             err.print(f"[yellow]note:[/] user {r['user']}: {r['note']}")
-        rows = [(i, it["item"], titles.get(it["item"], ""), it["score"])
-                for i, it in enumerate(r["items"], start=1)]
+        rows = ranked_rows(r["items"], titles)
         out.print(table(f"Top {k} for user {r['user']} ({rec.name})",
                         ["rank", "item", "title", "score"], rows))
 
