@@ -8,6 +8,7 @@ A*/B* (genres alpha/beta), group B's items the most popular.
 
 from __future__ import annotations
 
+import json
 import random
 import re
 import sqlite3
@@ -291,7 +292,8 @@ def _readme_curl_blocks() -> list[str]:
 
 
 def _readme_shop(folder: Path, model: str) -> Path:
-    """A small shop with the README's ids: users c0..c39, items p1..p240 in two categories."""
+    """A small shop with the README's ids: users c0..c39, items p1..p240 in two categories,
+    priced 5 to 1,200."""
     rng = np.random.default_rng(7)
     rows = []
     for u in range(40):
@@ -301,9 +303,11 @@ def _readme_shop(folder: Path, model: str) -> Path:
     events = pl.DataFrame(rows, schema=["user", "item"], orient="row")
     items = pl.DataFrame({"item": [f"p{i}" for i in range(1, 241)],
                           "category": ["shoes" if i % 2 == 0 else "bags" for i in range(1, 241)],
-                          "title": [f"product {i}" for i in range(1, 241)]})
+                          "title": [f"product {i}" for i in range(1, 241)],
+                          "price": [float(5 * i) for i in range(1, 241)]})
     ds = prepare(events, items=items, config=PrepareConfig(
-        item_roles={"category": "categorical", "title": "text"}), name="shop").dataset
+        item_roles={"category": "categorical", "title": "text", "price": "numeric"}),
+        name="shop").dataset
     return write_bundle(create_model(model).fit(ds, TrainingOptions(rng=0)), ds, folder)
 
 
@@ -322,6 +326,15 @@ def test_readme_curl_examples_run(tmp_path: Path) -> None:
             assert res.returncode == 0, f"{block}\nstdout: {res.stdout}\nstderr: {res.stderr}"
             outputs.append(res.stdout)
     joined = "\n".join(outputs)
+    # the price filter's answer (the last line of its block): items p1..p19 cost under 100
+    block = next(i for i, b in enumerate(blocks) if "price<100" in b)
+    text, docs, pos = outputs[block], [], 0
+    while pos < len(text.rstrip()):  # curl prints the answers back to back, no newline
+        doc, end = json.JSONDecoder().raw_decode(text, pos)
+        docs.append(doc)
+        pos = end + len(text[end:]) - len(text[end:].lstrip())
+    cheap = docs[-1]
+    assert cheap["items"] and all(int(it["item"][1:]) * 5 < 100 for it in cheap["items"])
     assert '"accepted":2' in joined.replace(" ", "")
     assert outputs[-1].strip() == "401"
     assert "lmrec_events_ingested_total 2.0" in joined
