@@ -100,3 +100,23 @@ def test_docs_load_no_asset_from_elsewhere(ease: TestClient) -> None:
             "content-type"], url
         assert len(got.content) > 1000
     assert "url: '/openapi.json'" in page and ease.get("/openapi.json").status_code == 200
+
+
+def test_an_allow_list_limits_the_answer_to_its_items(ease: TestClient) -> None:
+    full = _recs(ease, "a0", k=5)["items"]
+    # the user's own third and fifth choices, and an item of the other group, are allowed
+    allowed = [full[2]["item"], full[4]["item"], "B1"]
+    doc = _recs(ease, "a0", k=5, candidates=allowed)
+    assert [it["item"] for it in doc["items"]][:2] == [full[2]["item"], full[4]["item"]]
+    assert {it["item"] for it in doc["items"]} <= set(allowed)
+    # the same through the visitor endpoint, with a filter on top
+    r = ease.post("/v1/recommendations", json={"history": ["A1", "A2"], "k": 3,
+                                               "candidates": ["A3", "B1", "B2"],
+                                               "filter": ["genres:beta"]})
+    assert r.status_code == 200 and {it["item"] for it in r.json()["items"]} <= {"B1", "B2"}
+    # an allow-list of items already seen leaves nothing, and says why
+    seen = ease.post("/v1/recommendations", json={"history": ["A1"], "candidates": ["A1"]})
+    assert seen.json() == {"items": [], "note": "none of the candidates can be recommended",
+                           "model_version": seen.json()["model_version"]}
+    bad = ease.get("/v1/users/a0/recommendations", params={"candidates": ["A1", "nope"]})
+    assert bad.status_code == 400 and "candidates: unknown item id 'nope'" in bad.text

@@ -201,9 +201,13 @@ def _router(service: Service, metrics: ServiceMetrics, settings: ServeSettings,
                              ] = 0.0,
         explain: Annotated[bool, QueryParam(description="add the history item behind each")
                            ] = False,
+        candidates: Annotated[list[str] | None, QueryParam(
+            max_length=S.MAX_CANDIDATES, description="item id; repeatable: only these items "
+            "may be recommended")] = None,
     ) -> S.Recommendations:
         """Top-k items for a user: their training history plus every event accepted so far."""
-        q = Query(k, exclude_seen, tuple(filter or ()), diversity, explain)
+        q = Query(k, exclude_seen, tuple(filter or ()), diversity, explain,
+                  tuple(candidates or ()))
         return _recommendations(svc.recommend_user(user, q))
 
     @r.post("/recommendations", response_model=S.Recommendations,
@@ -211,7 +215,8 @@ def _router(service: Service, metrics: ServiceMetrics, settings: ServeSettings,
     def visitor_recommendations(body: S.VisitorRequest, svc: Svc) -> S.Recommendations:
         """Top-k items for an anonymous visitor from the history in the body (nothing is
         stored)."""
-        q = Query(body.k, body.exclude_seen, tuple(body.filter), body.diversity, body.explain)
+        q = Query(body.k, body.exclude_seen, tuple(body.filter), body.diversity, body.explain,
+                  tuple(body.candidates))
         return _recommendations(svc.recommend_visitor(body.history, q))
 
     @r.get("/items/{item}/similar", response_model=S.SimilarItems,

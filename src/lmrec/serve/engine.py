@@ -52,6 +52,7 @@ from lmrec.serve.explain import (
     ignores_history,
     item_labels,
 )
+from lmrec.serve.filters import QueryError
 from lmrec.serve.rerank import MMR_POOL, ItemFilters, Similarity, mmr, top1
 from lmrec.serve.rules import Rules
 from lmrec.serve.store import StoredEvent
@@ -60,13 +61,15 @@ from lmrec.serve.store import StoredEvent
 @dataclass(frozen=True)
 class Query:
     """What to recommend: `k` items, optionally without the history's items, only items
-    matching every filter, re-ranked for diversity (0..1), with explanations."""
+    matching every filter (and, when given, among the `candidates`, external item ids),
+    re-ranked for diversity (0..1), with explanations."""
 
     k: int = 10
     exclude_seen: bool = True
     filters: tuple[str, ...] = ()
     diversity: float = 0.0
     explain: bool = False
+    candidates: tuple[Any, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -137,6 +140,18 @@ class Engine:
             return np.empty(0, np.int64)
         return self.bundle.item_ids.index([self.item_key(r) for r in raw])
 
+    def _candidate_mask(self, candidates: Sequence[Any], allowed: np.ndarray | None
+                        ) -> np.ndarray:
+        """(n_items,) bool: the candidates (QueryError naming an unknown one), within
+        `allowed` when given."""
+        idx = self.item_indices(list(candidates))
+        if (idx < 0).any():
+            bad = candidates[int(np.flatnonzero(idx < 0)[0])]
+            raise QueryError(f"candidates: unknown item id {bad!r}")
+        mask = np.zeros(self.n_items, dtype=bool)
+        mask[idx] = True
+        return mask if allowed is None else mask & allowed
+
     def external_item(self, idx: int) -> Any:
         return self.bundle.item_ids.to_python(int(idx))
 
@@ -182,6 +197,8 @@ class Engine:
         seen = np.unique(hist.items).astype(np.int64) if query.exclude_seen else None
         f = self._filters
         allowed = f.allowed(query.filters)
+        if query.candidates:  # an allow-list: a mask like a filter's
+            allowed = self._candidate_mask(query.candidates, allowed)
         pool = max(MMR_POOL, 4 * k) if query.diversity > 0 else k
         note = None
         popular = self.ignores_history  # the same ranking for everyone
@@ -205,7 +222,10 @@ class Engine:
         if query.explain and idx.size:
             because = [(None, POPULAR_REASON)] * idx.size if popular else explain(
                 hist, idx, self._similarity.affinity, self.external_item, self._labels)
-        if not idx.size:
+        if not idx.size and query.candidates:
+            note = "; ".join(n for n in (note, "none of the candidates can be recommended")
+                             if n)
+        elif not idx.size:
             why = empty_filter_note(query.filters, f.filter_mask, f.rule_allowed,
                                     query.exclude_seen)
             note = "; ".join(n for n in (note, why) if n) or None

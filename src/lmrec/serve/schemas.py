@@ -29,6 +29,7 @@ from lmrec.ids import MAX_EVENT_TYPE_LENGTH, event_type_problem, id_problem
 MAX_ID_LENGTH = 256
 MAX_HISTORY = 1_000  # items in an anonymous visitor's history
 MAX_K = 1_000
+MAX_CANDIDATES = 10_000  # items in a request's allow-list
 TEXT_PATTERN = r"^[^\x00-\x1f\x7f]+$"
 _ID_TEXT = r"^[^\x00-\x1f\x7f/]+$"
 
@@ -102,6 +103,8 @@ class VisitorRequest(Strict):
     filter: list[Filter] = Field(default_factory=list, max_length=16)
     diversity: float = Field(0.0, ge=0.0, le=1.0, allow_inf_nan=False)
     explain: bool = False
+    candidates: list[Id] = Field(default_factory=list, max_length=MAX_CANDIDATES,
+                                 description="only these items may be recommended (empty: any)")
 
 
 class ReloadRequest(Strict):
