@@ -11,7 +11,7 @@ import polars as pl
 import pytest
 
 from lmrec.collect import ColumnMapping
-from lmrec.data.stats import DataStats
+from lmrec.data.stats import DataStats, log_interp
 from lmrec.models import create_model, load_model
 from lmrec.models.als import ALSConfig, als_settings
 from lmrec.models.ease import ease_l2
@@ -48,10 +48,13 @@ def test_stats_of_a_dataset_count_distinct_pairs_and_the_head() -> None:
 
 
 def test_log_interp_holds_the_ends_and_is_linear_in_log_between() -> None:
-    s = stats(10, 10, 10)
-    assert s.log_interp(1.0, 10.0, 100.0, 5.0, 50.0) == 5.0
-    assert s.log_interp(1000.0, 10.0, 100.0, 5.0, 50.0) == 50.0
-    assert s.log_interp(np.sqrt(1000.0), 10.0, 100.0, 5.0, 50.0) == pytest.approx(27.5)
+    assert log_interp(1.0, (10.0, 100.0), (5.0, 50.0)) == 5.0
+    assert log_interp(1000.0, (10.0, 100.0), (5.0, 50.0)) == 50.0
+    assert log_interp(np.sqrt(1000.0), (10.0, 100.0), (5.0, 50.0)) == pytest.approx(27.5)
+    # several anchors, and geometric interpolation of values spanning orders of magnitude
+    assert log_interp(30.0, (15.0, 30.0, 60.0), (200.0, 50.0, 200.0)) == pytest.approx(50.0)
+    assert log_interp(np.sqrt(10.0 * 100.0), (10.0, 100.0), (0.01, 1.0),
+                      geometric=True) == pytest.approx(0.1)
 
 
 def test_ease_lambda_is_seven_times_the_item_degree_within_its_range() -> None:

@@ -7,7 +7,8 @@ time are computed the same way.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
@@ -61,21 +62,19 @@ class DataStats:
         """Mean item degree (distinct users per item)."""
         return self.n_interactions / max(self.n_items, 1)
 
-    def log_interp(self, x: float, x0: float, x1: float, y0: float, y1: float) -> float:
-        """y0 up to x0, y1 from x1 on, linear in log x between (a rule's usual shape)."""
-        if x <= x0:
-            return y0
-        if x >= x1:
-            return y1
-        t = (np.log(x) - np.log(x0)) / (np.log(x1) - np.log(x0))
-        return float(y0 + t * (y1 - y0))
-
     def describe(self) -> str:
         return (f"{self.n_users} users, {self.n_items} items, {self.n_interactions} "
                 f"interactions ({self.value_type}), density {self.density:.4%}, "
                 f"{self.per_user:.1f} per user, {self.per_item:.1f} per item (head "
                 f"{self.head_degree:.0f})")
 
-    def to_dict(self) -> dict[str, float | int | str]:
-        return {**asdict(self), "density": self.density, "per_user": self.per_user,
-                "per_item": self.per_item}
+
+def log_interp(x: float, xs: Sequence[float], ys: Sequence[float], *,
+               geometric: bool = False) -> float:
+    """The rules' usual shape: ys[0] up to xs[0], ys[-1] from xs[-1] on, piecewise linear in
+    log x through the anchors (xs, ys) between; `geometric` interpolates log y instead (for
+    values spanning orders of magnitude). xs ascending, all positive."""
+    lx = np.log(np.maximum(x, 1e-12))
+    if geometric:
+        return float(np.exp(np.interp(lx, np.log(xs), np.log(ys))))
+    return float(np.interp(lx, np.log(xs), ys))

@@ -184,6 +184,7 @@ class _Search:
         self.split, self.seed, self.metric, self.k = split, seed, metric, int(k)
         self.history, self.max_trials, self.families = history, max_trials, fams
         self.classes = {f: MODELS[f] for f in fams}
+        self.train_stats = DataStats.of(split.train)  # what the families' data rules read
         self.on_trial = on_trial
         self.clock = Clock(budget_s)
         self.costs = Costs(split.train, budget_s, refit_events / max(split.train.n_events, 1))
@@ -276,7 +277,7 @@ class _Search:
         those its config leaves to the data as its data rule sets them for the train part."""
         klass = self.classes[family]
         config = klass.Config()
-        from_data = klass(config).data_settings(DataStats.of(self.split.train))
+        from_data = klass(config).data_settings(self.train_stats)
         out = {}
         for name, dim in klass.Config.search_space.items():
             v = getattr(config, name, None)

@@ -64,7 +64,7 @@ from pydantic import Field
 from threadpoolctl import threadpool_limits
 
 from lmrec.data.dataset import Dataset, Sequences
-from lmrec.data.stats import DataStats
+from lmrec.data.stats import DataStats, log_interp
 from lmrec.models.als_select import select_alpha_reg
 from lmrec.models.base import Recommender
 from lmrec.models.hyperparams import Choice, FloatRange, IntRange, ModelConfig, SearchSpace
@@ -116,15 +116,15 @@ def als_settings(cfg: ALSConfig, stats: DataStats) -> dict[str, Any]:
     """factors, reg and alpha: the config's, or the data rule's where left as None."""
     alpha = cfg.alpha
     if alpha is None:
-        alpha = round(stats.log_interp(stats.per_user, 7.0, 20.0, 30.0, 3.0), 2)
+        alpha = round(log_interp(stats.per_user, (7.0, 20.0), (30.0, 3.0)), 2)
     reg = cfg.reg
     if reg is None:
-        short = np.exp(stats.log_interp(stats.per_user, SHORT_HISTORY, LONG_HISTORY,
-                                        np.log(SHORT_FACTOR), 0.0))
+        short = log_interp(stats.per_user, (SHORT_HISTORY, LONG_HISTORY), (SHORT_FACTOR, 1.0),
+                           geometric=True)
         reg = round(float(long_history_ratio(stats) * short * (1.0 + alpha)), 2)
     factors = cfg.factors
     if factors is None:
-        factors = 8 * round(stats.log_interp(stats.n_items, 2000.0, 10000.0, 64.0, 256.0) / 8)
+        factors = 8 * round(log_interp(stats.n_items, (2000.0, 10000.0), (64.0, 256.0)) / 8)
     weighting = cfg.weighting or ("count" if stats.value_type == "counts" else "binary")
     return {"factors": factors, "reg": reg, "alpha": alpha, "weighting": weighting}
 

@@ -52,7 +52,6 @@ gets and what a forgotten user (whose row of U is zeroed) scores. The model is a
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar, Literal
 
@@ -60,7 +59,7 @@ import numpy as np
 from pydantic import Field
 
 from lmrec.data.dataset import Dataset, Sequences
-from lmrec.data.stats import DataStats
+from lmrec.data.stats import DataStats, log_interp
 from lmrec.models.base import Recommender
 from lmrec.models.bpr_trainer import BPRTrainer
 from lmrec.models.history import fit_linear_fold_in, history_matrix, mean_item_features
@@ -112,8 +111,8 @@ def bpr_schedule(cfg: BPRConfig, n_interactions: int, n_items: int) -> dict[str,
     epochs = cfg.epochs
     if epochs is None:
         degree = max(n_interactions, 1) / max(n_items, 1)
-        t = math.log(degree / SPARSE_DEGREE) / math.log(DENSE_DEGREE / SPARSE_DEGREE)
-        epochs = round(EPOCHS_SPARSE + (EPOCHS_DENSE - EPOCHS_SPARSE) * min(max(t, 0.0), 1.0))
+        epochs = round(log_interp(degree, (SPARSE_DEGREE, DENSE_DEGREE),
+                                  (EPOCHS_SPARSE, EPOCHS_DENSE)))
     return {"epochs": epochs, "batch_size": batch}
 
 

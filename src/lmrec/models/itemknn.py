@@ -41,7 +41,7 @@ import scipy.sparse as sp
 from pydantic import Field
 
 from lmrec.data.dataset import Dataset, Sequences
-from lmrec.data.stats import DataStats
+from lmrec.data.stats import DataStats, log_interp
 from lmrec.models.artifacts import pack_csr, unpack_csr
 from lmrec.models.base import Recommender
 from lmrec.models.hyperparams import FloatRange, IntRange, ModelConfig, SearchSpace
@@ -136,12 +136,10 @@ def itemknn_settings(cfg: ItemKNNConfig, stats: DataStats) -> dict[str, Any]:
     d, p = stats.per_item, stats.per_user
     k = cfg.k
     if k is None:
-        low, high = (15.0, 30.0) if d < 30.0 else (30.0, 60.0)
-        ends = (200.0, 50.0) if d < 30.0 else (50.0, 200.0)
-        dip = stats.log_interp(d, low, high, *ends)  # the long-history k
-        k = round(float(np.exp(stats.log_interp(p, 8.0, 20.0, np.log(200.0), np.log(dip)))))
+        dip = log_interp(d, (15.0, 30.0, 60.0), (200.0, 50.0, 200.0))  # the long-history k
+        k = round(log_interp(p, (8.0, 20.0), (200.0, dip), geometric=True))
     shrink = (cfg.shrink if cfg.shrink is not None
-              else round(stats.log_interp(p, 8.0, 20.0, 100.0, 10.0), 1))
+              else round(log_interp(p, (8.0, 20.0), (100.0, 10.0)), 1))
     return {"k": k, "shrink": shrink}
 
 

@@ -49,7 +49,7 @@ import torch
 from torch import Tensor, nn
 
 from lmrec.data.dataset import Dataset, Sequences
-from lmrec.data.stats import DataStats
+from lmrec.data.stats import DataStats, log_interp
 from lmrec.errors import InputError
 from lmrec.features.tower_inputs import (
     encode_user,
@@ -78,8 +78,7 @@ class TwoTower(EmbeddingModel, NeuralRecommender):
 
     def _steps_per_epoch(self, stats: DataStats) -> float:
         # from the mean history length (TwoTowerConfig's epochs comment)
-        return float(np.exp(stats.log_interp(stats.per_user, 22.0, 87.0, np.log(32.0),
-                                             np.log(128.0))))
+        return log_interp(stats.per_user, (22.0, 87.0), (32.0, 128.0), geometric=True)
 
     def user_state(self) -> tuple[UserRows, ...]:
         ids = self.module_.user_id.weight.data  # row 0: the unknown user, row u + 1: user u

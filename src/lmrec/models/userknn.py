@@ -33,7 +33,7 @@ import scipy.sparse as sp
 from pydantic import Field
 
 from lmrec.data.dataset import Dataset, Sequences
-from lmrec.data.stats import DataStats
+from lmrec.data.stats import DataStats, log_interp
 from lmrec.models.itemknn import KNNConfig, NeighbourModel, cosine_topk, topk_similarity
 from lmrec.models.redaction import UserRows, drop_entries
 from lmrec.train.options import TrainingOptions
@@ -49,10 +49,7 @@ def userknn_k(cfg: UserKNNConfig, stats: DataStats) -> int:
     """k: the config's, or the data rule's (module docstring)."""
     if cfg.k is not None:
         return cfg.k
-    p = stats.per_user
-    if p < 22.0:
-        return round(stats.log_interp(p, 7.0, 22.0, 400.0, 100.0))
-    return round(stats.log_interp(p, 22.0, 60.0, 100.0, 50.0))
+    return round(log_interp(stats.per_user, (7.0, 22.0, 60.0), (400.0, 100.0, 50.0)))
 
 
 class UserKNN(NeighbourModel):
