@@ -31,30 +31,29 @@ import json
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
-from fastapi import Path as PathParam
 from fastapi import Query as QueryParam
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, Response
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field
 
 from lmrec.errors import LmrecError
 from lmrec.integrity import IntegrityError
 from lmrec.serve import schemas as S
+from lmrec.serve.deps import K, PathId, Svc, need
 from lmrec.serve.docs import add_docs
 from lmrec.serve.engine import Query, Scored
 from lmrec.serve.erasure import ErasureFailed
 from lmrec.serve.metrics import ServiceMetrics
 from lmrec.serve.middleware import BodyLimit, Metrics
 from lmrec.serve.rerank import QueryError
-from lmrec.serve.security import KeyRing, Role
+from lmrec.serve.security import KeyRing
 from lmrec.serve.service import NotFoundError, Result, Service
 from lmrec.serve.store import EventIn, StoreError, open_store
 from lmrec.serve.sync import BundleSync
@@ -146,45 +145,10 @@ def app_from_env() -> FastAPI:
 
 
 # --- routes --------------------------------------------------------------------------------
-_bearer = HTTPBearer(auto_error=False, description="an API key: Authorization: Bearer KEY")
-Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
-
-
-def _need(role: Role) -> Callable[..., None]:
-    """A dependency refusing requests without a key that holds `role` (401, or 403 for a
-    known key without it). Reads are open unless read keys are configured."""
-
-    def check(request: Request, creds: Credentials) -> None:
-        keys: KeyRing = request.app.state.keys
-        if role == "read" and not keys.reads_need_key:
-            return
-        key = creds.credentials if creds is not None else None
-        if keys.allows(key, role):
-            return
-        if keys.knows(key):
-            raise HTTPException(403, f"this key may not {role}")
-        raise HTTPException(401, "a valid API key is needed (Authorization: Bearer KEY)",
-                            headers={"WWW-Authenticate": "Bearer"})
-
-    return check
-
-
-def _current(request: Request) -> Service:
-    service: Service = request.app.state.service
-    service.follow()
-    return service
-
-
-Svc = Annotated[Service, Depends(_current)]
-PathId = Annotated[S.PathIdText, PathParam(min_length=1, max_length=S.MAX_ID_LENGTH,
-                                          pattern=S.TEXT_PATTERN)]  # a user or item id
-K = Annotated[int, QueryParam(ge=1, le=S.MAX_K, description="how many items")]
-
-
 def _router(service: Service, metrics: ServiceMetrics, settings: ServeSettings,
             bundle_root: Path) -> APIRouter:
     r = APIRouter(prefix="/v1")
-    read = [Depends(_need("read"))]
+    read = [Depends(need("read"))]
 
     @r.get("/users/{user}/recommendations", response_model=S.Recommendations,
            response_model_exclude_none=True, dependencies=read, tags=["recommendations"])
@@ -229,7 +193,7 @@ def _router(service: Service, metrics: ServiceMetrics, settings: ServeSettings,
                               model_version=version)
 
     @r.post("/events", response_model=S.IngestResponse, tags=["events"],
-            dependencies=[Depends(_need("write"))],
+            dependencies=[Depends(need("write"))],
             responses={401: {"description": "no valid API key"},
                        413: {"description": "body or batch too large"}})
     def post_events(batch: S.EventBatch, svc: Svc) -> S.IngestResponse:
@@ -247,7 +211,7 @@ def _router(service: Service, metrics: ServiceMetrics, settings: ServeSettings,
                                 unknown_items=res.counted)
 
     @r.delete("/users/{user}", response_model=S.ForgetResponse, tags=["events"],
-              dependencies=[Depends(_need("write"))],
+              dependencies=[Depends(need("write"))],
               responses={503: {"description": "the erasure failed: nothing was erased"}})
     def forget_user(user: PathId, svc: Svc) -> S.ForgetResponse:
         """Forget a user: their events and cached state are deleted and, for a training user,
@@ -262,7 +226,7 @@ def _router(service: Service, metrics: ServiceMetrics, settings: ServeSettings,
                                 model_version=done.model_version)
 
     @r.post("/admin/reload", response_model=S.ReloadResponse, tags=["admin"],
-            dependencies=[Depends(_need("admin"))])
+            dependencies=[Depends(need("admin"))])
     def reload(svc: Svc, body: S.ReloadRequest | None = None) -> S.ReloadResponse:
         """Load a bundle (the current folder again when none is given; else a folder under
         the server's bundle root: absolute, or relative to the server's working directory or
