@@ -8,6 +8,10 @@ for /v1/ready, then runs the scenarios and prints one JSON line each (and a summ
 - `synthetic`: a 1,000,000-item ALS bundle whose factors are the synthetic factor vectors of
   `ann_recall.py` (20,000 users with 50 seen items each), with the HNSW index `lmrec train`
   puts in every bundle of 100k+ items (`write_bundle`, built by `ItemIndex`).
+- `impressions`: the cost of logging every response's impression (issue 13): the ml100k
+  recommendation run twice per round, with `--no-log-impressions` and with logging (the
+  default; SQLite, synchronous=FULL, group commit), over --rounds alternating rounds; reports
+  each run's p99 and the median difference.
 - `ingest`: POST /v1/events batches (Bearer key from LMREC_API_KEYS) from several threads,
   as fast as the server takes them, against the ml100k bundle; reports events/s.
 
@@ -22,6 +26,7 @@ Bundles are built once into --work and reused. Commands (the lead's quiet-machin
     OMP_WAIT_POLICY=PASSIVE .venv/bin/python benchmarks/serve_load.py --scenario all
     .venv/bin/python benchmarks/serve_load.py --scenario synthetic --rate 200 --duration 30
     .venv/bin/python benchmarks/serve_load.py --scenario ingest --duration 10 --batch 100
+    .venv/bin/python benchmarks/serve_load.py --scenario impressions --rate 200 --duration 20
 
 Targets (2 cores): p99 <= 20 ms at 200 requests/s on the 1M-item synthetic bundle.
 """
@@ -47,7 +52,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("LMREC_SHARED_DATASETS", ROOT.parent / "shared" / "datasets"))
 LMREC = str(Path(sys.executable).with_name("lmrec"))
-SCENARIOS = ("ml100k", "synthetic", "ingest")
+SCENARIOS = ("ml100k", "synthetic", "ingest", "impressions")
 
 
 # --- bundles ----------------------------------------------------------------------------
@@ -112,8 +117,10 @@ def free_port() -> int:
 class Server:
     """`lmrec serve` in a subprocess; `with Server(...) as url:` waits until it is ready."""
 
-    def __init__(self, bundle: Path, db: Path, key: str, timeout_s: float) -> None:
+    def __init__(self, bundle: Path, db: Path, key: str, timeout_s: float,
+                 extra: tuple[str, ...] = ()) -> None:
         self.bundle, self.db, self.key, self.timeout_s = bundle, db, key, timeout_s
+        self.extra = extra
         self.port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
         self.startup_s = 0.0
@@ -125,7 +132,8 @@ class Server:
         t0 = time.perf_counter()
         self.proc = subprocess.Popen(
             [LMREC, "serve", str(self.bundle), "--store", f"sqlite:///{self.db}", "--host",
-             "127.0.0.1", "--port", str(self.port), "--log-level", "warning"], env=env)
+             "127.0.0.1", "--port", str(self.port), "--log-level", "warning", *self.extra],
+            env=env)
         url = f"http://127.0.0.1:{self.port}"
         while time.perf_counter() - t0 < self.timeout_s:
             if self.proc.poll() is not None:
@@ -206,7 +214,8 @@ def open_loop(url: str, paths: list[str], rate: float, threads: int) -> dict[str
             "service": percentiles(service[ok])}
 
 
-def recommend_scenario(name: str, bundle: Path, args: argparse.Namespace) -> dict[str, Any]:
+def recommend_scenario(name: str, bundle: Path, args: argparse.Namespace,
+                       extra: tuple[str, ...] = ()) -> dict[str, Any]:
     with np.load(bundle / "arrays.npz", allow_pickle=False) as z:
         users = z["user_ids"]
     rng = np.random.default_rng(1)
@@ -214,7 +223,7 @@ def recommend_scenario(name: str, bundle: Path, args: argparse.Namespace) -> dic
     picks = users[rng.integers(0, users.size, n + args.warmup)]
     paths = [f"/v1/users/{u}/recommendations?k={args.k}" for u in picks.tolist()]
     server = Server(bundle, args.work / f"events-{name}.db", secrets.token_hex(16),
-                    args.ready_timeout)
+                    args.ready_timeout, extra)
     with server as url:
         with httpx.Client(base_url=url, timeout=30) as client:  # warm caches and code paths
             first = client.get(paths[0])
@@ -226,6 +235,25 @@ def recommend_scenario(name: str, bundle: Path, args: argparse.Namespace) -> dic
     return {"scenario": name, "bundle": str(bundle), "k": args.k,
             "duration_s": args.duration, "startup_s": round(server.startup_s, 1),
             "server_rss_mb": rss, "example": first.json()["items"][:3], **result}
+
+
+def impressions_scenario(bundle: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """p99 with and without impression logging, in alternating rounds (the machine's drift
+    then hits both alike)."""
+    runs: dict[str, list[dict[str, Any]]] = {"off": [], "on": []}
+    for r in range(args.rounds):
+        order = ("off", "on") if r % 2 == 0 else ("on", "off")
+        for mode in order:
+            extra = ("--no-log-impressions",) if mode == "off" else ()
+            res = recommend_scenario(f"impressions-{mode}", bundle, args, extra)
+            runs[mode].append({k: res[k] for k in ("achieved_rate", "errors", "p50_ms",
+                                                  "p99_ms", "service")})
+    diff = [on["p99_ms"] - off["p99_ms"] for on, off in zip(runs["on"], runs["off"],
+                                                             strict=True)]
+    return {"scenario": "impressions", "bundle": str(bundle), "rate": args.rate,
+            "duration_s": args.duration, "rounds": runs,
+            "p99_added_ms_median": round(float(np.median(diff)), 2),
+            "p99_added_ms_each": [round(d, 2) for d in diff]}
 
 
 def ingest_scenario(bundle: Path, args: argparse.Namespace) -> dict[str, Any]:
@@ -290,6 +318,7 @@ def main() -> None:
     ap.add_argument("--synthetic-users", type=int, default=20_000)
     ap.add_argument("--batch", type=int, default=100, help="events per POST (ingest)")
     ap.add_argument("--ingest-threads", type=int, default=4)
+    ap.add_argument("--rounds", type=int, default=3, help="impressions: off/on rounds")
     ap.add_argument("--ready-timeout", type=float, default=900.0)
     ap.add_argument("--rebuild", action="store_true", help="rebuild the bundles")
     args = ap.parse_args()
@@ -307,6 +336,8 @@ def main() -> None:
             bundle = synthetic_bundle(args.work, args.synthetic_items, args.synthetic_users,
                                       seen=50)
             res = recommend_scenario(name, bundle, args)
+        elif name == "impressions":
+            res = impressions_scenario(ml100k_bundle(args.work, args.epochs), args)
         else:
             res = ingest_scenario(ml100k_bundle(args.work, args.epochs), args)
         print(json.dumps(res), flush=True)

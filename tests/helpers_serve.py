@@ -48,7 +48,7 @@ def free_port() -> int:
 class LiveServer:
     """`python -m lmrec.cli serve BUNDLE --store URL` in a subprocess on a free local port."""
 
-    def __init__(self, bundle: Path, store_url: str, log_dir: Path, *extra: str,
+    def __init__(self, bundle: Path | None, store_url: str, log_dir: Path, *extra: str,
                  env: dict[str, str] | None = None, cwd: Path | None = None) -> None:
         self.bundle = bundle
         self.cwd = cwd
@@ -69,7 +69,8 @@ class LiveServer:
         self.port = free_port()
         self._starts += 1
         self.log = self.log_dir / f"server-{self.port}-{self._starts}.log"
-        cmd = [sys.executable, "-m", "lmrec.cli", "serve", str(self.bundle), "--store",
+        bundle = [str(self.bundle)] if self.bundle is not None else []  # none with --arm
+        cmd = [sys.executable, "-m", "lmrec.cli", "serve", *bundle, "--store",
                self.store_url, "--host", "127.0.0.1", "--port", str(self.port),
                "--log-level", "warning", *self.extra]
         with self.log.open("wb") as out:

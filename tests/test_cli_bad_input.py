@@ -331,6 +331,23 @@ CELLS: list[tuple[str, list[str], str]] = [
                              "sqlite:///{tmp}/s6.db"], "{bad_toml}"),
     ("serve-missing-keys-file", ["serve", "{model}", "--keys-file", "{root}/nope-keys",
                                  "--store", "sqlite:///{tmp}/s7.db"], "{root}/nope-keys"),
+    ("serve-one-arm", ["serve", "--arm", "A={model}"], "--arm"),
+    ("serve-arm-form", ["serve", "--arm", "A", "--arm", "B={model}"], "--arm"),
+    ("serve-arm-name", ["serve", "--arm", "a b={model}", "--arm", "B={model}"], "--arm"),
+    ("serve-arm-missing-bundle", ["serve", "--arm", "A={model}", "--arm", "B={root}/nope"],
+     "{root}/nope"),
+    ("serve-arm-and-bundle", ["serve", "{model}", "--arm", "A={model}", "--arm",
+                              "B={model}"], "--arm"),
+    ("serve-split-count", ["serve", "--arm", "A={model}", "--arm", "B={model}", "--split",
+                           "50/30/20"], "--split"),
+    ("serve-split-negative", ["serve", "--arm", "A={model}", "--arm", "B={model}",
+                              "--split", "60/-40"], "--split"),
+    ("serve-split-no-arms", ["serve", "{model}", "--split", "50/50"], "--split"),
+    ("serve-interleave-unknown", ["serve", "--arm", "A={model}", "--arm", "B={model}",
+                                  "--interleave", "A,C"], "--interleave"),
+    ("serve-explore-spec", ["serve", "{model}", "--explore", "softmax:2"], "--explore"),
+    ("serve-explore-temperature", ["serve", "{model}", "--explore", "plackett-luce:0"],
+     "--explore"),
 ]
 
 # bad data files referenced as "@name"; written once per run under the world's root

@@ -117,6 +117,7 @@ def test_an_allow_list_limits_the_answer_to_its_items(ease: TestClient) -> None:
     # an allow-list of items already seen leaves nothing, and says why
     seen = ease.post("/v1/recommendations", json={"history": ["A1"], "candidates": ["A1"]})
     assert seen.json() == {"items": [], "note": "none of the candidates can be recommended",
-                           "model_version": seen.json()["model_version"]}
+                           "model_version": seen.json()["model_version"],
+                           "request_id": seen.json()["request_id"]}
     bad = ease.get("/v1/users/a0/recommendations", params={"candidates": ["A1", "nope"]})
     assert bad.status_code == 400 and "candidates: unknown item id 'nope'" in bad.text

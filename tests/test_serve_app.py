@@ -47,7 +47,7 @@ def test_the_fixed_interface(client: TestClient) -> None:
     r = client.get("/v1/users/a0/recommendations", params={"k": 3})
     assert r.status_code == 200
     doc = r.json()
-    assert set(doc) == {"user", "items", "model_version"} and doc["user"] == "a0"
+    assert set(doc) == {"user", "items", "model_version", "request_id"} and doc["user"] == "a0"
     assert len(doc["items"]) == 3 and all(set(it) == {"item", "score"} for it in doc["items"])
     ev = {"events": [{"user": "u1", "item": "A1", "type": "view", "timestamp": 1.7e9}]}
     assert client.post("/v1/events", json=ev).status_code == 401

@@ -272,4 +272,4 @@ def test_a_version_1_store_gains_the_outcome_column(store_url: str) -> None:
         store.delete_user("u")
         store.record_failed_erasure()
     assert _audit(store_url) == [(0, 0, "rolled_back"), (1, 0, "erased"), (3, 1, "erased")]
-    assert max(_rows(store_url, "SELECT version FROM lmrec_schema"))[0] == 2
+    assert max(_rows(store_url, "SELECT version FROM lmrec_schema"))[0] == 3

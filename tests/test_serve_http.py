@@ -86,7 +86,7 @@ def _first_rank(items: list[dict[str, Any]], prefix: str) -> int:
 
 def test_fixed_interface(server: LiveServer) -> None:
     doc = _recs(server, "a1", k=10)
-    assert set(doc) == {"user", "items", "model_version"} and doc["user"] == "a1"
+    assert set(doc) == {"user", "items", "model_version", "request_id"} and doc["user"] == "a1"
     assert len(doc["items"]) == 10
     assert all(set(it) == {"item", "score"} and isinstance(it["score"], float)
                for it in doc["items"])
@@ -286,7 +286,8 @@ def _readme_curl_blocks() -> list[str]:
     for block in blocks:
         commands = [ln for ln in block.splitlines() if ln.strip() and not
                     ln.lstrip().startswith("#")]
-        if commands and commands[0].startswith("curl"):
+        # the blocks that talk to the server (curl, or a variable filled by curl)
+        if commands and commands[0].startswith(("curl", "RID=")):
             out.append(block)
     return out
 
@@ -337,5 +338,8 @@ def test_readme_curl_examples_run(tmp_path: Path) -> None:
     assert cheap["items"] and all(int(it["item"][1:]) * 5 < 100 for it in cheap["items"])
     assert '"accepted":2' in joined.replace(" ", "")
     assert outputs[-1].strip() == "401"
-    assert "lmrec_events_ingested_total 2.0" in joined
+    assert "lmrec_events_ingested_total 3.0" in joined  # two events and one feedback
     assert '"model_version":"itemknn-' in joined.replace(" ", "")
+    compact = joined.replace(" ", "")
+    assert '"item":"p13"' in compact and '"hidden":true' in compact  # the catalogue block
+    assert '"accepted":1,"user":"c17"' in compact  # feedback linked by the request id

@@ -213,6 +213,64 @@ def test_acknowledged_batches_survive_sigkill(store_url: str) -> None:
         assert (replay.accepted, replay.duplicates) == (0, 500 * len(batches))
 
 
+_IMPRESSION_WRITER = """
+import sys, threading
+from lmrec.serve.store import ImpressionIn, ImpressionWriter, Slot, open_store
+
+store = open_store(sys.argv[1])
+writer = ImpressionWriter(store)
+lock = threading.Lock()
+
+def request(t):
+    for k in range(1_000_000):
+        rid = f"t{t}-{k}"
+        writer.log(ImpressionIn(rid, f"u{t}", "v1", None, "top-k",
+                                tuple(Slot(f"i{j}", 1.0, float(-j)) for j in range(10))))
+        with lock:
+            print(rid, flush=True)  # acknowledged: log has returned
+
+threads = [threading.Thread(target=request, args=(t,)) for t in range(8)]
+for th in threads:
+    th.start()
+for th in threads:
+    th.join()
+"""
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="needs SIGKILL")
+def test_acknowledged_impressions_survive_sigkill(store_url: str) -> None:
+    """The group-commit writer acknowledges an impression only once its batch is durable,
+    with several request threads logging at once."""
+    open_store(store_url).close()
+    proc = subprocess.Popen([sys.executable, "-c", _IMPRESSION_WRITER, store_url],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdout is not None and proc.stderr is not None
+    acked: list[str] = []
+    try:
+        while len(acked) < 300:
+            line = proc.stdout.readline()
+            if not line:
+                pytest.fail(f"the writer died early: {proc.stderr.read()}")
+            acked.append(line.strip())
+        proc.send_signal(signal.SIGKILL)  # with batches in flight, most likely
+        proc.wait(timeout=30)
+        acked += proc.stdout.read().split()  # printed before the kill
+    finally:
+        proc.kill()
+        proc.wait()
+        proc.stdout.close()
+        proc.stderr.close()
+    with open_store(store_url) as store:
+        stored = store.impressions()
+        ids = {i.request_id for i in stored}
+        assert len(ids) == len(stored)
+        assert set(acked) <= ids, f"{len(set(acked) - ids)} acknowledged impressions lost"
+        assert all(len(i.slate) == 10 for i in stored)  # none stored in part
+        for t in range(8):  # each thread's stored impressions: a prefix of what it logged
+            ks = sorted(int(r.split("-")[1]) for r in ids if r.startswith(f"t{t}-"))
+            assert ks == list(range(len(ks)))
+
+
 # --- erasure -----------------------------------------------------------------------------
 def test_delete_user_leaves_no_row_about_them(store_url: str) -> None:
     alice = "alice@example.org"
@@ -402,7 +460,7 @@ def test_schema_is_created_once_and_versioned(store_url: str) -> None:
         a.add_events([ev("u", "i", 1.0, "e")])
     with open_store(store_url) as b:  # reopening keeps the data and the version row
         assert b.count_events() == 1 and b.ping()
-    assert all_rows(store_url)["lmrec_schema"] == [(2,)]
+    assert all_rows(store_url)["lmrec_schema"] == [(3,)]
     _execute(store_url, "UPDATE lmrec_schema SET version = 99")
     with pytest.raises(ConfigError, match="schema version 99"):
         open_store(store_url)

@@ -14,7 +14,8 @@ from lmrec.errors import ConfigError
 
 
 def serve(
-    bundle: Annotated[Path, typer.Argument(help="A bundle folder written by `lmrec train`.")],
+    bundle: Annotated[Path | None, typer.Argument(
+        help="A bundle folder written by `lmrec train` (none with --arm).")] = None,
     store: Annotated[str, typer.Option(
         envvar="LMREC_STORE_URL",
         help="Event store: sqlite:///PATH (WAL) or postgresql://USER@HOST:PORT/DB. Give a URL "
@@ -35,6 +36,25 @@ def serve(
                            ] = None,
     max_body_bytes: Annotated[int, typer.Option(help="Largest request body.")] = 1 << 20,
     max_batch: Annotated[int, typer.Option(help="Most events per POST /v1/events.")] = 10_000,
+    arm: Annotated[list[str] | None, typer.Option(
+        help="An experiment arm NAME=BUNDLE_DIR; repeatable (users are split between the arms "
+             "by a hash of their id).")] = None,
+    split: Annotated[str | None, typer.Option(
+        help="The arms' shares of the users, e.g. 50/50 or 90/10 (default: equal).")] = None,
+    interleave: Annotated[str | None, typer.Option(
+        help="A,B: answer every request with both arms' rankings interleaved by team draft, "
+             "instead of splitting users.")] = None,
+    salt: Annotated[str, typer.Option(
+        help="Salt of the user-to-arm hash (a new salt reshuffles the users).")] = "lmrec",
+    explore: Annotated[str | None, typer.Option(
+        help="Draw slates with known propensities (for off-policy evaluation): "
+             "plackett-luce:T (temperature T > 0) or epsilon-greedy:E (0 < E <= 1).")] = None,
+    conversion_type: Annotated[list[str] | None, typer.Option(
+        help="A feedback type counted as a conversion in GET /v1/experiments; repeatable "
+             "(default: purchase).")] = None,
+    log_impressions: Annotated[bool, typer.Option(
+        help="Log every response's impression (request id, user, slate, propensities).")
+                               ] = True,
     log_level: Annotated[str, typer.Option(help="critical | error | warning | info | debug")
                          ] = "info",
     access_log: Annotated[bool, typer.Option(
@@ -54,7 +74,16 @@ def serve(
     check_choice("--log-level", log_level, ("critical", "error", "warning", "info", "debug"))
     check_range("--max-body-bytes", max_body_bytes, low=1024)
     check_range("--max-batch", max_batch, low=1)
-    read_bundle_meta(bundle)  # a clear error before any worker starts
+    arms = _arms(bundle, arm or [], split, interleave)
+    bundle = arms[0].bundle if arms else bundle
+    if bundle is None:
+        raise ConfigError("give a BUNDLE folder, or experiment arms with --arm NAME=DIR")
+    for folder in [bundle, *(a.bundle for a in arms)]:
+        read_bundle_meta(folder)  # a clear error before any worker starts
+    if explore is not None:
+        from lmrec.serve.explore import Explorer
+
+        Explorer.parse(explore)
     if workers < 1:
         raise ConfigError(f"--workers must be at least 1, got {workers}")
     settings = ServeSettings(rules=rules, keys_file=keys_file, max_body_bytes=max_body_bytes,
@@ -63,7 +92,10 @@ def serve(
                              # other workers, or other servers, may share the store
                              # (create_app turns this off for a store no one else can open)
                              sync_workers=True,
-                             started_at=time.time())
+                             started_at=time.time(), arms=tuple(arms),
+                             interleave=_pair(interleave), assignment_salt=salt,
+                             explore=explore, log_impressions=log_impressions,
+                             conversion_types=tuple(conversion_type or ("purchase",)))
     options: dict[str, Any] = {"host": host, "port": port, "log_level": log_level,
                                "server_header": False, "access_log": access_log}
     if workers == 1:
@@ -78,3 +110,38 @@ def serve(
     os.environ[APP_ENV] = json.dumps({"bundle": str(bundle.resolve()), "store": shared_url,
                                       "settings": settings.model_dump(mode="json")})
     uvicorn.run("lmrec.serve.app:app_from_env", factory=True, workers=workers, **options)
+
+
+def _arms(bundle: Path | None, raw: list[str], split: str | None,
+          interleave: str | None) -> list[Any]:
+    """The --arm options as ArmSpecs (checked: names, shares, the interleaved pair)."""
+    from lmrec.serve.arms import parse_arm, parse_split
+
+    if not raw:
+        for name, given in (("--split", split), ("--interleave", interleave)):
+            if given is not None:
+                raise ConfigError(f"{name} needs experiment arms (--arm NAME=DIR, twice)")
+        return []
+    if bundle is not None:
+        raise ConfigError("give either a BUNDLE folder or --arm options, not both")
+    if len(raw) < 2:
+        raise ConfigError("--arm: an experiment needs at least two arms")
+    shares = parse_split(split, len(raw))
+    arms = [parse_arm(r, s) for r, s in zip(raw, shares, strict=True)]
+    names = [a.name for a in arms]
+    if len(set(names)) != len(names):
+        raise ConfigError("--arm: give each arm a different name")
+    pair = _pair(interleave)
+    if pair is not None and (pair[0] == pair[1] or not set(pair) <= set(names)):
+        raise ConfigError(f"--interleave must name two different arms among "
+                          f"{', '.join(names)}, got {interleave!r}")
+    return arms
+
+
+def _pair(raw: str | None) -> tuple[str, str] | None:
+    if raw is None:
+        return None
+    parts = [p.strip() for p in raw.split(",")]
+    if len(parts) != 2:
+        raise ConfigError(f"--interleave must be two arm names A,B, got {raw!r}")
+    return parts[0], parts[1]

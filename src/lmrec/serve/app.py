@@ -8,10 +8,23 @@ Endpoints (OpenAPI docs at /docs, schema at /openapi.json):
     POST   /v1/recommendations                an anonymous visitor's history in the body
     GET    /v1/items/{item}/similar           ?k=
     POST   /v1/events                         a batch; write key; durable before the answer
+    POST   /v1/feedback                       a click, cart or purchase on a response, linked by
+                                              its request_id; write key
+    GET    /v1/experiments                    the arms' impressions, CTR and conversion with
+                                              95% intervals and p-values (lmrec.serve.arms)
+    PUT    /v1/items/{item}                   add or change an item; PATCH merges, DELETE
+                                              hides; write key (lmrec.serve.catalogue_routes)
+    GET    /v1/items/{item}                   the item as served
+    GET    /v1/model, /v1/users/{user}/history   what the dashboard shows (lmrec.serve.model_info)
+    GET    /dashboard                         the dashboard (lmrec.serve.dashboard)
     DELETE /v1/users/{user}                   forget a user; write key
     POST   /v1/admin/reload                   swap in a (new) bundle under the bundle root; admin
                                               key
     GET    /v1/health, /v1/ready, /v1/metrics
+
+Every recommendation response carries a `request_id`, and its impression (user, time, model
+version, arm, policy, the slate with each item's propensity) is committed to the store before
+the answer (group commit: `lmrec.serve.store.impressions`); feedback links back by that id.
 
 Handlers that touch the store or score are plain `def`: FastAPI runs them in its threadpool, so
 blocking database calls and CPU-bound scoring never stall the event loop. The body limit and
@@ -43,19 +56,24 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from lmrec.errors import LmrecError
+from lmrec.errors import ConfigError, LmrecError
 from lmrec.integrity import IntegrityError
 from lmrec.serve import schemas as S
+from lmrec.serve.arms import ArmSpec, Experiment
+from lmrec.serve.catalogue_routes import catalogue_router
+from lmrec.serve.dashboard import dashboard_router
 from lmrec.serve.deps import K, PathId, Svc, need
 from lmrec.serve.docs import add_docs
 from lmrec.serve.engine import Query, Scored
 from lmrec.serve.erasure import ErasureFailed
+from lmrec.serve.explore import Explorer
 from lmrec.serve.metrics import ServiceMetrics
 from lmrec.serve.middleware import BodyLimit, Metrics
+from lmrec.serve.model_info import info_router
 from lmrec.serve.rerank import QueryError
 from lmrec.serve.security import KeyRing
-from lmrec.serve.service import NotFoundError, Result, Service
-from lmrec.serve.store import EventIn, StoreError, open_store
+from lmrec.serve.service import NotFoundError, Result, Service, build_engine
+from lmrec.serve.store import EventIn, EventStore, ImpressionWriter, StoreError, open_store
 from lmrec.serve.sync import BundleSync
 
 log = logging.getLogger("lmrec.serve")
@@ -63,6 +81,8 @@ log = logging.getLogger("lmrec.serve")
 APP_ENV = "LMREC_SERVE_APP"  # JSON {"bundle", "store", "settings"} for worker processes
 STORE_ENV = "LMREC_STORE_URL"  # the store URL, kept out of command lines (it may hold a password)
 LOAD_FAILED = "the bundle could not be loaded"
+EXPERIMENT_RELOAD = ("reload: not available while an experiment runs (restart the server with "
+                     "the new arms: changing an arm would mix two models in its figures)")
 
 
 
@@ -85,6 +105,16 @@ class ServeSettings(BaseModel):
                                      "under this folder (default: the served bundle's parent)")
     started_at: float | None = Field(None, description="server start, shared by its workers")
     docs: bool = Field(True, description="serve /docs and /openapi.json")
+    arms: tuple[ArmSpec, ...] = Field((), description="experiment arms (none: one model)")
+    interleave: tuple[str, str] | None = Field(None, description="two arms to interleave "
+                                               "(team draft) instead of splitting users")
+    assignment_salt: str = Field("lmrec", min_length=1, description="salt of the sticky "
+                                 "user-to-arm hash (a new salt reshuffles the users)")
+    explore: str | None = Field(None, description="a stochastic ranker with known "
+                                "propensities: plackett-luce:T or epsilon-greedy:E")
+    log_impressions: bool = Field(True, description="log every response's impression")
+    conversion_types: tuple[str, ...] = Field(("purchase",), description="feedback types "
+                                              "counted as conversions")
 
 
 def create_app(bundle_path: str | Path, store_url: str,
@@ -94,13 +124,13 @@ def create_app(bundle_path: str | Path, store_url: str,
     keys = keys if keys is not None else KeyRing.from_env(keys_file=settings.keys_file)
     _limit_threads(settings.torch_threads)
     store = open_store(store_url)
-    if settings.sync_workers and not store.shared:  # an in-memory store: nobody to follow
+    # an in-memory store: nobody to follow; an experiment: its arms are fixed while it runs
+    if settings.sync_workers and (not store.shared or settings.arms):
         settings = settings.model_copy(update={"sync_workers": False})
     try:
         sync = (BundleSync(store, settings.started_at or time.time())
                 if settings.sync_workers else None)
-        service = Service.open(bundle_path, store, rules_path=settings.rules,
-                               max_live_events=settings.max_live_events, sync=sync)
+        service = _service(bundle_path, store, settings, sync)
     except BaseException:
         store.close()
         raise
@@ -114,6 +144,8 @@ def create_app(bundle_path: str | Path, store_url: str,
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         yield
+        if service.impressions is not None:
+            service.impressions.close()
         service.close()
 
     app = FastAPI(
@@ -128,13 +160,40 @@ def create_app(bundle_path: str | Path, store_url: str,
     app.state.settings = settings
     _add_error_handlers(app)
     app.include_router(_router(service, metrics, settings, root))
+    app.include_router(catalogue_router())
+    app.include_router(info_router())
+    app.include_router(dashboard_router())
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=list(settings.cors_origins),
-                           allow_methods=["GET", "POST", "DELETE"],
+                           allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
                            allow_headers=["Authorization", "Content-Type"])
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(Metrics, metrics=metrics)
     return app
+
+
+def _service(bundle_path: str | Path, store: EventStore, settings: ServeSettings,
+             sync: BundleSync | None) -> Service:
+    """The service of `settings`: one bundle, or an experiment's arms (the first arm's bundle
+    then stands for the service: ids, similar items, health)."""
+    explorer = Explorer.parse(settings.explore) if settings.explore else None
+    writer = ImpressionWriter(store) if settings.log_impressions else None
+    if not settings.arms:
+        service = Service.open(bundle_path, store, rules_path=settings.rules,
+                               max_live_events=settings.max_live_events, sync=sync)
+        service.explorer, service.impressions = explorer, writer
+        return service
+    if explorer is not None and settings.interleave:
+        raise ConfigError("--explore and --interleave cannot be combined: an interleaved "
+                          "slate's propensities are not logged")
+    engines = {a.name: build_engine(a.bundle, settings.rules) for a in settings.arms}
+    experiment = Experiment(tuple(engines), engines, tuple(a.share for a in settings.arms),
+                            settings.assignment_salt, settings.interleave)
+    first = engines[settings.arms[0].name]
+    # no worker sync: the arms are fixed while the experiment runs (reloads are refused)
+    return Service(first, store, rules_path=settings.rules,
+                   max_live_events=settings.max_live_events, experiment=experiment,
+                   explorer=explorer, impressions=writer)
 
 
 def app_from_env() -> FastAPI:
@@ -168,11 +227,14 @@ def _router(service: Service, metrics: ServiceMetrics, settings: ServeSettings,
         candidates: Annotated[list[str] | None, QueryParam(
             max_length=S.MAX_CANDIDATES, description="item id; repeatable: only these items "
             "may be recommended")] = None,
+        log: Annotated[bool, QueryParam(
+            description="false: a preview (dashboard, debugging): the arm's top-k, with no "
+            "impression logged and no exploration")] = True,
     ) -> S.Recommendations:
         """Top-k items for a user: their training history plus every event accepted so far."""
         q = Query(k, exclude_seen, tuple(filter or ()), diversity, explain,
                   tuple(candidates or ()))
-        return _recommendations(svc.recommend_user(user, q))
+        return _recommendations(svc.recommend_user(user, q, log=log), metrics)
 
     @r.post("/recommendations", response_model=S.Recommendations,
             response_model_exclude_none=True, dependencies=read, tags=["recommendations"])
@@ -181,7 +243,7 @@ def _router(service: Service, metrics: ServiceMetrics, settings: ServeSettings,
         stored)."""
         q = Query(body.k, body.exclude_seen, tuple(body.filter), body.diversity, body.explain,
                   tuple(body.candidates))
-        return _recommendations(svc.recommend_visitor(body.history, q))
+        return _recommendations(svc.recommend_visitor(body.history, q), metrics)
 
     @r.get("/items/{item}/similar", response_model=S.SimilarItems,
            response_model_exclude_none=True, dependencies=read, tags=["recommendations"],
@@ -202,13 +264,41 @@ def _router(service: Service, metrics: ServiceMetrics, settings: ServeSettings,
         the served model does not know are stored too, and counted in `unknown_items`."""
         if len(batch.events) > settings.max_batch:
             raise HTTPException(413, f"at most {settings.max_batch} events per request")
-        events = [EventIn(str(e.user), str(e.item), e.type, e.timestamp, e.event_id, e.value)
-                  for e in batch.events]
+        events = [EventIn(str(e.user), str(e.item), e.type, e.timestamp, e.event_id, e.value,
+                          e.request_id) for e in batch.events]
         res = svc.ingest(events)
         metrics.events_ingested.inc(res.accepted)
         metrics.events_duplicate.inc(res.duplicates)
         return S.IngestResponse(accepted=res.accepted, duplicates=res.duplicates,
                                 unknown_items=res.counted)
+
+    @r.post("/feedback", response_model=S.FeedbackResponse, tags=["experiments"],
+            dependencies=[Depends(need("write"))],
+            responses={401: {"description": "no valid API key"},
+                       404: {"description": "unknown request_id"}})
+    def post_feedback(body: S.FeedbackBody, svc: Svc) -> S.FeedbackResponse:
+        """What a user did with a recommended item (type click by default; cart, purchase,
+        ...), linked to the response by its request_id: stored, durable before the answer, as
+        an event of that response's user. A repeated event_id is acknowledged, not stored
+        twice."""
+        res, user = svc.feedback(body.request_id, body.item, body.type, body.timestamp,
+                                 body.event_id, body.value)
+        metrics.events_ingested.inc(res.accepted)
+        return S.FeedbackResponse(accepted=res.accepted, user=user)
+
+    @r.get("/experiments", response_model=S.Experiments, dependencies=read,
+           tags=["experiments"])
+    def experiments(
+        svc: Svc,
+        since: Annotated[float | None, QueryParam(
+            ge=0, le=1e11, description="only impressions from this Unix time on")] = None,
+        bucket: Annotated[float, QueryParam(
+            ge=60, le=86_400 * 31, description="seconds per point of the timeline")] = 3600,
+    ) -> Any:
+        """Per arm: impressions, clicks, CTR and conversion with 95% confidence intervals; the
+        difference between the first two arms with its interval and p-value; for interleaving,
+        the preference with its interval; and CTR over time."""
+        return svc.experiment_report(since, bucket, settings.conversion_types)
 
     @r.delete("/users/{user}", response_model=S.ForgetResponse, tags=["events"],
               dependencies=[Depends(need("write"))],
@@ -234,6 +324,8 @@ def _router(service: Service, metrics: ServiceMetrics, settings: ServeSettings,
         flight finish on the old one, and a bundle that fails to load leaves the served one
         in place. Errors name no server path, and tell whether a folder exists only under the
         bundle root; the details go to the server's log."""
+        if svc.experiment is not None:
+            raise HTTPException(400, EXPERIMENT_RELOAD)
         path = _under_root(bundle_root, body.bundle) if body and body.bundle else None
         try:
             new, old = svc.reload(path)
@@ -281,9 +373,12 @@ def _scored(s: Scored) -> S.ScoredItem:
     return S.ScoredItem(item=s.item, score=s.score, because=s.because, reason=s.reason)
 
 
-def _recommendations(res: Result) -> S.Recommendations:
+def _recommendations(res: Result, metrics: ServiceMetrics) -> S.Recommendations:
+    if res.request_id is not None:
+        metrics.impressions.inc()
     return S.Recommendations(user=res.user, items=[_scored(s) for s in res.items],
-                             model_version=res.model_version, note=res.note)
+                             model_version=res.model_version, note=res.note,
+                             request_id=res.request_id, arm=res.arm)
 
 
 def _under_root(root: Path, raw: str) -> Path:

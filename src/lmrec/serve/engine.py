@@ -36,7 +36,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -56,6 +56,12 @@ from lmrec.serve.filters import QueryError
 from lmrec.serve.rerank import MMR_POOL, ItemFilters, Similarity, mmr, top1
 from lmrec.serve.rules import Rules
 from lmrec.serve.store import StoredEvent
+
+if TYPE_CHECKING:  # an annotation only
+    from lmrec.serve.explore import Explorer
+
+
+EXPLORE_POOL = 50  # smallest candidate pool an explorer draws from
 
 
 @dataclass(frozen=True)
@@ -78,6 +84,10 @@ class Scored:
     score: float
     because: Any = None  # external id of the history item that explains it
     reason: str | None = None
+    # P(this item at this position | the request) under the serving policy: 1.0 for top-k,
+    # less under exploration, None in an interleaved slate
+    propensity: float | None = 1.0
+    team: str | None = None  # interleaving: the arm that contributed the item
 
 
 class Engine:
@@ -190,16 +200,23 @@ class Engine:
                          np.full(idx.size, -1, dtype=np.int64), self._event_types)
 
     # --- recommendations ----------------------------------------------------------------------
-    def recommend(self, user_idx: int, hist: Sequences, n_live: int, query: Query
+    def recommend(self, user_idx: int, hist: Sequences, n_live: int, query: Query,
+                  explorer: Explorer | None = None, rng: np.random.Generator | None = None
                   ) -> tuple[list[Scored], str | None]:
-        """Top `query.k` items for a user (internal index or -1) with history `hist`."""
+        """Top `query.k` items for a user (internal index or -1) with history `hist`; with an
+        `explorer`, a slate drawn from the best `explore_pool(k)` candidates instead, each item
+        with its propensity (`lmrec.serve.explore`)."""
         k = query.k
+        if explorer is not None and query.diversity > 0:
+            raise QueryError("diversity: not available while the server explores (--explore "
+                             "draws the slate itself)")
         seen = np.unique(hist.items).astype(np.int64) if query.exclude_seen else None
         f = self._filters
         allowed = f.allowed(query.filters)
         if query.candidates:  # an allow-list: a mask like a filter's
             allowed = self._candidate_mask(query.candidates, allowed)
-        pool = max(MMR_POOL, 4 * k) if query.diversity > 0 else k
+        pool = max(MMR_POOL, 4 * k) if query.diversity > 0 else (
+            explore_pool(k) if explorer is not None else k)
         note = None
         popular = self.ignores_history  # the same ranking for everyone
         users = np.array([user_idx], dtype=np.int64)
@@ -210,13 +227,19 @@ class Engine:
             note, popular = "no history yet: the most popular items", True
             idx, scores = f.top(self.model.popularity_, pool, seen, allowed)
         elif isinstance(self.model, EmbeddingModel):
-            q = self.model.user_embeddings(users, histories)
-            idx, scores = f.search(self.index, np.asarray(q, dtype=np.float32), pool, seen,
-                                   allowed)
+            q = self._user_vectors(users, histories)
+            idx, scores = f.search(self.index, q, pool, seen, allowed)
         else:
-            idx, scores = f.top(self.model.score(users, histories)[0], pool, seen, allowed)
+            idx, scores = f.top(self._scores(users, histories), pool, seen, allowed)
         if query.diversity > 0:
             idx, scores = mmr(idx, scores, k, query.diversity, self._similarity.pairwise)
+        propensity = np.ones(min(k, idx.size))  # deterministic top-k: each item surely there
+        if explorer is not None and idx.size:
+            order, propensity = explorer.slate(idx, scores, k,
+                                               rng or np.random.default_rng())
+            # the drawn items keep their model scores (a slate no longer sorted by them)
+            scores = _scores_of(order, idx, scores)
+            idx = order
         idx, scores = idx[:k], scores[:k]
         because: list[tuple[Any, str | None]] = [(None, None)] * idx.size
         if query.explain and idx.size:
@@ -229,9 +252,22 @@ class Engine:
             why = empty_filter_note(query.filters, f.filter_mask, f.rule_allowed,
                                     query.exclude_seen)
             note = "; ".join(n for n in (note, why) if n) or None
-        items = [Scored(self.external_item(i), round(float(s), 6), b, r)
-                 for i, s, (b, r) in zip(idx, scores, because, strict=True)]
+        items = [Scored(self.external_item(i), round(float(s), 6), b, r, float(p))
+                 for i, s, (b, r), p in zip(idx, scores, because, propensity, strict=True)]
         return items, note
+
+    # --- hooks: the catalogue's engine (lmrec.serve.catalogue_engine) adds items here ---------
+    def _user_vectors(self, users: np.ndarray, histories: Sequences | None) -> np.ndarray:
+        """(1, d) float32 query of an EmbeddingModel for the item index."""
+        return np.asarray(self.model.user_embeddings(users, histories), dtype=np.float32)
+
+    def _scores(self, users: np.ndarray, histories: Sequences | None) -> np.ndarray:
+        """(n_items,) scores of every item for one user (any other model)."""
+        return self.model.score(users, histories)[0]
+
+    def is_hidden(self, idx: int) -> bool:
+        """Whether internal item `idx` is hidden from every answer (by the catalogue API)."""
+        return False
 
     def similar(self, item: int, k: int) -> list[Scored]:
         """The k items most similar to internal item `item` (itself and excluded items left
@@ -254,3 +290,16 @@ class Engine:
             idx, scores = top1(row, k)
         return [Scored(self.external_item(i), round(float(s), 6), None, None)
                 for i, s in zip(idx, scores, strict=True)]
+
+
+def explore_pool(k: int) -> int:
+    """How many of the best-scored items an explorer draws a slate of `k` from: part of the
+    logging policy (items outside it have propensity 0), wide enough that a candidate policy
+    ranking somewhat differently still finds its items logged now and then."""
+    return max(EXPLORE_POOL, 5 * k)
+
+
+def _scores_of(chosen: np.ndarray, idx: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    """The scores of the `chosen` items, looked up in the pool (`idx`, `scores`)."""
+    where = {int(i): n for n, i in enumerate(idx)}
+    return scores[[where[int(i)] for i in chosen]]

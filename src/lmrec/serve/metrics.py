@@ -39,10 +39,14 @@ class ServiceMetrics:
                                  "Time to answer an HTTP request", ["method", "route"],
                                  buckets=_BUCKETS, registry=r)
         self.events_ingested = Counter("lmrec_events_ingested",
-                                       "Events stored (durable) by POST /v1/events", registry=r)
+                                       "Events stored (durable) by POST /v1/events and "
+                                       "/v1/feedback", registry=r)
         self.events_duplicate = Counter("lmrec_events_duplicate",
                                         "Events already stored (same user and event_id)",
                                         registry=r)
+        self.impressions = Counter("lmrec_impressions_logged",
+                                   "Recommendation responses logged as impressions (durable)",
+                                   registry=r)
         self.users_forgotten = Counter("lmrec_users_forgotten", "DELETE /v1/users/{id} done",
                                        registry=r)
         self.reloads = Counter("lmrec_model_reloads", "Bundle reloads", ["outcome"], registry=r)

@@ -64,6 +64,9 @@ PathIdText = Annotated[str, BeforeValidator(_id_text)]
 # printable text, e.g. "view", "add to cart", "浏览" (lmrec.ids.event_type_problem)
 EventType = Annotated[str, StringConstraints(min_length=1, max_length=MAX_EVENT_TYPE_LENGTH),
                       AfterValidator(_event_type)]
+# a recommendation response's id (uuid4 hex, as the service writes them)
+RequestId = Annotated[str, StringConstraints(min_length=32, max_length=32,
+                                             pattern=r"^[0-9a-f]{32}$")]
 # a filter "column:value"; "column:a|b" matches either value; "column:lo..hi" a range;
 # "column<x" (<=, >, >=) a comparison (lmrec.serve.filters)
 Filter = Annotated[str, StringConstraints(
@@ -84,6 +87,20 @@ class EventBody(Strict):
     user: Id
     item: Id
     type: EventType = "view"
+    timestamp: float | None = Field(None, ge=0, le=1e11, allow_inf_nan=False)
+    event_id: Text | None = None
+    value: float | None = Field(None, allow_inf_nan=False, ge=-1e12, le=1e12)
+    request_id: RequestId | None = Field(
+        None, description="the recommendation response this event follows (its request_id)")
+
+
+class FeedbackBody(Strict):
+    """What a user did with a recommended item: linked to the response by its `request_id`
+    and stored as an event of that response's user."""
+
+    request_id: RequestId
+    item: Id
+    type: EventType = "click"
     timestamp: float | None = Field(None, ge=0, le=1e11, allow_inf_nan=False)
     event_id: Text | None = None
     value: float | None = Field(None, allow_inf_nan=False, ge=-1e12, le=1e12)
@@ -127,6 +144,11 @@ class Recommendations(BaseModel):
     items: list[ScoredItem]
     model_version: str
     note: str | None = None
+    request_id: str | None = Field(
+        None, description="this response's id: send it back with the clicks, carts and "
+        "purchases it leads to (POST /v1/feedback, or request_id on POST /v1/events); the "
+        "impression is stored before the answer")
+    arm: str | None = Field(None, description="the experiment arm that answered")
 
 
 class SimilarItems(BaseModel):
@@ -163,6 +185,11 @@ class ForgetResponse(BaseModel):
                                            "(a new one when the bundle was redacted)")
 
 
+class FeedbackResponse(BaseModel):
+    accepted: int = Field(description="1 when stored now, 0 for a repeated event_id")
+    user: str | int = Field(description="the user the feedback was stored for")
+
+
 class ReloadResponse(BaseModel):
     model_version: str
     previous_version: str
@@ -172,3 +199,62 @@ class Health(BaseModel):
     status: str
     model_version: str | None = None
     detail: str | None = None
+
+
+# --- experiments (GET /v1/experiments; built by lmrec.serve.experiments) --------------------
+Interval = tuple[float, float]
+
+
+class ArmStats(BaseModel):
+    arm: str
+    model_version: str
+    share: float = Field(description="the share of users assigned to the arm")
+    impressions: int = Field(description="recommendation responses served and logged")
+    clicks: int = Field(description="distinct (response, shown item) pairs with feedback")
+    ctr: float = Field(description="clicks per impression")
+    ctr_ci: Interval = Field(description="95% confidence interval of ctr")
+    conversions: int
+    conversion_rate: float
+    conversion_ci: Interval
+
+
+class Comparison(BaseModel):
+    control: str
+    treatment: str
+    ctr_diff: float = Field(description="treatment ctr - control ctr")
+    ctr_diff_ci: Interval
+    ctr_relative: float | None = Field(description="ctr_diff / control ctr")
+    p_value: float = Field(description="two-sided (Welch) p-value of the ctr difference")
+    conversion_diff: float
+    conversion_diff_ci: Interval
+    conversion_p_value: float
+    significant: bool = Field(description="p_value < 0.05")
+
+
+class Interleaving(BaseModel):
+    arms: tuple[str, str]
+    impressions: int
+    wins: dict[str, int]
+    ties: int
+    preference: float = Field(description="(wins of the first - wins of the second) / "
+                                          "impressions; > 0 favours the first arm")
+    preference_ci: Interval
+    p_value: float
+    winner: str | None
+
+
+class TimelinePoint(BaseModel):
+    arm: str
+    start: float = Field(description="bucket start, Unix seconds")
+    impressions: int
+    clicks: int
+    ctr: float
+    ctr_ci: Interval
+
+
+class Experiments(BaseModel):
+    mode: str = Field(description="single, ab or interleave")
+    arms: list[ArmStats]
+    comparison: Comparison | None = None
+    interleaving: Interleaving | None = None
+    timeline: list[TimelinePoint]

@@ -3,6 +3,9 @@
     store = open_store("sqlite:///data/events.db")      # or "postgresql://user@host:5432/db"
     store.add_events([EventIn("u1", "i9", "click", event_id="c-123")])
     store.history("u1", limit=50)                        # oldest first
+    store.add_impressions([ImpressionIn("r1", "u1", "v3", None, "top-k",
+                                        (Slot("i9", 1.0),))])   # what was shown
+    store.feedback()                                     # events that name a request_id
     store.delete_user("u1")                              # erasure, with an anonymous audit row
 
 URLs: "sqlite:///relative/path.db", "sqlite:////absolute/path.db", "sqlite:///:memory:"
@@ -23,14 +26,19 @@ from lmrec.serve.store.base import (
     StoreError,
     mask_url,
 )
+from lmrec.serve.store.impressions import ImpressionIn, ImpressionWriter, Slot, StoredImpression
 
 __all__ = [
     "DeleteResult",
     "EventIn",
     "EventStore",
+    "ImpressionIn",
+    "ImpressionWriter",
     "IngestResult",
+    "Slot",
     "StoreError",
     "StoredEvent",
+    "StoredImpression",
     "open_store",
 ]
 

@@ -1,18 +1,24 @@
 """The event store contract, its records and what the SQLite and PostgreSQL stores share
 (their connection pool: `lmrec.serve.store.pool`).
 
-Four tables, the same in both back ends (ids are TEXT, times epoch seconds as floats):
+Five tables, the same in both back ends (ids are TEXT, times epoch seconds as floats):
 
     lmrec_schema      version                  one row; refused when newer than this code
-    lmrec_events      seq, user_id, item_id, type, ts, event_id, value
+    lmrec_events      seq, user_id, item_id, type, ts, event_id, value, request_id
                       unique index on (user_id, event_id) (NULLs never collide): the
                       idempotency key, per user, so clients may each number events from 1
                       index on (user_id, ts, seq): a user's history in time order
+                      partial index on request_id (where set): feedback on an impression
+    lmrec_impressions seq, request_id (unique), ts, user_id, model_version, arm, policy,
+                      slate (JSON text)        what was shown; see `impressions`
     lmrec_user_state  user_id, key, value (bytes), updated_at     a small per-user cache
     lmrec_deletions   audit_id, deleted_at, events_removed, state_removed, outcome
                       the erasure audit: no user id and no hash of one; outcome "erased",
                       or "rolled_back" for an erasure that failed and changed nothing
                       (schema version 2; a version 1 database gains the column on open)
+
+Schema version 3 added lmrec_events.request_id and lmrec_impressions; an older database
+gains both on open, in the transaction that checks the version.
 
 A history is ordered by event time, then by arrival (`seq`), so clients may send late events
 and events that share a timestamp keep the order they were sent in.
@@ -34,18 +40,31 @@ from urllib.parse import urlsplit, urlunsplit
 
 from lmrec.errors import ConfigError, InputError
 from lmrec.serve.store.errors import StoreError
+from lmrec.serve.store.impressions import (
+    IMPRESSION_COLUMNS,
+    INSERT_IMPRESSION,
+    ImpressionIn,
+    StoredImpression,
+    impression_rows,
+    stored_impression,
+    time_range,
+)
 from lmrec.serve.store.pool import ConnectionPool
 
-SCHEMA_VERSION = 2  # 2: lmrec_deletions.outcome
+SCHEMA_VERSION = 3  # 2: lmrec_deletions.outcome; 3: request_id, lmrec_impressions
 ERASED, ROLLED_BACK = "erased", "rolled_back"  # lmrec_deletions.outcome
 
 log = logging.getLogger("lmrec.serve.store")
-TABLES = ("lmrec_schema", "lmrec_events", "lmrec_user_state", "lmrec_deletions")
-EVENT_COLUMNS = "seq, user_id, item_id, type, ts, event_id, value"  # a StoredEvent's row
+TABLES = ("lmrec_schema", "lmrec_events", "lmrec_user_state", "lmrec_deletions",
+          "lmrec_impressions")
+# a StoredEvent's row
+EVENT_COLUMNS = "seq, user_id, item_id, type, ts, event_id, value, request_id"
 MAX_STATE_BYTES = 1 << 20  # the per-user cache holds small blobs, not documents
 
-# (user_id, item_id, type, ts, event_id, value): the column order of every insert
-Row = tuple[str, str, str, float, str | None, float | None]
+# (user_id, item_id, type, ts, event_id, value, request_id): the column order of every insert
+Row = tuple[str, str, str, float, str | None, float | None, str | None]
+_REQUEST_ID_INDEX = ("CREATE INDEX IF NOT EXISTS lmrec_events_request_id ON lmrec_events "
+                     "(request_id) WHERE request_id IS NOT NULL")  # most events have none
 
 
 @dataclass(frozen=True)
@@ -60,6 +79,7 @@ class EventIn:
     timestamp: float | None = None
     event_id: str | None = None
     value: float | None = None
+    request_id: str | None = None  # the impression this event is feedback on
 
 
 @dataclass(frozen=True)
@@ -73,6 +93,7 @@ class StoredEvent:
     timestamp: float
     event_id: str | None
     value: float | None
+    request_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -86,6 +107,7 @@ class IngestResult:
 class DeleteResult:
     events: int  # event rows removed
     audit_id: int  # the random id of the audit row (which holds no personal data)
+    impressions: int = 0  # impression rows removed (not in the audit row: no column for it)
 
 
 @dataclass(frozen=True)
@@ -126,6 +148,24 @@ class EventStore(ABC):
     def history(self, user: str, limit: int | None = None) -> list[StoredEvent]:
         """One user's events, oldest first (the latest `limit` when given)."""
         return self.histories([user], limit)[user]
+
+    @abstractmethod
+    def add_impressions(self, imps: Sequence[ImpressionIn]) -> None:
+        """Store `imps` in one transaction, durable when this returns. Idempotent: an
+        impression whose request_id is already stored (or repeated in the batch) is skipped.
+        InputError naming the field for a bad impression, and then nothing is stored."""
+
+    @abstractmethod
+    def get_impression(self, request_id: str) -> StoredImpression | None: ...
+
+    @abstractmethod
+    def impressions(self, since: float | None = None, until: float | None = None
+                    ) -> list[StoredImpression]:
+        """Impressions with since <= timestamp < until (either bound optional), by arrival."""
+
+    @abstractmethod
+    def feedback(self, since: float | None = None) -> list[StoredEvent]:
+        """Events that carry a request_id (with since <= timestamp), by arrival."""
 
     @abstractmethod
     def delete_user(self, user: str, *,
@@ -211,9 +251,19 @@ class SQLEventStore(EventStore):
         if row is not None and row[0] is not None and row[0] < 2:  # version 1: no outcome
             conn.execute("ALTER TABLE lmrec_deletions ADD COLUMN outcome TEXT NOT NULL "
                          f"DEFAULT '{ERASED}'")
+        # version 2 and older: lmrec_events without request_id (lmrec_impressions is new, so
+        # CREATE TABLE IF NOT EXISTS made it). Checked by column, not by version: a version 1
+        # database may have had no lmrec_events at all, created just now with the column.
+        if "request_id" not in self._columns(conn, "lmrec_events"):
+            conn.execute("ALTER TABLE lmrec_events ADD COLUMN request_id TEXT")
+        conn.execute(_REQUEST_ID_INDEX)
         if row is None or row[0] is None or row[0] < SCHEMA_VERSION:
             conn.execute(self._sql("INSERT INTO lmrec_schema (version) VALUES (?)"),
                          (SCHEMA_VERSION,))
+
+    @abstractmethod
+    def _columns(self, conn: Any, table: str) -> set[str]:
+        """The names of `table`'s columns."""
 
     def close(self) -> None:
         self._pool.close()
@@ -228,6 +278,8 @@ class SQLEventStore(EventStore):
                                   (user,)).rowcount
             state = conn.execute(self._sql("DELETE FROM lmrec_user_state WHERE user_id = ?"),
                                  (user,)).rowcount
+            shown = conn.execute(self._sql("DELETE FROM lmrec_impressions WHERE user_id = ?"),
+                                 (user,)).rowcount
             self._audit(conn, audit_id, events, state, ERASED)
             if before_commit is not None:
                 before_commit(StateWriter(lambda *args: self._put_state(conn, *args)))
@@ -235,7 +287,41 @@ class SQLEventStore(EventStore):
             self._after_delete()
         except StoreError as exc:  # committed: the clean-up is best effort
             log.warning("%s: clean-up after a deletion failed: %s", self.url, exc)
-        return DeleteResult(events, audit_id)
+        return DeleteResult(events, audit_id, shown)
+
+    # --- impressions and feedback ---------------------------------------------------------
+    def add_impressions(self, imps: Sequence[ImpressionIn]) -> None:
+        rows = impression_rows(imps, now())
+        if not rows:
+            return
+        with self._write() as conn:
+            cur = conn.cursor()  # psycopg has executemany on cursors only
+            try:
+                cur.executemany(self._sql(INSERT_IMPRESSION), rows)
+            finally:
+                cur.close()
+
+    def get_impression(self, request_id: str) -> StoredImpression | None:
+        request_id = check_text(request_id, "request_id")
+        with self._read() as conn:
+            row = conn.execute(self._sql(f"SELECT {IMPRESSION_COLUMNS} FROM lmrec_impressions "
+                                         "WHERE request_id = ?"), (request_id,)).fetchone()
+        return None if row is None else stored_impression(row)
+
+    def impressions(self, since: float | None = None, until: float | None = None
+                    ) -> list[StoredImpression]:
+        where, args = time_range(since, until)
+        with self._read() as conn:
+            rows = conn.execute(self._sql(f"SELECT {IMPRESSION_COLUMNS} FROM lmrec_impressions"
+                                          f"{where} ORDER BY seq"), args).fetchall()
+        return [stored_impression(r) for r in rows]
+
+    def feedback(self, since: float | None = None) -> list[StoredEvent]:
+        where, args = time_range(since, None, "request_id IS NOT NULL")
+        with self._read() as conn:
+            rows = conn.execute(self._sql(f"SELECT {EVENT_COLUMNS} FROM lmrec_events{where} "
+                                          "ORDER BY seq"), args).fetchall()
+        return [stored(r) for r in rows]
 
     def record_failed_erasure(self) -> int:
         audit_id = new_audit_id()
@@ -290,8 +376,10 @@ def event_rows(events: Sequence[EventIn], now: float) -> list[Row]:
         ts = now if ev.timestamp is None else _finite(ev.timestamp, n, "timestamp")
         value = None if ev.value is None else _finite(ev.value, n, "value")
         event_id = None if ev.event_id is None else check_text(ev.event_id, f"event {n} event_id")
+        request_id = (None if ev.request_id is None
+                      else check_text(ev.request_id, f"event {n} request_id"))
         rows.append((check_text(ev.user, f"event {n} user"), check_text(ev.item, f"event {n} item"),
-                     check_text(ev.type, f"event {n} type"), ts, event_id, value))
+                     check_text(ev.type, f"event {n} type"), ts, event_id, value, request_id))
     return rows
 
 
@@ -325,10 +413,10 @@ def new_audit_id() -> int:
 
 
 def stored(row: Sequence[Any]) -> StoredEvent:
-    """A (seq, user_id, item_id, type, ts, event_id, value) database row as a StoredEvent."""
-    seq, user, item, typ, ts, event_id, value = row
+    """A database row of EVENT_COLUMNS as a StoredEvent."""
+    seq, user, item, typ, ts, event_id, value, request_id = row
     return StoredEvent(int(seq), user, item, typ, float(ts), event_id,
-                       None if value is None else float(value))
+                       None if value is None else float(value), request_id)
 
 
 def group_histories(users: Sequence[str], rows: Sequence[Sequence[Any]]

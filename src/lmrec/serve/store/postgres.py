@@ -56,7 +56,7 @@ _SCHEMA = (
     """CREATE TABLE IF NOT EXISTS lmrec_events (
         seq BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
         user_id TEXT NOT NULL, item_id TEXT NOT NULL, type TEXT NOT NULL,
-        ts DOUBLE PRECISION NOT NULL, event_id TEXT, value DOUBLE PRECISION)""",
+        ts DOUBLE PRECISION NOT NULL, event_id TEXT, value DOUBLE PRECISION, request_id TEXT)""",
     "CREATE UNIQUE INDEX IF NOT EXISTS lmrec_events_user_event_id "
     "ON lmrec_events (user_id, event_id)",
     "CREATE INDEX IF NOT EXISTS lmrec_events_user ON lmrec_events (user_id, ts, seq)",
@@ -67,13 +67,20 @@ _SCHEMA = (
         audit_id BIGINT PRIMARY KEY, deleted_at DOUBLE PRECISION NOT NULL,
         events_removed BIGINT NOT NULL, state_removed BIGINT NOT NULL,
         outcome TEXT NOT NULL DEFAULT 'erased')""",
+    """CREATE TABLE IF NOT EXISTS lmrec_impressions (
+        seq BIGINT GENERATED ALWAYS AS IDENTITY UNIQUE, request_id TEXT PRIMARY KEY,
+        ts DOUBLE PRECISION NOT NULL, user_id TEXT, model_version TEXT NOT NULL, arm TEXT,
+        policy TEXT NOT NULL, slate TEXT NOT NULL)""",
+    "CREATE INDEX IF NOT EXISTS lmrec_impressions_user ON lmrec_impressions (user_id)",
+    "CREATE INDEX IF NOT EXISTS lmrec_impressions_ts ON lmrec_impressions (ts)",
 )
 # ORDER BY the array position: identity values then follow the order the batch was sent in
 _INSERT = """
-INSERT INTO lmrec_events (user_id, item_id, type, ts, event_id, value)
-SELECT u, i, t, ts, e, v
-FROM unnest(%s::text[], %s::text[], %s::text[], %s::float8[], %s::text[], %s::float8[])
-     WITH ORDINALITY AS batch (u, i, t, ts, e, v, n)
+INSERT INTO lmrec_events (user_id, item_id, type, ts, event_id, value, request_id)
+SELECT u, i, t, ts, e, v, r
+FROM unnest(%s::text[], %s::text[], %s::text[], %s::float8[], %s::text[], %s::float8[],
+            %s::text[])
+     WITH ORDINALITY AS batch (u, i, t, ts, e, v, r, n)
 ORDER BY n
 ON CONFLICT (user_id, event_id) DO NOTHING"""
 _HISTORY = (f"SELECT {EVENT_COLUMNS} FROM lmrec_events WHERE user_id = ANY(%s) "
@@ -124,6 +131,11 @@ class PostgresStore(SQLEventStore):
 
     def _store_errors(self) -> AbstractContextManager[None]:
         return _store_errors(self.url)
+
+    def _columns(self, conn: psycopg.Connection, table: str) -> set[str]:
+        rows = conn.execute("SELECT column_name FROM information_schema.columns WHERE "
+                            "table_schema = current_schema() AND table_name = %s", (table,))
+        return {name for (name,) in rows}
 
     @contextmanager
     def _write(self) -> Iterator[psycopg.Connection]:

@@ -54,7 +54,7 @@ CREATE TABLE IF NOT EXISTS lmrec_schema (version INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS lmrec_events (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,  -- AUTOINCREMENT: a seq is never reused
     user_id TEXT NOT NULL, item_id TEXT NOT NULL, type TEXT NOT NULL, ts REAL NOT NULL,
-    event_id TEXT, value REAL);
+    event_id TEXT, value REAL, request_id TEXT);
 CREATE UNIQUE INDEX IF NOT EXISTS lmrec_events_user_event_id ON lmrec_events (user_id, event_id);
 CREATE INDEX IF NOT EXISTS lmrec_events_user ON lmrec_events (user_id, ts, seq);
 CREATE TABLE IF NOT EXISTS lmrec_user_state (
@@ -64,9 +64,16 @@ CREATE TABLE IF NOT EXISTS lmrec_deletions (
     audit_id INTEGER PRIMARY KEY, deleted_at REAL NOT NULL,
     events_removed INTEGER NOT NULL, state_removed INTEGER NOT NULL,
     outcome TEXT NOT NULL DEFAULT 'erased');
+CREATE TABLE IF NOT EXISTS lmrec_impressions (
+    -- seq is the key (AUTOINCREMENT needs INTEGER PRIMARY KEY), request_id is unique instead
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, request_id TEXT NOT NULL UNIQUE, ts REAL NOT NULL,
+    user_id TEXT, model_version TEXT NOT NULL, arm TEXT, policy TEXT NOT NULL,
+    slate TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS lmrec_impressions_user ON lmrec_impressions (user_id);
+CREATE INDEX IF NOT EXISTS lmrec_impressions_ts ON lmrec_impressions (ts);
 """
-_INSERT = ("INSERT INTO lmrec_events (user_id, item_id, type, ts, event_id, value) "
-           "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (user_id, event_id) DO NOTHING")
+_INSERT = ("INSERT INTO lmrec_events (user_id, item_id, type, ts, event_id, value, request_id) "
+           "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (user_id, event_id) DO NOTHING")
 
 log = logging.getLogger(__name__)
 
@@ -111,6 +118,9 @@ class SQLiteStore(SQLEventStore):
 
     def _store_errors(self) -> AbstractContextManager[None]:
         return _store_errors(self.url)
+
+    def _columns(self, conn: sqlite3.Connection, table: str) -> set[str]:
+        return {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
