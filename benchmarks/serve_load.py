@@ -53,6 +53,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("LMREC_SHARED_DATASETS", ROOT.parent / "shared" / "datasets"))
 LMREC = str(Path(sys.executable).with_name("lmrec"))
 SCENARIOS = ("ml100k", "synthetic", "ingest", "impressions")
+STORE_OPTIONS = [""]  # --store-options: appended to every server's SQLite URL
 
 
 # --- bundles ----------------------------------------------------------------------------
@@ -131,7 +132,8 @@ class Server:
         env = {**os.environ, "LMREC_API_KEYS": self.key, "OMP_WAIT_POLICY": "PASSIVE"}
         t0 = time.perf_counter()
         self.proc = subprocess.Popen(
-            [LMREC, "serve", str(self.bundle), "--store", f"sqlite:///{self.db}", "--host",
+            [LMREC, "serve", str(self.bundle), "--store",
+             f"sqlite:///{self.db}{STORE_OPTIONS[0]}", "--host",
              "127.0.0.1", "--port", str(self.port), "--log-level", "warning", *self.extra],
             env=env)
         url = f"http://127.0.0.1:{self.port}"
@@ -319,9 +321,12 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=100, help="events per POST (ingest)")
     ap.add_argument("--ingest-threads", type=int, default=4)
     ap.add_argument("--rounds", type=int, default=3, help="impressions: off/on rounds")
+    ap.add_argument("--store-options", default="",
+                    help="appended to the SQLite URL, e.g. ?synchronous=normal")
     ap.add_argument("--ready-timeout", type=float, default=900.0)
     ap.add_argument("--rebuild", action="store_true", help="rebuild the bundles")
     args = ap.parse_args()
+    STORE_OPTIONS[0] = args.store_options
     args.work.mkdir(parents=True, exist_ok=True)
     if args.rebuild:
         for p in args.work.glob("*-*"):

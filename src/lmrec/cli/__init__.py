@@ -12,7 +12,7 @@ from typing import Annotated
 import typer
 from pydantic import ValidationError
 
-from lmrec.cli import batch, data, datasets, demo, evaluate, serve, train
+from lmrec.cli import batch, data, datasets, demo, evaluate, ope, serve, simulate, train
 from lmrec.cli.options import _validation_message, parse_params, parse_variant
 from lmrec.console import fail, out
 from lmrec.errors import LmrecError
@@ -39,6 +39,8 @@ app.command("embed")(train.embed)
 app.command("evaluate")(evaluate.evaluate_cmd)
 app.command("compare")(evaluate.compare_cmd)
 app.command("serve")(serve.serve)
+app.command("ope")(ope.ope)
+app.command("simulate")(simulate.simulate)
 app.command("demo")(demo.demo)
 
 

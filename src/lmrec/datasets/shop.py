@@ -73,6 +73,7 @@ AGE_BANDS = ("18-24", "25-34", "35-44", "45-54", "55-64", "65+")
 _AGE_SHARES = (0.14, 0.28, 0.24, 0.16, 0.11, 0.07)
 REGIONS = ("North", "South", "East", "West", "Central")
 
+UTILITY_NOISE = 0.3  # sd of the generator's per-(user, item) taste noise
 _MAX_BLOCK_CELLS = 2_000_000  # users x items utilities computed at once (memory bound)
 
 
@@ -83,6 +84,60 @@ class ShopData:
     events: pl.DataFrame
     users: pl.DataFrame  # user, age_band, region
     items: pl.DataFrame  # item, title, category, brand, price
+
+
+@dataclass(frozen=True)
+class ShopWorld:
+    """The hidden preference structure behind a generated shop (internal indices: user u is
+    the table's user u + 1, item i the table's item i + 1; bots have no preferences).
+
+    `utility(users)` is the structural part of what the generator's users feel about items:
+    category affinity + brand affinity + price fit + quality. The generator adds a seeded
+    Gaussian taste noise (sd `UTILITY_NOISE`) to it before drawing views; that noise is no
+    part of the world, so the utility is a deterministic function of (user, item).
+    """
+
+    item_category: np.ndarray  # (n_items,) int: category index
+    item_brand: np.ndarray  # (n_items,) int: brand index
+    log_price_dev: np.ndarray  # (n_items,) log price deviation from the category median
+    quality: np.ndarray  # (n_items,) latent quality
+    category_affinity: np.ndarray  # (n_users, n_categories) log affinity
+    brand_affinity: np.ndarray  # (n_users, n_brands)
+    price_shift: np.ndarray  # (n_users,) preferred log-price deviation
+
+    @property
+    def n_users(self) -> int:
+        return int(self.price_shift.size)
+
+    @property
+    def n_items(self) -> int:
+        return int(self.quality.size)
+
+    def utility(self, users: np.ndarray, items: np.ndarray | None = None) -> np.ndarray:
+        """(len(users), len(items)) structural utilities; `items` None means all items."""
+        users = np.asarray(users, dtype=np.int64)
+        if items is None:
+            return _utility(users, self._prefs, self.item_category, self.item_brand,
+                            self.log_price_dev, self.quality)
+        items = np.asarray(items, dtype=np.int64)
+        return _utility(users, self._prefs, self.item_category[items], self.item_brand[items],
+                        self.log_price_dev[items], self.quality[items])
+
+    def pair_utility(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+        """Utilities of (user, item) pairs: `users` and `items` broadcast together, e.g.
+        users (B, 1) and slates (B, k) give (B, k); equal to the matching cells of `utility`."""
+        users, items = np.asarray(users, dtype=np.int64), np.asarray(items, dtype=np.int64)
+        price_fit = -0.5 * ((self.log_price_dev[items] - self.price_shift[users]) / 0.5) ** 2
+        return (
+            self.category_affinity[users, self.item_category[items]]
+            + self.brand_affinity[users, self.item_brand[items]]
+            + 0.5 * np.maximum(price_fit, -4.0)
+            + self.quality[items]
+        )
+
+    @property
+    def _prefs(self) -> _Preferences:
+        return _Preferences(self.category_affinity, self.brand_affinity, self.price_shift)
 
 
 def generate_shop(
@@ -104,6 +159,27 @@ def generate_shop(
     Defaults give about 35k events. `bots` adds that many users with implausibly many fast
     views of random items (for cleaning demos); they are listed in `users` like everyone else.
     """
+    return generate_shop_world(
+        n_users, n_items, seed=seed, n_categories=n_categories, n_brands=n_brands, days=days,
+        sessions_per_user=sessions_per_user, views_per_session=views_per_session,
+        temperature=temperature, bots=bots, start=start)[0]
+
+
+def generate_shop_world(
+    n_users: int = 1000,
+    n_items: int = 1000,
+    *,
+    seed: int | np.random.Generator = 0,
+    n_categories: int = 12,
+    n_brands: int = 40,
+    days: int = 60,
+    sessions_per_user: float = 7.0,
+    views_per_session: float = 5.0,
+    temperature: float = 0.5,
+    bots: int = 0,
+    start: int = SHOP_START,
+) -> tuple[ShopData, ShopWorld]:
+    """`generate_shop` (the very same tables) and the hidden world that generated them."""
     _check(n_users, n_items, n_categories, n_brands, days, temperature, bots)
     rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
     cat_names = list(CATEGORIES)[:n_categories]
@@ -128,7 +204,8 @@ def generate_shop(
     for b0 in range(0, n_users, block):
         u = np.arange(b0, min(b0 + block, n_users))
         lo, hi = bounds[b0 // block], bounds[b0 // block + 1]
-        util = _utility(rng, u, pref, item_cat, item_brand, log_price_dev, quality)
+        util = (_utility(u, pref, item_cat, item_brand, log_price_dev, quality)
+                + rng.normal(0.0, UTILITY_NOISE, size=(u.size, n_items)))
         local = owner[lo:hi] - b0
         view_item[lo:hi] = _sample_rows(rng, util / temperature, local)
         z = (util - util.mean(axis=1, keepdims=True)) / util.std(axis=1, keepdims=True)
@@ -143,7 +220,9 @@ def generate_shop(
     )
     # two quick views of one item can both lead to a cart in the same second: keep one
     ev = ev.unique(maintain_order=True).sort([C.USER, C.TIME], maintain_order=True)
-    return ShopData(events=ev, users=users, items=items)
+    world = ShopWorld(item_cat, item_brand, log_price_dev, quality, pref.category, pref.brand,
+                      pref.price_shift)
+    return ShopData(events=ev, users=users, items=items), world
 
 
 def shop_dataset(
@@ -266,16 +345,18 @@ def _users(rng: np.random.Generator, n_users: int, n_cat: int,
     return table, _Preferences(category, brand, price_shift)
 
 
-def _utility(rng: np.random.Generator, users: np.ndarray, pref: _Preferences,
-             item_cat: np.ndarray, item_brand: np.ndarray, log_price_dev: np.ndarray,
+def _utility(users: np.ndarray, pref: _Preferences, item_cat: np.ndarray,
+             item_brand: np.ndarray, log_price_dev: np.ndarray,
              quality: np.ndarray) -> np.ndarray:
+    """(users, items) structural utility; the generator adds its taste noise to this sum
+    (the same float operations in the same order as before the world was exposed, so the
+    generated tables did not change)."""
     price_fit = -0.5 * ((log_price_dev[None, :] - pref.price_shift[users, None]) / 0.5) ** 2
     return (
         pref.category[users][:, item_cat]
         + pref.brand[users][:, item_brand]
         + 0.5 * np.maximum(price_fit, -4.0)
         + quality[None, :]
-        + rng.normal(0.0, 0.3, size=(users.size, item_cat.size))
     )
 
 
