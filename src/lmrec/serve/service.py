@@ -112,13 +112,15 @@ class Service:
     def recommend_user(self, raw_user: Any, query: Query, *, log: bool = True) -> Result:
         """A user's recommendations; `log=False` is a preview (the dashboard, debugging):
         the arm's deterministic top-k, with no impression logged and no exploration."""
-        key, public, _ = self._engine.user_key(raw_user)
+        served = self._engine
+        key, public, first = served.user_key(raw_user)
         live = self.store.history(key, limit=self.max_live_events)
         request_id = uuid.uuid4().hex
         rng = np.random.default_rng(int(request_id, 16))  # a logged draw can be replayed
 
         def answer(eng: Engine) -> tuple[list[Scored], str | None]:
-            u = eng.user_key(raw_user)[2]
+            # an arm's bundle may hold other users: its own index (a lookup costs ~1 ms)
+            u = first if eng is served else eng.user_key(raw_user)[2]
             hist, n_live = eng.history(u, live)
             return eng.recommend(u, hist, n_live, query, self.explorer if log else None, rng)
 
