@@ -10,7 +10,6 @@ users like their own group's items.
 
 from __future__ import annotations
 
-import itertools
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +18,7 @@ import numpy as np
 import pytest
 
 from helpers_cli import one_error_line, run
+from helpers_ope import pl_marginals
 from helpers_serve import postgres_base_url, postgres_schema
 from lmrec.models import create_model
 from lmrec.serve.bundle import write_bundle
@@ -31,18 +31,6 @@ from lmrec.train.options import TrainingOptions
 
 K = 3
 THETA = np.array([1.0, 0.6, 0.35])  # examination per position
-
-
-def pl_marginals(weights: np.ndarray, k: int) -> np.ndarray:
-    """(pool, k) exact P(item i at position j) under Plackett-Luce with these weights."""
-    out = np.zeros((weights.size, k))
-    for slate in itertools.permutations(range(weights.size), k):
-        left, prob = weights.sum(), 1.0
-        for item in slate:
-            prob *= weights[item] / left
-            left -= weights[item]
-        out[list(slate), range(k)] += prob
-    return out
 
 
 def attraction(user: str, item: str) -> float:

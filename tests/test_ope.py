@@ -9,11 +9,10 @@ the context distribution.
 
 from __future__ import annotations
 
-import itertools
-
 import numpy as np
 import pytest
 
+from helpers_ope import pl_marginals
 from lmrec.errors import InputError
 from lmrec.evaluate.ope import (
     RewardModel,
@@ -28,18 +27,8 @@ THETA = np.array([0.9, 0.55, 0.3])  # examination probability per position
 
 
 def exact_marginals(scores: np.ndarray, k: int) -> np.ndarray:
-    """(pool, k): P(item i at position j) under Plackett-Luce on exp(scores), by enumerating
-    every ordered slate of k distinct items."""
-    weights = np.exp(scores - scores.max())
-    out = np.zeros((scores.size, k))
-    for slate in itertools.permutations(range(scores.size), k):
-        left, prob = weights.sum(), 1.0
-        for item in slate:
-            prob *= weights[item] / left
-            left -= weights[item]
-        for j, item in enumerate(slate):
-            out[item, j] += prob
-    return out
+    """(pool, k): P(item i at position j) under Plackett-Luce on exp(scores)."""
+    return pl_marginals(np.exp(scores - scores.max()), k)
 
 
 class World:

@@ -177,6 +177,13 @@ class TwoTowerModule(nn.Module):
                   for j, bag in enumerate(self.item_multi)]  # (N, fd) each
         num = self.item_num[item]  # (N, Pi)
         text = self.text_proj(self.item_text[item]) if self.text_proj is not None else None
+        return self.fuse_items(ids, attrs, num, text)
+
+    def fuse_items(self, ids: Tensor, attrs: list[Tensor], num: Tensor, text: Tensor | None
+                   ) -> Tensor:
+        """The item tower above its inputs: ids (N, id_dim), attribute embeddings (N, fd)
+        each, numeric columns (N, Pi), projected text (N, .) or None -> (N, d). The serving
+        catalogue calls it on the feature rows of items added after training."""
         if self.fusion == "concat":
             parts = [ids, *attrs, num, *([text] if text is not None else [])]
             h = torch.cat(parts, dim=1)

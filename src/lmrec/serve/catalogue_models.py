@@ -222,17 +222,7 @@ def _tower(module: Any, ids: torch.Tensor, inputs: Mapping[str, np.ndarray]) -> 
     attrs += [bag(t[f"item_multi_{j}"]) for j, bag in enumerate(module.item_multi)]
     num = t["item_num"]
     text = module.text_proj(t["item_text"]) if module.text_proj is not None else None
-    if module.fusion == "concat":
-        h = torch.cat([ids, *attrs, num, *([text] if text is not None else [])], dim=1)
-    else:
-        h = ids
-        if module.attr_proj is not None:
-            h = h + module.attr_proj(torch.cat([*attrs, num[:, module.num_plain]], dim=1))
-        for j, proj in enumerate(module.vec_proj, start=1):
-            h = h + proj(num[:, getattr(module, f"num_vec_{j}")])
-        if text is not None:
-            h = h + text
-    return module._norm(module.item_mlp(h)).numpy().astype(np.float32)
+    return module.fuse_items(ids, attrs, num, text).numpy().astype(np.float32)
 
 
 def _any_value(table: pl.DataFrame, schema: Mapping[str, FeatureSpec]) -> np.ndarray:
