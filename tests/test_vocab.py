@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import polars as pl
 import pytest
@@ -79,3 +81,22 @@ def test_an_integer_vocabulary_takes_canonical_integer_text_only() -> None:
     assert v.canonical("7") == v.canonical(7) == ("7", 7)
     assert v.canonical("07") == ("07", "07") and v.canonical(" 7") == (" 7", " 7")
     assert IdVocabulary(["7", "07"]).canonical(7) == ("7", "7")
+
+
+@given(ids=st.lists(st.one_of(st.text(min_size=1, max_size=4),
+                              st.integers(-(2**63), 2**63 - 1)), unique=True, min_size=1,
+                    max_size=40),
+       asked=st.lists(st.one_of(st.text(max_size=4), st.integers(-(2**64), 2**64),
+                                st.booleans(), st.floats(allow_nan=False)), min_size=1,
+                      max_size=16))
+@settings(max_examples=200, deadline=None)
+def test_a_few_ids_are_found_as_many_are(ids: list[Any], asked: list[Any]) -> None:
+    """The lookup of up to 16 ids (binary search over numpy) answers as the polars one."""
+    ints = [i for i in ids if isinstance(i, int)]
+    texts = [i for i in ids if isinstance(i, str)]
+    for vocab in (IdVocabulary.from_values(pl.Series(ints or [0], dtype=pl.Int64)),
+                  IdVocabulary.from_values(pl.Series(texts or ["x"], dtype=pl.String))):
+        probe = asked + [vocab.ids[0], vocab.ids[-1], str(vocab.ids[0])][: 16 - len(asked)]
+        few = vocab.index(probe)
+        many = vocab.index(probe * 17)[: len(probe)]  # past 16 ids: through polars
+        assert few.tolist() == many.tolist(), (probe, few, many)

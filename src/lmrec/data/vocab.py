@@ -11,6 +11,8 @@ import polars as pl
 from lmrec.errors import InputError
 from lmrec.ids import canonical_int, ints_from_text
 
+FEW = 16  # ids looked up one by one (a request's user, a short list) rather than through polars
+
 
 class IdVocabulary:
     """An ordered set of external ids (all Int64 or all String); position = internal index.
@@ -87,6 +89,10 @@ class IdVocabulary:
 
     def index(self, values: Iterable[Any] | pl.Series) -> np.ndarray:
         """Internal indices (int64) of external ids; -1 where the id is unknown."""
+        if self._is_sorted and isinstance(values, list | tuple) and 0 < len(values) <= FEW:
+            few = self._index_few(values)
+            if few is not None:
+                return few
         s = self.coerce(values)
         if len(self) == 0:
             return np.full(s.len(), -1, dtype=np.int64)
@@ -99,6 +105,25 @@ class IdVocabulary:
         idx = s.replace_strict(self._ids, np.arange(len(self), dtype=np.int64), default=-1,
                                return_dtype=pl.Int64)
         return idx.to_numpy()
+
+    def _index_few(self, values: list[Any] | tuple[Any, ...]) -> np.ndarray | None:
+        """`index` of a few ids by binary search over the numpy copy: a request's user costs
+        microseconds instead of a polars round trip (~1 ms). The same rules as `coerce`; None
+        for values it would cast (anything but text in a text vocabulary)."""
+        if self.dtype == pl.Int64:
+            keys: list[Any] = [canonical_int(v) for v in values]
+        elif all(isinstance(v, str) for v in values):
+            keys = list(values)
+        else:
+            return None
+        out = np.full(len(keys), -1, dtype=np.int64)
+        for n, key in enumerate(keys):
+            if key is None:
+                continue
+            pos = int(np.searchsorted(self._np, key))
+            if pos < self._np.size and self._np[pos] == key:
+                out[n] = pos
+        return out
 
     def id_of(self, idx: np.ndarray | Iterable[int]) -> np.ndarray:
         """External ids of internal indices (an int64 or object array)."""
