@@ -178,27 +178,35 @@ for b in range(1_000_000):
 """
 
 
-@pytest.mark.skipif(sys.platform == "win32", reason="needs SIGKILL")
-def test_acknowledged_batches_survive_sigkill(store_url: str) -> None:
+def _acknowledged_then_killed(script: str, store_url: str, wanted: int) -> list[str]:
+    """Run `script` (it writes to the store and prints one acknowledged id a line) until it
+    has acknowledged `wanted`, SIGKILL it (mid-way through the next write, most likely) and
+    return every id it acknowledged."""
     open_store(store_url).close()  # create the schema before the race starts
-    proc = subprocess.Popen([sys.executable, "-c", _WRITER, store_url],
+    proc = subprocess.Popen([sys.executable, "-c", script, store_url],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     assert proc.stdout is not None and proc.stderr is not None
-    acked: list[int] = []
+    acked: list[str] = []
     try:
-        while len(acked) < 8:
+        while len(acked) < wanted:
             line = proc.stdout.readline()
             if not line:
                 pytest.fail(f"the writer died early: {proc.stderr.read()}")
-            acked.append(int(line))
-        proc.send_signal(signal.SIGKILL)  # mid-way through the next batch, most likely
+            acked.append(line.strip())
+        proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=30)
-        acked += [int(line) for line in proc.stdout.read().split()]  # printed before the kill
+        acked += proc.stdout.read().split()  # printed before the kill
     finally:
         proc.kill()
         proc.wait()
         proc.stdout.close()
         proc.stderr.close()
+    return acked
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="needs SIGKILL")
+def test_acknowledged_batches_survive_sigkill(store_url: str) -> None:
+    acked = [int(a) for a in _acknowledged_then_killed(_WRITER, store_url, 8)]
     with open_store(store_url) as store:
         ids = Counter(e.event_id for events in store.histories([f"u{k}" for k in range(7)]
                                                                ).values() for e in events)
@@ -241,25 +249,7 @@ for th in threads:
 def test_acknowledged_impressions_survive_sigkill(store_url: str) -> None:
     """The group-commit writer acknowledges an impression only once its batch is durable,
     with several request threads logging at once."""
-    open_store(store_url).close()
-    proc = subprocess.Popen([sys.executable, "-c", _IMPRESSION_WRITER, store_url],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    assert proc.stdout is not None and proc.stderr is not None
-    acked: list[str] = []
-    try:
-        while len(acked) < 300:
-            line = proc.stdout.readline()
-            if not line:
-                pytest.fail(f"the writer died early: {proc.stderr.read()}")
-            acked.append(line.strip())
-        proc.send_signal(signal.SIGKILL)  # with batches in flight, most likely
-        proc.wait(timeout=30)
-        acked += proc.stdout.read().split()  # printed before the kill
-    finally:
-        proc.kill()
-        proc.wait()
-        proc.stdout.close()
-        proc.stderr.close()
+    acked = _acknowledged_then_killed(_IMPRESSION_WRITER, store_url, 300)
     with open_store(store_url) as store:
         stored = store.impressions()
         ids = {i.request_id for i in stored}

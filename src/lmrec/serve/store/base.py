@@ -39,6 +39,7 @@ from typing import Any, Self
 from urllib.parse import urlsplit, urlunsplit
 
 from lmrec.errors import ConfigError, InputError
+from lmrec.serve.store.checks import check_text
 from lmrec.serve.store.errors import StoreError
 from lmrec.serve.store.impressions import (
     IMPRESSION_COLUMNS,
@@ -381,15 +382,6 @@ def event_rows(events: Sequence[EventIn], now: float) -> list[Row]:
         rows.append((check_text(ev.user, f"event {n} user"), check_text(ev.item, f"event {n} item"),
                      check_text(ev.type, f"event {n} type"), ts, event_id, value, request_id))
     return rows
-
-
-def check_text(value: Any, field: str) -> str:
-    """A non-empty string without NUL characters (PostgreSQL TEXT cannot hold them)."""
-    if not isinstance(value, str) or not value:
-        raise InputError(f"{field} must be a non-empty string, got {value!r}")
-    if "\x00" in value:
-        raise InputError(f"{field} must not contain NUL characters")
-    return value
 
 
 def check_limit(limit: int | None) -> int | None:

@@ -30,7 +30,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from lmrec.errors import ConfigError
-from lmrec.serve.store.base import EventStore, SQLEventStore, check_text, now
+from lmrec.serve.store.base import EventStore, SQLEventStore, now
+from lmrec.serve.store.checks import check_text
 
 TABLE = "lmrec_catalogue"
 _COLUMNS = "item_id, attributes, text, hidden, updated_at, version"

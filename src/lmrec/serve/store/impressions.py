@@ -30,6 +30,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Self
 
 from lmrec.errors import InputError
+from lmrec.serve.store.checks import check_text
 from lmrec.serve.store.errors import StoreError
 
 if TYPE_CHECKING:
@@ -92,11 +93,11 @@ def check_impression(imp: Any, what: str, now: float) -> ImpressionIn:
     field (prefixed by `what`, e.g. "impression 3") otherwise."""
     if not isinstance(imp, ImpressionIn):
         raise InputError(f"{what} is a {type(imp).__name__}, not an ImpressionIn")
-    _text(imp.request_id, f"{what} request_id")
+    check_text(imp.request_id, f"{what} request_id")
     _optional_text(imp.user, f"{what} user")
-    _text(imp.model_version, f"{what} model_version")
+    check_text(imp.model_version, f"{what} model_version")
     _optional_text(imp.arm, f"{what} arm")
-    _text(imp.policy, f"{what} policy")
+    check_text(imp.policy, f"{what} policy")
     if isinstance(imp.slate, str | bytes) or not isinstance(imp.slate, Sequence):
         raise InputError(f"{what} slate must be a sequence of Slot, got "
                          f"{type(imp.slate).__name__}")
@@ -105,7 +106,7 @@ def check_impression(imp: Any, what: str, now: float) -> ImpressionIn:
         where = f"{what} slate[{j}]"
         if not isinstance(slot, Slot):
             raise InputError(f"{where} is a {type(slot).__name__}, not a Slot")
-        _text(slot.item, f"{where}.item")
+        check_text(slot.item, f"{where}.item")
         prop = _optional_finite(slot.propensity, f"{where}.propensity")
         if prop is not None and not 0.0 <= prop <= 1.0:
             raise InputError(f"{where}.propensity must be in [0, 1] or None, got {prop!r}")
@@ -173,17 +174,8 @@ def stored_impression(row: Sequence[Any]) -> StoredImpression:
                             decode_slate(slate), float(ts))
 
 
-def _text(value: Any, name: str) -> str:
-    # the same rule as base.check_text (kept apart so that base can import this module)
-    if not isinstance(value, str) or not value:
-        raise InputError(f"{name} must be a non-empty string, got {value!r}")
-    if "\x00" in value:
-        raise InputError(f"{name} must not contain NUL characters")
-    return value
-
-
 def _optional_text(value: Any, name: str) -> str | None:
-    return None if value is None else _text(value, name)
+    return None if value is None else check_text(value, name)
 
 
 def _finite(x: Any, name: str) -> float:
