@@ -1,12 +1,17 @@
-"""Shared fixtures: the licensed public datasets (never copied into the repo) and a seeded RNG."""
+"""Shared fixtures: the licensed public datasets (never copied into the repo), a seeded RNG, and
+an empty event store of each kind (SQLite, PostgreSQL; modules may define their own)."""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+from helpers_serve import postgres_base_url, postgres_schema
+from lmrec.serve.store import EventStore, open_store
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_ENV = "LMREC_SHARED_DATASETS"
@@ -36,3 +41,27 @@ def _embedding_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(20240601)
+
+
+# --- event stores (test_store.py, test_store_impressions.py) ------------------------------
+@pytest.fixture(scope="session")
+def postgres_url() -> str:
+    """A reachable PostgreSQL server, or a skip that says why."""
+    return postgres_base_url()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh, empty store location of each kind."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'events.db'}"  # an absolute path: sqlite:////tmp/...
+        return
+    with postgres_schema(request.getfixturevalue("postgres_url")) as url:
+        yield url
+
+
+@pytest.fixture
+def store(store_url: str) -> Iterator[EventStore]:
+    s = open_store(store_url)
+    yield s
+    s.close()

@@ -18,41 +18,15 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
 
-from helpers_serve import postgres_base_url, postgres_schema
 from lmrec.errors import ConfigError, InputError
 from lmrec.serve.store import EventIn, EventStore, StoreError, open_store
 from lmrec.serve.store.base import TABLES, mask_url
-
-
-# --- fixtures ----------------------------------------------------------------------------
-@pytest.fixture(scope="session")
-def postgres_url() -> str:
-    """A reachable PostgreSQL server, or a skip that says why."""
-    return postgres_base_url()
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """A fresh, empty store location of each kind."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'events.db'}"  # an absolute path: sqlite:////tmp/...
-        return
-    with postgres_schema(request.getfixturevalue("postgres_url")) as url:
-        yield url
-
-
-@pytest.fixture
-def store(store_url: str) -> Iterator[EventStore]:
-    s = open_store(store_url)
-    yield s
-    s.close()
 
 
 def all_rows(url: str) -> dict[str, list[tuple[Any, ...]]]:

@@ -7,13 +7,11 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Sequence
-from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
 import pytest
 
-from helpers_serve import postgres_base_url, postgres_schema
 from lmrec.errors import InputError
 from lmrec.serve.store import (
     EventIn,
@@ -24,28 +22,6 @@ from lmrec.serve.store import (
     StoreError,
     open_store,
 )
-
-
-@pytest.fixture(scope="session")
-def postgres_url() -> str:
-    return postgres_base_url()
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """A fresh, empty store location of each kind (as in test_store.py)."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'events.db'}"
-        return
-    with postgres_schema(request.getfixturevalue("postgres_url")) as url:
-        yield url
-
-
-@pytest.fixture
-def store(store_url: str) -> Iterator[EventStore]:
-    s = open_store(store_url)
-    yield s
-    s.close()
 
 
 def _sql(url: str, statements: Sequence[str]) -> list[list[tuple[Any, ...]]]:
