@@ -172,5 +172,5 @@ def test_write_bundle_replaces_every_file_and_bundle_json_last(
     assert {"config.json", "arrays.npz", "items.parquet", "histories.npz"} <= set(moved[:-1])
     assert sorted(p.name for p in folder.iterdir()) == sorted(
         [".lock", "arrays.npz", "bundle.json", "config.json", "histories.npz",
-         "items.parquet"])  # no temporary files left
+         "items.parquet", "users.parquet"])  # no temporary files left
     assert load_bundle(folder).model.name == "itemknn"

@@ -62,6 +62,7 @@ DAMAGE: dict[str, tuple[str, Callable[[Path], None]]] = {
     "bad-crc-arrays": ("arrays.npz", bad_crc),
     "wrong-shape-arrays": ("arrays.npz", wrong_shape),
     "truncated-items": ("items.parquet", truncate),
+    "truncated-users": ("users.parquet", truncate),
     "truncated-histories": ("histories.npz", truncate),
 }
 
@@ -104,7 +105,7 @@ def test_the_digests_name_the_file_and_cover_every_file(good_bundle: Path,
                                                         tmp_path: Path) -> None:
     meta = read_bundle_meta(good_bundle)
     assert set(meta["files"]) == {"config.json", "arrays.npz", "items.parquet",
-                                  "histories.npz"}
+                                  "histories.npz", "users.parquet"}
     assert meta["model_version"].endswith(meta["content_sha256"][:12])
     folder = tmp_path / "b"
     shutil.copytree(good_bundle, folder)

@@ -1,8 +1,14 @@
-"""`lmrec similar` and `lmrec recommend --all-users`: a trained model's answers in bulk.
+"""`lmrec similar`, `lmrec recommend --all-users` (a trained model's answers in bulk) and
+`lmrec recommend --user U --rerank ... --explain` (the serving engine's answers).
 
-Both read a folder written by `lmrec train` (or any saved model) and never retrain. Batch
+All read a folder written by `lmrec train` (or any saved model) and never retrain. Batch
 scoring writes one Parquet row per (user, rank): `user`, `rank` (1 = best), `item`, `score`,
 users in the model's order, scored `BATCH_USERS` at a time so memory stays bounded.
+
+With --rerank or --explain, `recommend` answers through `lmrec.serve.engine.Engine` over the
+bundle, the code behind `GET /v1/users/{user}/recommendations` (the training history, no live
+events): the re-rankers read the bundle's item and user tables, and each item comes with the
+engine's `because` (the history item that explains it) and `reason`.
 """
 
 from __future__ import annotations
@@ -75,6 +81,55 @@ def recommend_all_users(rec: Any, path: Path, k: int, include_seen: bool) -> Non
     path.parent.mkdir(parents=True, exist_ok=True)
     frame.write_parquet(path)
     err.print(f"Wrote {frame.height} recommendations for {n} users to {path}")
+
+
+def recommend_served(model_dir: Path, users: list[str], k: int, include_seen: bool,
+                     strict: bool, specs: list[Any], explain: bool, as_json: bool) -> None:
+    """Each user's top-k from the serving engine over the bundle (module docstring)."""
+    from lmrec.cli.rerank import named
+    from lmrec.errors import UnknownUserError
+    from lmrec.serve.engine import Query
+    from lmrec.serve.service import build_engine
+
+    engine = build_engine(model_dir)
+    if specs:
+        named(lambda: engine.rerank_pipeline(specs))  # one line naming --rerank, before any
+    query = Query(k=k, exclude_seen=not include_seen, explain=explain,
+                  rerank=tuple(str(s) for s in specs))
+    records = []
+    for raw in users:
+        _, public, idx = engine.user_key(raw)
+        if idx < 0 and strict:
+            raise UnknownUserError(f"unknown user id {raw!r} (the model was not trained on it)")
+        hist, n_live = engine.history(idx, [])
+        items, note = engine.recommend(idx, hist, n_live, query)
+        record: dict[str, Any] = {"user": public, "items": [
+            {"item": s.item, "score": s.score,
+             **({"because": s.because, "reason": s.reason} if explain else {})}
+            for s in items]}
+        if note:
+            record["note"] = note
+        records.append(record)
+    if as_json:
+        for r in records:
+            print_json(r)
+        return
+    titles = item_titles(model_dir)
+    described = engine.rerank_pipeline(specs).describe() if specs else ""
+    by = f", re-ranked by {described}" if described else ""
+    columns = ["rank", "item", "title", "score", *(("because", "reason") if explain else ())]
+    for r in records:
+        if "note" in r:
+            err.print(f"[yellow]note:[/] user {r['user']}: {r['note']}")
+        rows = [(n, e["item"], titles.get(e["item"], ""), e["score"],
+                 *((_text(e["because"]), _text(e["reason"])) if explain else ()))
+                for n, e in enumerate(r["items"], start=1)]
+        out.print(table(f"Top {k} for user {r['user']} ({engine.model.name}{by})", columns,
+                        rows))
+
+
+def _text(v: Any) -> str:
+    return "" if v is None else str(v)
 
 
 def ranked_rows(entries: list[dict[str, Any]], titles: dict[Any, str]

@@ -1,4 +1,9 @@
-"""`lmrec evaluate` (with --tune) and `lmrec compare`."""
+"""`lmrec evaluate` (with --tune) and `lmrec compare`.
+
+`--rerank NAME=WEIGHT[:ARG]` (repeatable, `lmrec.rerank`): evaluate scores the re-ranked lists;
+compare also evaluates every model at each re-ranker's weights linspace(0, W, 5) and draws
+the trade-off curves (`lmrec.evaluate.tradeoffs`).
+"""
 
 from __future__ import annotations
 
@@ -25,6 +30,7 @@ from lmrec.cli.options import (
     parse_params,
     parse_variant,
 )
+from lmrec.cli.rerank import RerankOption, named, parse_rerank_options
 from lmrec.console import err, metrics_summary, out, print_json, steps, table
 from lmrec.errors import ConfigError
 from lmrec.jsonfile import write_json
@@ -98,15 +104,23 @@ def evaluate_cmd(
     budget: _BudgetOption = None,
     families: _FamiliesOption = None,
     max_trials: _MaxTrialsOption = None,
+    rerank: RerankOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON object of metrics.")
                        ] = False,
 ) -> None:
-    """Fit a model on a split's training part and print full-ranking metrics.
+    """Fit a model on a split's training part and print full-ranking metrics (of the lists
+    after --rerank, when given).
 
     `--model auto --budget 15m` searches models and parameters on the validation part, refits
     the winner on train + valid and tests it once (--json: the usual metrics plus "auto")."""
     from lmrec.data import Dataset
-    from lmrec.evaluate import HISTORY_POLICIES, SPLIT_KINDS, cross_validate, fit_and_evaluate
+    from lmrec.evaluate import (
+        HISTORY_POLICIES,
+        SPLIT_KINDS,
+        cross_validate,
+        evaluate,
+        fit_and_evaluate,
+    )
     from lmrec.models import create_model
 
     params = parse_params(param, config)
@@ -115,6 +129,7 @@ def evaluate_cmd(
         "--part valid": part == "valid", "--split kfold": split == "kfold"})
     if auto is None:
         create_model(model, params)  # refuse unknown models and parameters before any work
+    specs = parse_rerank_options(rerank)
     ks = _parse_ks(k)
     r = _check_split_options(ratios, test_share, holdout_share, max_train_events, seed, folds)
     check_choice("--split", split, SPLIT_KINDS)
@@ -127,6 +142,7 @@ def evaluate_cmd(
     ds = Dataset.load(data)
     if ks[-1] > ds.n_items:
         raise ConfigError(f"--k {ks[-1]} is larger than the catalogue ({ds.n_items} items)")
+    described = _check_rerank(specs, ds)
     with steps(f"evaluating {model}") as step:
         step("splitting")
         splits = _splits(ds, split, r, test_share, folds, seed, holdout_share, max_train_events)
@@ -135,27 +151,36 @@ def evaluate_cmd(
         if auto is not None:
             found = run_auto(splits[0], auto, ks, seed, history, step)
             assert found.test is not None
-            metrics, extra = dict(found.test.metrics), {"auto": found.to_dict()}
+            tested = found.test
+            if specs and found.model is not None:  # the winner's lists, re-ranked
+                step("re-ranking")
+                tested = evaluate(found.model, _refit_split(splits[0]), ks, history=history,
+                                  rerank=specs)
+            metrics, extra = dict(tested.metrics), {"auto": found.to_dict()}
         elif len(splits) > 1:
             step(f"{len(splits)} folds")
             summary = cross_validate(lambda: create_model(model, params), splits, ks,
-                                     history=history)
+                                     history=history, rerank=specs)
             metrics = {key: v["mean"] for key, v in summary.items()}
             extra = {f"{key}_std": v["std"] for key, v in summary.items()}
         else:
             step("fitting and scoring")
             fitted = create_model(model, params)
-            res = fit_and_evaluate(fitted, splits[0], ks, rng=seed, part=part, history=history)
+            res = fit_and_evaluate(fitted, splits[0], ks, rng=seed, part=part, history=history,
+                                   rerank=specs)
             metrics, extra = dict(res.metrics), {}
             if fitted.settings_:  # what the data rules chose for the parameters left to them
                 extra["settings"] = fitted.settings_
+    if described:
+        extra["rerank"] = described
     if as_json:
         print_json({**metrics, **extra})
         return
     rows = [(key, v) for key, v in metrics.items()]
     rows += [(f"{key} (from the data)", v) for key, v in extra.get("settings", {}).items()]
-    out.print(table(f"{model} on {ds.name} ({split} split, {part}, {history} histories)",
-                    ["metric", "value"], rows))
+    reranked = f", re-ranked by {described}" if described else ""
+    out.print(table(f"{model} on {ds.name} ({split} split, {part}, {history} histories"
+                    f"{reranked})", ["metric", "value"], rows))
     if auto is not None:
         for t in auto_tables(found):
             out.print(t)
@@ -184,6 +209,49 @@ def _tune(model: str, params: dict[str, Any], split: Any, ks: list[int], trials:
     return result.best_params
 
 
+def _check_rerank(specs: list[Any], ds: Any) -> str:
+    """Refuse re-rankers the data cannot serve (a missing column, ...) before any work; their
+    description ("" for none)."""
+    if not specs:
+        return ""
+    from lmrec.rerank import RerankData, RerankPipeline
+
+    return named(lambda: RerankPipeline.build(specs, RerankData.from_dataset(ds))).describe()
+
+
+def _refit_split(split: Any) -> Any:
+    """The split `--model auto` tests its winner on: trained on train + valid (as
+    `lmrec.evaluate.auto.auto_search` refits it)."""
+    import polars as pl
+
+    from lmrec.evaluate.splits import Split
+
+    train, valid = split.train, split.valid
+    both = train.with_events(pl.concat([train.events, valid.events], how="vertical_relaxed"))
+    return Split(train=both, valid=None, test=split.test, name=split.name, kind=split.kind,
+                 notes=split.notes)
+
+
+def _sweeps(specs: list[Any], fitted: dict[str, Any], results: dict[str, Any], split: Any,
+            ks: list[int], history: Any, step: Any) -> dict[str, dict[str, list]]:
+    """Every fitted model at each re-ranker's weights linspace(0, W, 5) (0: its own list)."""
+    from lmrec.evaluate import evaluate
+    from lmrec.evaluate.tradeoffs import at_weight, spec_label, sweep_weights
+
+    out: dict[str, dict[str, list]] = {}
+    for spec in specs:
+        label = spec_label(spec)
+        out[label] = {}
+        for name, (model, on) in fitted.items():
+            points = [(0.0, results[name])]
+            for w in sweep_weights(spec.weight)[1:]:
+                step(f"{name} with {spec.name}={w:g}")
+                points.append((w, evaluate(model, on or split, ks, history=history,
+                                           rerank=[at_weight(spec, w)])))
+            out[label][name] = points
+    return out
+
+
 def compare_cmd(
     data: Annotated[Path, typer.Option("--data", help="A prepared dataset folder.")],
     report: Annotated[Path, typer.Option("--report", help="Folder for the report.")],
@@ -208,12 +276,18 @@ def compare_cmd(
     budget: _BudgetOption = None,
     families: _FamiliesOption = None,
     max_trials: _MaxTrialsOption = None,
+    rerank: Annotated[list[str] | None, typer.Option(
+        "--rerank", help="A re-ranker NAME=W to sweep: every model is also evaluated at "
+                         "weights linspace(0, W, 5) and the report draws accuracy against "
+                         "calibration and exposure; repeatable (see `lmrec evaluate "
+                         "--rerank`).")] = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Run several models on one split; write a Markdown/HTML report with plots.
 
     `auto` in --models is one entry: the search of `lmrec evaluate --model auto` (with
-    --budget), its winner refitted on train + valid; its trials go into the report."""
+    --budget), its winner refitted on train + valid; its trials go into the report.
+    `--rerank NAME=W` sweeps a re-ranker's weight (its trade-off curves go into the report)."""
     from lmrec.data import Dataset
     from lmrec.evaluate import (
         HISTORY_POLICIES,
@@ -236,6 +310,8 @@ def compare_cmd(
         recs[label] = create_model(model_name, params)
     if not recs:
         raise ConfigError("give --models and/or --variant")
+    specs = parse_rerank_options(rerank)
+    _check_sweeps(specs)
     ks = _parse_ks(k)
     r = _check_split_options(ratios, test_share, holdout_share, max_train_events, seed)
     check_choice("--split", split, tuple(s for s in SPLIT_KINDS if s != "kfold"))
@@ -243,10 +319,12 @@ def compare_cmd(
     ds = Dataset.load(data)
     if ks[-1] > ds.n_items:
         raise ConfigError(f"--k {ks[-1]} is larger than the catalogue ({ds.n_items} items)")
+    specs = _resolved(specs, ds)
     splits = _splits(ds, split, r, test_share, 2, seed, holdout_share, max_train_events)
     if auto is not None:
         check_auto_split(splits[0])
     results = {}
+    fitted: dict[str, Any] = {}  # label -> (model, the split it is tested on: None = splits[0])
     found = None
     with steps("comparing") as step:
         for n, rec in recs.items():
@@ -256,20 +334,65 @@ def compare_cmd(
                 found = run_auto(splits[0], auto.restarted(), ks, seed, history, step)
                 assert found.test is not None
                 results[n] = found.test
+                if found.model is not None:
+                    fitted[n] = (found.model, _refit_split(splits[0]))
                 continue
             results[n] = fit_and_evaluate(rec, splits[0], ks, rng=seed, history=history)
+            fitted[n] = (rec, None)
             # a blend's members, as fitted inside it, so the report shows who wins which slice
             for member, fitted in getattr(rec, "named_members", dict)().items():
                 results[f"{n}/{member}"] = evaluate(fitted, splits[0], ks, history=history)
+        sweeps = _sweeps(specs, fitted, results, splits[0], ks, history, step)
         step("writing the report")
         paths = write_report(results, report, title=f"lmrec compare on {ds.name}",
                              split_info=splits[0].sizes(),
-                             sections=() if found is None else auto_sections(found))
+                             sections=() if found is None else auto_sections(found),
+                             tradeoffs=sweeps)
         if found is not None:
             paths["auto"] = write_json(report / "auto.json", found.to_dict())
     if as_json:
         print_json({n: r.to_dict()["metrics"] for n, r in results.items()})
         return
     out.print(metrics_summary(metrics_table(results, ks), 10 if 10 in ks else ks[0]))
+    if sweeps:
+        from lmrec.evaluate.tradeoffs import tradeoff_table
+
+        main_k = 10 if 10 in ks else ks[0]
+        shown = tradeoff_table(sweeps, main_k).select(
+            "rerank", "model", "weight", *(f"{m}@{main_k}" for m in (
+                "ndcg", "miscalibration", "exposure_gini", "tail_exposure")))
+        out.print(table("Re-ranking trade-offs (all columns in the report)",
+                        *_frame_rows(shown)))
     err.print(f"Report: {paths.get('html')} (also {paths.get('markdown')}, "
               f"{paths.get('json')})")
+
+
+def _check_sweeps(specs: list[Any]) -> None:
+    """A sweep needs a weight to sweep."""
+    for spec in specs:
+        if spec.name == "suitability":
+            raise ConfigError(f"--rerank {str(spec)!r}: a hard constraint has no weight to "
+                              "sweep (evaluate with it: lmrec evaluate --rerank)")
+
+
+def _resolved(specs: list[Any], ds: Any) -> list[Any]:
+    """The sweeps' specs with their arguments resolved against the data (the default
+    calibration column, group...), each checked; one sweep per re-ranker and argument."""
+    from lmrec.evaluate.tradeoffs import spec_label
+    from lmrec.rerank import RerankData, RerankPipeline
+
+    data = RerankData.from_dataset(ds)
+    out, seen = [], set()
+    for spec in specs:
+        resolved = named(lambda s=spec: RerankPipeline.build([s], data)).specs[0]
+        label = spec_label(resolved)
+        if label in seen:
+            raise ConfigError(f"--rerank {label!r} is given twice")
+        seen.add(label)
+        out.append(resolved)
+    return out
+
+
+def _frame_rows(frame: Any) -> tuple[list[str], list[tuple]]:
+    return list(frame.columns), [tuple("-" if v is None else v for v in row)
+                                 for row in frame.iter_rows()]

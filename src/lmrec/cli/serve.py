@@ -10,6 +10,7 @@ from typing import Annotated, Any
 import typer
 
 from lmrec.cli.checks import check_choice, check_range
+from lmrec.cli.rerank import parse_rerank_options
 from lmrec.errors import ConfigError
 
 
@@ -55,12 +56,17 @@ def serve(
     log_impressions: Annotated[bool, typer.Option(
         help="Log every response's impression (request id, user, slate, propensities).")
                                ] = True,
+    rerank: Annotated[list[str] | None, typer.Option(
+        "--rerank", help="A default re-ranker of every request, NAME=WEIGHT[:ARG] "
+                         "(repeatable; see `lmrec evaluate --rerank`): a request's `rerank` "
+                         "stage of the same name replaces it, the others stay.")] = None,
     log_level: Annotated[str, typer.Option(help="critical | error | warning | info | debug")
                          ] = "info",
     access_log: Annotated[bool, typer.Option(
         help="Log every request line (they hold user ids: personal data).")] = False,
 ) -> None:
-    """Serve real-time recommendations over HTTP (OpenAPI docs at /docs)."""
+    """Serve real-time recommendations over HTTP (OpenAPI docs at /docs); --rerank sets
+    re-rankers every request goes through."""
     import os
 
     # before torch is imported: idle OpenMP threads must sleep, not spin, next to the server
@@ -74,6 +80,7 @@ def serve(
     check_choice("--log-level", log_level, ("critical", "error", "warning", "info", "debug"))
     check_range("--max-body-bytes", max_body_bytes, low=1024)
     check_range("--max-batch", max_batch, low=1)
+    specs = parse_rerank_options(rerank)  # checked against the bundles by create_app
     arms = _arms(bundle, arm or [], split, interleave)
     bundle = arms[0].bundle if arms else bundle
     if bundle is None:
@@ -95,7 +102,8 @@ def serve(
                              started_at=time.time(), arms=tuple(arms),
                              interleave=_pair(interleave), assignment_salt=salt,
                              explore=explore, log_impressions=log_impressions,
-                             conversion_types=tuple(conversion_type or ("purchase",)))
+                             conversion_types=tuple(conversion_type or ("purchase",)),
+                             rerank=tuple(str(s) for s in specs))
     options: dict[str, Any] = {"host": host, "port": port, "log_level": log_level,
                                "server_header": False, "access_log": access_log}
     if workers == 1:

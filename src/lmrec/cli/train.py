@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import typer
 
 from lmrec.cli.auto import AUTO, auto_options, train_auto
-from lmrec.cli.batch import item_titles, ranked_rows, recommend_all_users
+from lmrec.cli.batch import item_titles, ranked_rows, recommend_all_users, recommend_served
 from lmrec.cli.checks import check_choice, check_out, check_range
 from lmrec.cli.options import (
     SEED_MAX,
@@ -18,8 +18,11 @@ from lmrec.cli.options import (
     _MaxTrialsOption,
     parse_params,
 )
+from lmrec.cli.rerank import RerankOption, parse_rerank_options
 from lmrec.console import err, out, print_json, steps, table
-from lmrec.errors import ConfigError
+from lmrec.errors import ConfigError, InputError
+from lmrec.models.kinds import EmbeddingModel
+from lmrec.serve.codes import QUANTIZE
 from lmrec.serve.retrieval import DEFAULT_ANN_THRESHOLD
 from lmrec.train.options import TrainingOptions
 
@@ -38,9 +41,16 @@ def train(
     ann_threshold: Annotated[int, typer.Option(
         help="Catalogue size from which embedding models get an ANN index.")
     ] = DEFAULT_ANN_THRESHOLD,
+    quantize: Annotated[str, typer.Option(
+        help="Store the item index compressed: none, fp16, int8 (faiss scalar quantiser) or "
+             "pq (product quantiser), and the model's large arrays in fp16 or int8 (pq: "
+             "int8); embedding models only.")] = "none",
     budget: _BudgetOption = None,
     families: _FamiliesOption = None,
     max_trials: _MaxTrialsOption = None,
+    teacher: Annotated[Path | None, typer.Option(
+        help="Distil from this bundle: a sequential model trained on the same data (the "
+             "student, --model, must be sequential too; see distill_weight).")] = None,
 ) -> None:
     """Train a model on a dataset folder and save it as a servable bundle (model, items,
     training histories, version; see `lmrec serve`).
@@ -54,6 +64,7 @@ def train(
     check_out(out_dir, "--out")
     check_range("--seed", seed, low=0, high=SEED_MAX)
     check_range("--ann-threshold", ann_threshold, low=0)
+    check_choice("--quantize", quantize, QUANTIZE)
     if rules is not None:  # a bad rules file is refused before training, not after it
         from lmrec.serve.rules import Rules
 
@@ -66,7 +77,15 @@ def train(
             # neural models keep checkpoints, history.json and the training curve with it
             params.setdefault("checkpoint_dir", str(out_dir / "run"))
         rec = create_model(model, params)
+        if quantize != "none" and not isinstance(rec, EmbeddingModel):
+            raise ConfigError(f"--quantize {quantize}: model {model!r} has no item embeddings "
+                              "to compress (embedding models: als, two-tower, ...)")
+    teacher_model = _teacher(teacher, model, auto is not None)
     ds = Dataset.load(data)
+    if teacher_model is not None:  # refused before training, not after it
+        from lmrec.models.distill import check_teacher
+
+        check_teacher(teacher_model, rec, ds, "--teacher")
     t0 = time.perf_counter()
     found = None
     with steps(f"training {model} on {ds.name}") as step:
@@ -75,13 +94,18 @@ def train(
             assert found.model is not None
             rec = found.model
         else:
-            rec.fit(ds, TrainingOptions(rng=seed))
+            rec.fit(ds, TrainingOptions(rng=seed, teacher=teacher_model))
     seconds = time.perf_counter() - t0
     from lmrec.train.distributed import dist_env
 
     if not dist_env().is_main:  # under torchrun every rank trains; rank 0 alone writes
         return
-    write_bundle(rec, ds, out_dir, ann_threshold=ann_threshold, rules=rules)
+    if quantize != "none" and not isinstance(rec, EmbeddingModel):  # --model auto's winner
+        err.print(f"[yellow]note:[/] --quantize {quantize} ignored: {rec.name} has no item "
+                  "embeddings")
+        quantize = "none"
+    write_bundle(rec, ds, out_dir, ann_threshold=ann_threshold, rules=rules,
+                 quantize=quantize)
     if found is not None:
         from lmrec.jsonfile import write_json
 
@@ -91,6 +115,23 @@ def train(
     if rec.settings_:
         chosen = ", ".join(f"{key}={v}" for key, v in rec.settings_.items())
         err.print(f"Chosen from the data's statistics: {chosen}")
+
+
+def _teacher(folder: Path | None, model: str, auto: bool) -> Any:
+    """The --teacher model loaded, after checking that the student can learn from one."""
+    if folder is None:
+        return None
+    from lmrec.models import load_model, model_class
+    from lmrec.models.distill import sequential_models
+    from lmrec.models.sequential import SequentialRecommender
+
+    if auto or not issubclass(model_class(model), SequentialRecommender):
+        raise ConfigError(f"--teacher: model {model!r} cannot learn from a teacher; sequential "
+                          f"models can ({sequential_models()})")
+    try:
+        return load_model(folder)
+    except InputError as exc:
+        raise InputError(f"--teacher: {exc}") from None
 
 
 def recommend(
@@ -109,9 +150,14 @@ def recommend(
         "--all-users", help="Every training user, written to --out (batch scoring).")] = False,
     out_file: Annotated[Path | None, typer.Option(
         "--out", help="With --all-users: the Parquet file (user, rank, item, score).")] = None,
+    rerank: RerankOption = None,
+    explain: Annotated[bool, typer.Option(
+        "--explain", help="With --user: the history item behind each recommendation "
+                          "(because) and the reason.")] = False,
 ) -> None:
     """Top-k recommendations for users of a trained model, for a text (--text), or for every
-    user to a Parquet file (--all-users --out recs.parquet)."""
+    user to a Parquet file (--all-users --out recs.parquet). With --rerank or --explain the
+    answer comes from the serving engine over the bundle, as over HTTP."""
     from lmrec.models import load_model
 
     if sum((text is not None, bool(user), all_users)) != 1:
@@ -119,6 +165,14 @@ def recommend(
     if all_users != (out_file is not None):
         raise ConfigError("--all-users and --out go together: --all-users --out recs.parquet")
     check_range("--k", k, low=1)
+    specs = parse_rerank_options(rerank)
+    if (specs or explain) and not user:
+        option = "--rerank" if specs else "--explain"
+        raise ConfigError(f"{option} goes with --user (the serving engine answers users)")
+    if specs or explain:
+        assert user is not None
+        recommend_served(model_dir, user, k, include_seen, strict, specs, explain, as_json)
+        return
     rec = load_model(model_dir)
     if all_users:
         assert out_file is not None

@@ -5,6 +5,7 @@ Typical use::
     from lmrec.evaluate import split_random, fit_and_evaluate, write_report
     split = split_random(dataset, seed=0)
     result = fit_and_evaluate(model, split, ks=(5, 10, 20))  # history="observed"
+    calibrated = evaluate(model, split, ks=(10,), rerank=["calibration=0.5"])  # lmrec.rerank
     found = auto_search(split, budget_s=300, seed=0)  # models and parameters; found.test
     write_report({"model": result}, "out/", title="...", split_info=split.sizes())
 """

@@ -11,7 +11,11 @@ history policy, an argument of `evaluate`, says what each user is scored from:
     "trained"   `model.score(users)`: the model's fitted state (RecBole's general protocol).
 
 The model is fitted on the training part either way. The top max(ks) items are compared with
-the test items. Users with test items but no training events (cold users) are scored
+the test items; with re-rankers (`rerank=`, `lmrec.rerank`), the re-ranked lists are
+(`lmrec.evaluate.lists`: a pool of candidates, the hard constraints as a mask, re-ranked per
+user). Besides accuracy and the beyond-accuracy metrics, every evaluation reports the group
+metrics of `lmrec.evaluate.lists` (miscalibration, exposure Gini, long-tail exposure share,
+group coverage). Users with test items but no training events (cold users) are scored
 separately, in the "cold users" slice, and are not part of the main averages. Scoring, masking
 and top-k happen in batches of `batch_size` users; every metric is vectorised over the batch.
 """
@@ -33,8 +37,10 @@ from lmrec import columns as C
 from lmrec import metrics as M
 from lmrec.data.dataset import Dataset, Sequences
 from lmrec.errors import ConfigError, InputError
+from lmrec.evaluate.lists import GroupMetrics, ListReranker, rerank_data
 from lmrec.evaluate.splits import Split
 from lmrec.models.base import Recommender
+from lmrec.rerank import RerankSpec
 from lmrec.train.options import TrainingOptions
 
 # What each evaluated user is scored from (see the module docstring).
@@ -62,6 +68,7 @@ class EvalResult:
     slices: {"history 1-5": {"users": n, "ndcg@10": ...}, "cold users": {...},
         "long-tail items": {...}, ...}.
     history: the history policy the users were scored with ("observed" or "trained").
+    rerank: the re-rankers the lists went through (`RerankPipeline.describe`; "" for none).
     seconds: "fit" (when fitted here), "score" (ranking + top-k), "metrics", "evaluate" (total).
     exposure: (n_items,) times each item was recommended in the warm users' top max(ks).
     item_popularity: (n_items,) distinct training users per item.
@@ -79,6 +86,7 @@ class EvalResult:
     model: str = ""
     split: str = ""
     history: str = "observed"
+    rerank: str = ""
     seconds: dict[str, float] = field(default_factory=dict)
     exposure: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     item_popularity: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
@@ -111,6 +119,7 @@ class EvalResult:
             "split": self.split,
             "part": self.part,
             "history": self.history,
+            "rerank": self.rerank,
             "ks": list(self.ks),
             "n_users": self.n_users,
             "n_cold_users": self.n_cold_users,
@@ -131,6 +140,7 @@ def evaluate(
     history: HistoryPolicy = "observed",
     batch_size: int = 1024,
     item_features: np.ndarray | sp.spmatrix | None = None,
+    rerank: Sequence[str | RerankSpec] = (),
 ) -> EvalResult:
     """Rank all items for every user with `part` ("test" or "valid") items; score the lists.
 
@@ -139,7 +149,8 @@ def evaluate(
     user: the training items (through the model's seen items) and, when testing, the
     validation items. `item_features` (n_items, d), dense or sparse, defines the item
     similarity of the diversity metric; by default the item-item co-occurrence cosine of the
-    training matrix.
+    training matrix. `rerank`: re-rankers (`NAME=WEIGHT[:ARG]` specs, `lmrec.rerank`) the
+    lists go through before they are scored (ConfigError for a bad one).
     """
     ks = M.check_ks(ks)
     kmax = ks[-1]
@@ -193,6 +204,11 @@ def evaluate(
     head[np.lexsort((np.arange(n_items), -item_pop))[:n_head]] = True
     tail_f = (~head).astype(np.float64)
     cold_item_f = (item_pop == 0).astype(np.float64)
+    data = rerank_data(train, features, gram)
+    groups = GroupMetrics(data, ~head, ks)
+    stage = ListReranker(rerank, data) if rerank else None
+    # what the re-rankers and the calibration metric see of each user: the history scored
+    profiles = histories if histories is not None else train.sequences()
 
     per_user: dict[str, np.ndarray] = {}
     slice_vals: dict[str, np.ndarray] = {}
@@ -201,9 +217,13 @@ def evaluate(
     for s in range(0, users.size, batch_size):
         batch = users[s : s + batch_size]
         t0 = time.perf_counter()
-        items, _ = model.recommend_idx(
-            batch, kmax, exclude_seen=True, exclude=exclude, batch_size=batch_size,
-            histories=None if histories is None else histories.take(batch))
+        rows_in = None if histories is None else histories.take(batch)
+        profile = profiles.take(batch)
+        if stage is None:
+            items, _ = model.recommend_idx(batch, kmax, exclude_seen=True, exclude=exclude,
+                                           batch_size=batch_size, histories=rows_in)
+        else:
+            items = stage.lists(model, batch, kmax, exclude, rows_in, profile)
         t1 = time.perf_counter()
         t_score += t1 - t0
         rows = truth[batch]
@@ -214,7 +234,9 @@ def evaluate(
             vals[f"novelty@{k}"] = M.novelty(items, item_pop, n_train_users, k)
             vals[f"popularity@{k}"] = M.mean_popularity(items, item_pop, k)
             vals[f"diversity@{k}"] = diversity[k]
+        vals.update(groups.per_user(items, profile))
         batch_warm = ~cold[s : s + batch.size]
+        groups.add_lists(items[batch_warm])
         for k in ks:
             exposures[k] += M.exposure(items[batch_warm], n_items, k)
         # restricted recall: long-tail test items, test items unseen in training
@@ -243,6 +265,11 @@ def evaluate(
         metrics[f"diversity@{k}"] = main[f"diversity@{k}"]
         metrics[f"popularity@{k}"] = main[f"popularity@{k}"]
         metrics[f"gini@{k}"] = M.gini(exposures[k])
+        for name in ("miscalibration", "group_coverage"):
+            if f"{name}@{k}" in main:
+                metrics[f"{name}@{k}"] = main[f"{name}@{k}"]
+    for key, v in groups.finish().items():
+        metrics[key] = v
     acc_keys = [f"{n}@{k}" for k in ks for n in M.ACCURACY_METRICS]
     slices: dict[str, dict[str, float]] = {}
     hist_of = n_train[users]
@@ -267,6 +294,7 @@ def evaluate(
         metrics=metrics, per_user=per_user, users=users, cold=cold, slices=slices,
         n_users=int(warm_users.size), n_cold_users=int(cold_users.size), ks=ks, part=part,
         model=getattr(model, "name", type(model).__name__), split=split.name, history=history,
+        rerank=stage.describe() if stage is not None else "",
         seconds={"score": t_score, "metrics": t_metrics, "evaluate": total},
         exposure=exposures[kmax], item_popularity=item_pop)
 
@@ -281,9 +309,10 @@ def fit_and_evaluate(
     history: HistoryPolicy = "observed",
     batch_size: int = 1024,
     item_features: np.ndarray | sp.spmatrix | None = None,
+    rerank: Sequence[str | RerankSpec] = (),
 ) -> EvalResult:
     """Fit `model` on `split.train` (timed as seconds["fit"]) and `evaluate` it with the
-    `history` policy.
+    `history` policy (and the `rerank` re-rankers).
 
     When testing, the model's `TrainingOptions` carry `split.valid` (when it has events), for
     models that early-stop on validation data; the others ignore it. When validating, they
@@ -297,7 +326,7 @@ def fit_and_evaluate(
     model.fit(split.train, TrainingOptions(rng=rng, valid=valid))
     fit_s = time.perf_counter() - t0
     result = evaluate(model, split, ks, part=part, history=history, batch_size=batch_size,
-                      item_features=item_features)
+                      item_features=item_features, rerank=rerank)
     result.seconds = {"fit": fit_s, **result.seconds}
     return result
 
@@ -309,9 +338,10 @@ def cross_validate(
     *,
     rng: int = 0,
     history: HistoryPolicy = "observed",
+    rerank: Sequence[str | RerankSpec] = (),
 ) -> dict[str, dict[str, float]]:
     """Fit a fresh model per split and evaluate it on the split's test part (with the
-    `history` policy).
+    `history` policy and the `rerank` re-rankers).
 
     Returns {metric: {"mean": ..., "std": ..., "n": folds}}; std is the sample standard
     deviation over folds (ddof=1; 0 for a single split). Metrics also include "fit_seconds"
@@ -320,8 +350,8 @@ def cross_validate(
     if not splits:
         raise ConfigError("cross_validate needs at least one split")
     check_history(history)
-    results = [fit_and_evaluate(model_factory(), s, ks, rng=rng, history=history)
-               for s in splits]
+    results = [fit_and_evaluate(model_factory(), s, ks, rng=rng, history=history,
+                                rerank=rerank) for s in splits]
     keys: dict[str, list[float]] = {}
     for r in results:
         for name, v in r.metrics.items():

@@ -1,4 +1,8 @@
-"""Evaluation reports: results.json, report.md, a self-contained report.html and PNG plots."""
+"""Evaluation reports: results.json, report.md, a self-contained report.html and PNG plots.
+
+With re-ranker sweeps (`lmrec compare --rerank NAME=W`, `lmrec.evaluate.tradeoffs`) the
+report also draws accuracy against miscalibration and against exposure over the weight, and
+tabulates every point."""
 
 from __future__ import annotations
 
@@ -12,7 +16,9 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from lmrec.evaluate.lists import GROUP_METRICS
 from lmrec.evaluate.protocol import HISTORY_BUCKETS, POPULARITY_BINS, EvalResult
+from lmrec.evaluate.tradeoffs import Tradeoffs, tradeoff_plots, tradeoff_table
 from lmrec.jsonfile import write_json
 from lmrec.metrics import ALL_METRICS
 from lmrec.version import __version__
@@ -29,7 +35,7 @@ def metrics_table(results: Mapping[str, EvalResult], ks: Iterable[int] | None = 
         use_ks = sorted(set(ks)) if ks is not None else list(r.ks)
         row: dict[str, Any] = {"model": name}
         for k in use_ks:
-            for m in ALL_METRICS:
+            for m in (*ALL_METRICS, *GROUP_METRICS):
                 key = f"{m}@{k}"
                 if key in r.metrics:
                     row[key] = _num(r.metrics[key])
@@ -87,6 +93,7 @@ def write_report(
     title: str = "lmrec evaluation",
     split_info: Mapping[str, Any] | None = None,
     sections: Sequence[tuple[str, pl.DataFrame]] = (),
+    tradeoffs: Tradeoffs | None = None,
 ) -> dict[str, Path]:
     """Write results.json, report.md, report.html and the PNG plots to `out_dir`.
 
@@ -94,8 +101,10 @@ def write_report(
     `split_info` describes the split (e.g. {"name": ..., **split.sizes()}).
     `sections`: more (title, table) sections for the documents, before the timing (e.g. the
     trials of `--model auto`).
+    `tradeoffs`: re-ranker sweeps (`lmrec.evaluate.tradeoffs`): their figures and table.
     Returns {"json", "markdown", "html", "plot_metrics", "plot_recall", "plot_popularity",
-    "plot_slices"} -> path (plots only when there is something to draw).
+    "plot_slices", "plot_tradeoff_<name>"...} -> path (plots only when there is something
+    to draw).
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -107,18 +116,26 @@ def write_report(
         "split": info,
         "results": {name: r.to_dict() for name, r in results.items()},
     }
-    paths["json"] = write_json(out / "results.json", payload)  # NaN -> null, UTF-8
-    paths.update(_plots(results, out))
-
     all_ks = sorted({k for r in results.values() for k in r.ks})
     main_k = 10 if 10 in all_ks else (all_ks[0] if all_ks else 10)
+    trade = tradeoff_table(tradeoffs, main_k) if tradeoffs else pl.DataFrame()
+    if tradeoffs:
+        payload["tradeoffs"] = {label: {m: [{"weight": w, "metrics": r.to_dict()["metrics"]}
+                                            for w, r in points]
+                                        for m, points in per_model.items()}
+                                for label, per_model in tradeoffs.items()}
+    paths["json"] = write_json(out / "results.json", payload)  # NaN -> null, UTF-8
+    paths.update(_plots(results, out))
+    if tradeoffs:
+        paths.update(tradeoff_plots(tradeoffs, main_k, out))
     table = metrics_table(results, [main_k])
     full = metrics_table(results, all_ks)
     curve = full.select(["model"] + [f"{m}@{k}" for m in ("recall", "ndcg") for k in all_ks
                                      if f"{m}@{k}" in full.columns])
     slices = _slice_table(results, main_k)
     scoring = pl.DataFrame(
-        [{"model": n, "part": r.part, "history": r.history} for n, r in results.items()]
+        [{"model": n, "part": r.part, "history": r.history, "rerank": r.rerank or "-"}
+         for n, r in results.items()]
     ) if results else pl.DataFrame()
     timing = pl.DataFrame(
         [{"model": n, "users": r.n_users, "cold users": r.n_cold_users,
@@ -126,6 +143,7 @@ def write_report(
     ) if results else pl.DataFrame()
     plots = [(key, paths[key]) for key in ("plot_metrics", "plot_recall", "plot_popularity",
                                            "plot_slices") if key in paths]
+    plots += [(key, p) for key, p in paths.items() if key.startswith("plot_tradeoff_")]
     sections = [
         ("Split", _info_frame(info)),
         ("Scoring (history policy)", scoring),
@@ -133,6 +151,7 @@ def write_report(
         ("Recall and NDCG at every k", curve),
         (f"Slices (ndcg@{main_k} / recall@{main_k}; users per slice)", slices),
         (f"Who wins which slice (mean ndcg@{main_k})", slice_winners(results, main_k)),
+        (f"Re-ranking trade-offs (@{main_k}: each re-ranker's weight swept from 0)", trade),
         *sections,
         ("Timing (seconds)", timing),
     ]
@@ -271,6 +290,15 @@ def _notes(k: int, policies: Iterable[str] = ()) -> list[str]:
         "index of item exposure.",
         "Long-tail items: recall restricted to test items outside the 20% most popular "
         "training items.",
+        f"Groups (@{k}): miscalibration = Steck's KL divergence between the category "
+        "distribution of the user's history and of the list (categories: genres, genre, "
+        "category or categories, else the first categorical item column); exposure_gini = "
+        "Gini index of rank-weighted (1/log2(rank+1)) item exposure (LensKit's ExposureGini); "
+        "tail_exposure = the long tail's share of that exposure; group_coverage = share of "
+        "the categories present in a list.",
+        "Re-ranking (rerank column): the lists went through those re-rankers (lmrec.rerank) "
+        "before being scored; trade-off curves plot ndcg against the group metrics as a "
+        "re-ranker's weight grows from 0 (the model's own list).",
     ]
 
 

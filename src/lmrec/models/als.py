@@ -67,6 +67,8 @@ from lmrec.data.dataset import Dataset, Sequences
 from lmrec.data.stats import DataStats, log_interp
 from lmrec.models.als_select import select_alpha_reg
 from lmrec.models.base import Recommender
+from lmrec.models.explanations import Explanation, history_items, history_row_values
+from lmrec.models.explanations import als as als_terms
 from lmrec.models.hyperparams import Choice, FloatRange, IntRange, ModelConfig, SearchSpace
 from lmrec.models.kinds import EmbeddingModel
 from lmrec.models.redaction import UserRows
@@ -184,6 +186,13 @@ class ALS(EmbeddingModel, Recommender):
         """B checked histories -> (B, f) float32 folded-in user factors (0 for an empty one)."""
         x = self._history_rows(histories, self._setting("weighting") or "binary")
         return fold_in(x, self.V_, self._setting("reg"), self._setting("alpha"))
+
+    def _explain(self, user: int, seqs: Sequences, items: np.ndarray) -> Explanation:
+        """implicit's explanation of the fold-in score (`lmrec.models.explanations.als`): the
+        terms sum to the folded-in history's score, which the trained U[u] approximates."""
+        hist = history_items(seqs)
+        x = history_row_values(self, seqs, hist, self._setting("weighting") or "binary")
+        return als_terms(self.V_, self._setting("reg"), self._setting("alpha"), hist, x, items)
 
     # --- EmbeddingModel ---------------------------------------------------------------
     def item_embeddings(self) -> np.ndarray:

@@ -24,6 +24,8 @@ from lmrec.version import __version__
 
 ARTIFACT_FORMAT = "lmrec-model"
 ARTIFACT_VERSION = 1
+# version 2: the same files with some model arrays in reduced precision (`lmrec.models.precision`)
+QUANTIZED_VERSION = 2
 ARRAYS_FILE = "arrays.npz"
 
 
@@ -72,11 +74,12 @@ def read_artifact_meta(folder: Path) -> dict[str, Any]:
     meta = read_json(cfg)
     if meta.get("format") != ARTIFACT_FORMAT:
         raise InputError("not a saved lmrec model", location=Location(str(cfg)))
-    if meta.get("format_version") != ARTIFACT_VERSION:
+    if meta.get("format_version") not in (ARTIFACT_VERSION, QUANTIZED_VERSION):
         raise InputError(
             f"model saved in format version {meta.get('format_version')} by lmrec "
-            f"{meta.get('lmrec_version')}; this lmrec ({__version__}) reads version "
-            f"{ARTIFACT_VERSION}: train the model again", location=Location(str(cfg)))
+            f"{meta.get('lmrec_version')}; this lmrec ({__version__}) reads versions "
+            f"{ARTIFACT_VERSION} and {QUANTIZED_VERSION}: train the model again",
+            location=Location(str(cfg)))
     return meta
 
 

@@ -15,7 +15,8 @@ numpy arrays; by default the attributes `_fit` set with a trailing underscore) a
 The base class does the rest: `fit` (fresh state, common bookkeeping), `score` (checks; an
 unknown user without a history is scored from an empty history), `recommend` (id mapping,
 unknown users, masks, top-k), `recommend_history` (top-k for a list of item ids),
-`similar_items` (training co-occurrence cosine by default), save/load and `redact_users`.
+`similar_items` (training co-occurrence cosine by default), `explain` (the history items behind
+a score: occlusion by default, `lmrec.models.explanations`), save/load and `redact_users`.
 Whether and how a model uses a history is its own business; nothing outside the model asks.
 
 Hyperparameters live in one typed pydantic config per model (unknown keys are refused);
@@ -40,6 +41,7 @@ from lmrec.errors import ConfigError, InputError, LmrecError, UnknownUserError
 from lmrec.integrity import IntegrityError, one_line, read_npz, verify_manifest
 from lmrec.models.artifacts import (
     ARRAYS_FILE,
+    QUANTIZED_VERSION,
     artifact_meta,
     common_arrays,
     pack_csr,
@@ -47,8 +49,10 @@ from lmrec.models.artifacts import (
     read_common,
     unpack_csr,
 )
+from lmrec.models.explanations import Explanation, checked_query, occlusion
 from lmrec.models.history import history_matrix, weights_arrays, weights_from_arrays
 from lmrec.models.hyperparams import ModelConfig
+from lmrec.models.precision import check_precision, decode_arrays, encode_arrays
 from lmrec.models.ranking import Recommendations, mask_rows, top_k
 from lmrec.models.redaction import UserRows, drop_entries
 from lmrec.train.options import TrainingOptions
@@ -342,6 +346,20 @@ class Recommender(ABC):
         sim[np.arange(item_idx.size), item_idx] = -np.inf
         return top_k(sim, k)
 
+    # --- explanations -------------------------------------------------------------------
+    def explain(self, user: int, history: Sequences | np.ndarray | Sequence[int],
+                items: np.ndarray | Sequence[int]) -> Explanation:
+        """Why `items` (internal indices) get their scores `score([user], [history])`: each
+        distinct history item's contribution (`lmrec.models.explanations`). By default
+        occlusion, the exact score drop when an item's events are removed; models override
+        it with exact or gradient attributions. InputError for indices out of range."""
+        user, seqs, items = checked_query(self, user, history, items)
+        return self._explain(user, seqs, items)
+
+    def _explain(self, user: int, seqs: Sequences, items: np.ndarray) -> Explanation:
+        """`explain` on checked arguments: one history (one-row Sequences), items (n,)."""
+        return occlusion(self, user, seqs, items)
+
     # --- forgetting users ---------------------------------------------------------------
     def redact_users(self, user_idx: np.ndarray | Sequence[int]) -> None:
         """Forget training users in place (an erasure request), without retraining.
@@ -372,9 +390,14 @@ class Recommender(ABC):
         `redact_users` with the sorted (B,) indices once those rows are replaced."""
 
     # --- persistence --------------------------------------------------------------------
-    def save(self, folder: str | Path) -> Path:
-        """Write config.json and arrays.npz (no pickle) to `folder`."""
+    def save(self, folder: str | Path, *, precision: str = "fp32") -> Path:
+        """Write config.json and arrays.npz (no pickle) to `folder`.
+
+        `precision` "fp16" or "int8" stores the model's large float32 arrays (item and user
+        factors, embedding tables, ...) in reduced precision, decoded to float32 by `load`
+        (`lmrec.models.precision`); "fp32" (the default) writes every array as it is."""
         self._check_fitted()
+        precision = check_precision(precision)
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         meta = artifact_meta(self.name, self.config.model_dump(mode="json"), self.users_,
@@ -384,6 +407,10 @@ class Recommender(ABC):
         arrays = {f"model.{k}": v for k, v in self._arrays().items()}
         arrays.update(common_arrays(self.users_, self.items_, self.seen_, self.popularity_))
         arrays.update(weights_arrays(self.behaviour_weights_))
+        if precision != "fp32":
+            arrays, encoded = encode_arrays(arrays, precision)
+            meta.update(format_version=QUANTIZED_VERSION, array_precision=precision,
+                        quantized_arrays=encoded)
         np.savez(folder / ARRAYS_FILE, allow_pickle=False, **arrays)
         (folder / "config.json").write_text(json.dumps(meta, indent=2))
         return folder
@@ -395,7 +422,8 @@ class Recommender(ABC):
         In a bundle folder every file is first checked against bundle.json's sha256 digests
         (`verify=False` when the caller has just done so). Damaged files and arrays whose
         shapes do not fit the vocabularies and the config raise IntegrityError (an InputError)
-        naming the file.
+        naming the file. Arrays saved in reduced precision (`save(precision=...)`) come back
+        as float32.
         """
         if getattr(cls, "name", None) is None:
             raise ConfigError(f"{cls.__name__}.load needs a concrete model class: use "
@@ -412,6 +440,7 @@ class Recommender(ABC):
         arrays = read_npz(path, ("user_ids", "item_ids", "seen.indptr", "seen.indices",
                                  "popularity"))
         try:
+            arrays = decode_arrays(arrays, meta)  # float32 again where saved in less
             model.users_, model.items_, model.seen_, model.popularity_ = read_common(arrays)
             prefix = "model."
             model_arrays = {k.removeprefix(prefix): v for k, v in arrays.items()

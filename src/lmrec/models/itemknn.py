@@ -44,6 +44,7 @@ from lmrec.data.dataset import Dataset, Sequences
 from lmrec.data.stats import DataStats, log_interp
 from lmrec.models.artifacts import pack_csr, unpack_csr
 from lmrec.models.base import Recommender
+from lmrec.models.explanations import Explanation, linear
 from lmrec.models.hyperparams import FloatRange, IntRange, ModelConfig, SearchSpace
 from lmrec.models.redaction import UserRows
 from lmrec.train.options import TrainingOptions
@@ -125,6 +126,10 @@ class ItemKNN(NeighbourModel):
         if histories is None:
             return self._score_rows(self._input()[users])
         return self._score_rows(self._history_rows(histories, self.config.weighting))
+
+    def _explain(self, user: int, seqs: Sequences, items: np.ndarray) -> Explanation:
+        # x_h @ S: item j's term x_hj * S[j, i], exactly
+        return linear(self, seqs, items, self.S_, self.config.weighting)
 
     def _score_rows(self, rows: sp.csr_matrix) -> np.ndarray:
         # (B, n_items) sparse @ (n_items, n_items) sparse -> dense (B, n_items)

@@ -16,6 +16,7 @@ from pydantic import Field
 from lmrec import columns as C
 from lmrec.data.dataset import Dataset, Sequences
 from lmrec.models.base import Recommender
+from lmrec.models.explanations import Explanation, non_personal
 from lmrec.models.hyperparams import Choice, ModelConfig, SearchSpace
 from lmrec.train.options import TrainingOptions
 
@@ -62,6 +63,9 @@ class Popularity(Recommender):
         # the same row for every user and history, as a writable (B, n_items) copy: callers
         # mask seen items in place
         return np.repeat(self.item_scores_[None, :], users.size, axis=0)
+
+    def _explain(self, user: int, seqs: Sequences, items: np.ndarray) -> Explanation:
+        return non_personal(items.size)  # the same scores whatever the history
 
     def _arrays(self) -> dict[str, np.ndarray]:
         return {"item_scores": self.item_scores_}

@@ -32,6 +32,9 @@ from torch import Tensor, nn
 from lmrec.data.dataset import Dataset, Sequences
 from lmrec.models.artifacts import pack_sequences, unpack_sequences
 from lmrec.models.base import Recommender
+from lmrec.models.distill import Distiller, check_teacher
+from lmrec.models.explanations import Explanation, history_items
+from lmrec.models.explanations_neural import sequential as explain_sequential
 from lmrec.models.hyperparams import ModelConfig
 from lmrec.models.redaction import UserRows
 from lmrec.train import TrainConfig, train
@@ -216,6 +219,13 @@ class SequentialConfig(TrainConfig, ModelConfig):
     use_event_types: bool = Field(False, description="add a behaviour-type embedding")
     use_time_gaps: bool = Field(False, description="add a log2 time-gap embedding")
     dropout: float = Field(0.2, ge=0, lt=1, description="dropout of embeddings and layers")
+    # knowledge distillation, used only when fit gets TrainingOptions(teacher=...)
+    distill_weight: float = Field(
+        1.0, ge=0, description="with a teacher: weight alpha of the T^2 KL term to its softmax")
+    # T = 1 and weight 1 were the better of (1, 1), (.5, 1), (1, 2) on the validation parts
+    # of ML-100K and ML-latest-small together (benchmarks/distill.py)
+    distill_temperature: float = Field(
+        1.0, gt=0, description="with a teacher: softmax temperature T of the distillation term")
     # the loop's knobs, re-defaulted (see TrainConfig for the others)
     epochs: int = Field(200, ge=1, description="maximum passes over the training targets")
     batch_size: int = Field(128, ge=1, description="training windows per step")
@@ -266,7 +276,12 @@ class SequentialRecommender(Recommender):
         self.item_arrays_ = self._item_arrays(dataset)
         self.event_types_ = seqs.event_types
         data = SeqData.from_sequences(seqs, self.event_types_)
-        task = _NextItemTask(self, data, options.check_valid(dataset))
+        distiller = None
+        if options.teacher is not None:  # lmrec.models.distill: the KL term to its softmax
+            distiller = Distiller(check_teacher(options.teacher, self, dataset),
+                                  self.event_types_, self.config.distill_weight,
+                                  self.config.distill_temperature)
+        task = _NextItemTask(self, data, options.check_valid(dataset), distiller)
         result = train(task, TrainConfig.of(self.config), options.generator, title=self.name,
                        time_budget_s=options.time_budget_s, device=options.device)
         self.net_ = result.module.cpu().eval()
@@ -297,6 +312,11 @@ class SequentialRecommender(Recommender):
         with torch.no_grad():
             return (h @ self.net_.item_table()[1:].T).cpu().numpy()  # (B, n_items)
 
+    def _explain(self, user: int, seqs: Sequences, items: np.ndarray) -> Explanation:
+        # gradient x input over the window's positions (lmrec.models.explanations_neural)
+        window = SeqData.from_sequences(seqs, self.event_types_).last_windows(self.config.max_len)
+        return explain_sequential(self.net_, window, history_items(seqs), items)
+
     def user_state(self) -> tuple[UserRows, ...]:
         return (UserRows(self.history_),)
 
@@ -324,8 +344,10 @@ _SCORE_BATCH = 1024  # histories per forward pass when scoring
 class _NextItemTask:
     """The lmrec.train task of a sequential model: windows in, next-item loss out."""
 
-    def __init__(self, model: SequentialRecommender, data: SeqData, valid: Dataset | None):
+    def __init__(self, model: SequentialRecommender, data: SeqData, valid: Dataset | None,
+                 distiller: Distiller | None = None):
         self.model = model
+        self.distiller = distiller
         self.cfg = model.config
         self.data = data
         self.n_items = len(model.items_)
@@ -345,8 +367,11 @@ class _NextItemTask:
     def loss(self, model: nn.Module, batch: Batch) -> Tensor:
         hidden = model(batch)  # (B, L, d)
         net = getattr(model, "module", model)  # the bare network under DistributedDataParallel
-        return next_item_loss(hidden, batch, net.item_table(), loss=self.cfg.loss,
-                              gbce_t=self.cfg.gbce_t)
+        table = net.item_table()
+        loss = next_item_loss(hidden, batch, table, loss=self.cfg.loss, gbce_t=self.cfg.gbce_t)
+        if self.distiller is not None and self.distiller.weight > 0:
+            loss = loss + self.distiller.loss(hidden, batch, table)
+        return loss
 
     def validate(self, module: nn.Module) -> float | None:
         """NDCG@10 of the validation items ranked from the training histories, full ranking

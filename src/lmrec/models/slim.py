@@ -49,6 +49,7 @@ from lmrec.data.stats import DataStats
 from lmrec.errors import ConfigError
 from lmrec.models.artifacts import pack_csr, unpack_csr
 from lmrec.models.base import Recommender
+from lmrec.models.explanations import Explanation, linear
 from lmrec.models.hyperparams import FloatRange, ModelConfig, SearchSpace
 from lmrec.models.redaction import UserRows
 from lmrec.train.epochs import EpochStats, Trainer, run_epochs
@@ -136,6 +137,10 @@ class LinearItemModel(Recommender):
             rows = self._history_rows(histories, self.config.weighting)
         # (B, n_items) sparse @ (n_items, n_items) dense -> (B, n_items)
         return np.asarray(rows @ self.B_, dtype=np.float32)
+
+    def _explain(self, user: int, seqs: Sequences, items: np.ndarray) -> Explanation:
+        # x_h @ B: item j's term x_hj * B[j, i], exactly
+        return linear(self, seqs, items, self.B_, self.config.weighting)
 
     def _arrays(self) -> dict[str, np.ndarray]:
         out = {"B": self.B_}

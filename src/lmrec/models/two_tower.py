@@ -58,6 +58,8 @@ from lmrec.features.tower_inputs import (
     user_meta_arrays,
     user_meta_from_arrays,
 )
+from lmrec.models.explanations import Explanation
+from lmrec.models.explanations_neural import two_tower as explain_two_tower
 from lmrec.models.kinds import EmbeddingModel
 from lmrec.models.neural import NeuralRecommender
 from lmrec.models.redaction import UserRows, kept_entries
@@ -201,6 +203,10 @@ class TwoTower(EmbeddingModel, NeuralRecommender):
         hist = self._history_codes([np.asarray(item_idx, dtype=np.int64)])
         cat, num = encode_user(self.user_meta_, user_features or {})
         return self._tower(np.zeros(1, dtype=np.int64), cat[None, :], num[None, :], hist)[0]
+
+    def _explain(self, user: int, seqs: Sequences, items: np.ndarray) -> Explanation:
+        # gradient x input over history items and user features (explanations_neural)
+        return explain_two_tower(self, user, seqs, items)
 
     def _tower(self, uid: np.ndarray, cat: np.ndarray, num: np.ndarray, hist: np.ndarray
                ) -> np.ndarray:

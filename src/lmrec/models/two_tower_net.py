@@ -59,7 +59,11 @@ class HistoryEncoder(nn.Module):
         if self.kind == "mean":
             # a bag per row skips padding without materialising (B, L, d): 3x faster to train
             return F.embedding_bag(hist, self.emb.weight, mode="mean", padding_idx=0)  # (B, d)
-        e = self.emb(hist)  # (B, L, d)
+        return self.pool(self.emb(hist), hist)
+
+    def pool(self, e: Tensor, hist: Tensor) -> Tensor:
+        """The summary of embedded histories e (B, L, d) with codes hist (B, L): what forward
+        computes after the lookup (explanations differentiate through it)."""
         valid = hist > 0  # (B, L)
         if self.kind == "gru":
             # left padding: the final state has read every real item, most recent last

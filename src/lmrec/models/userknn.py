@@ -34,6 +34,12 @@ from pydantic import Field
 
 from lmrec.data.dataset import Dataset, Sequences
 from lmrec.data.stats import DataStats, log_interp
+from lmrec.models.explanations import (
+    Explanation,
+    history_items,
+    history_row_values,
+    user_neighbours,
+)
 from lmrec.models.itemknn import KNNConfig, NeighbourModel, cosine_topk, topk_similarity
 from lmrec.models.redaction import UserRows, drop_entries
 from lmrec.train.options import TrainingOptions
@@ -91,6 +97,10 @@ class UserKNN(NeighbourModel):
     def _score(self, users: np.ndarray, histories: Sequences | None) -> np.ndarray:
         if histories is None:
             return self._vote(self.S_[users])
+        return self._vote(self._neighbours(histories))
+
+    def _neighbours(self, histories: Sequences) -> sp.csr_matrix:
+        """(B, n_users) the kept neighbours of each history with their weights."""
         cfg = self.config
         h = self._history_rows(histories, cfg.weighting)  # (B, n_items)
         norms = np.sqrt(np.asarray(h.multiply(h).sum(axis=1), np.float32).ravel())  # (B,)
@@ -98,7 +108,13 @@ class UserKNN(NeighbourModel):
         # the same float32 arithmetic as cosine_topk, so that ties break the same way
         sims = dots / (norms[:, None] * self.user_norms_[None, :]
                        + np.float32(cfg.shrink + 1e-12))
-        return self._vote(topk_similarity(sims, self._setting("k"), cfg.normalize))
+        return topk_similarity(sims, self._setting("k"), cfg.normalize)
+
+    def _explain(self, user: int, seqs: Sequences, items: np.ndarray) -> Explanation:
+        # the neighbours who voted, and the history items through which they were found
+        hist = history_items(seqs)
+        values = history_row_values(self, seqs, hist, self.config.weighting)
+        return user_neighbours(values, hist, self._neighbours(seqs), self._input(), items)
 
     def _vote(self, neighbours: sp.csr_matrix) -> np.ndarray:
         # (B, n_users) sparse @ (n_users, n_items) sparse -> dense (B, n_items)

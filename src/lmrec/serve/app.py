@@ -4,8 +4,11 @@
 
 Endpoints (OpenAPI docs at /docs, schema at /openapi.json):
 
-    GET    /v1/users/{user}/recommendations   ?k=&exclude_seen=&filter=&diversity=&explain=
-    POST   /v1/recommendations                an anonymous visitor's history in the body
+    GET    /v1/users/{user}/recommendations   ?k=&exclude_seen=&filter=&diversity=&rerank=
+                                              &explain= (rerank=NAME=WEIGHT[:ARG], repeatable:
+                                              lmrec.rerank; on top of `serve --rerank`)
+    POST   /v1/recommendations                an anonymous visitor's history in the body (and
+                                              the same options, rerank a list)
     GET    /v1/items/{item}/similar           ?k=
     POST   /v1/events                         a batch; write key; durable before the answer
     POST   /v1/feedback                       a click, cart or purchase on a response, linked by
@@ -73,6 +76,7 @@ from lmrec.serve.model_info import info_router
 from lmrec.serve.rerank import QueryError
 from lmrec.serve.security import KeyRing
 from lmrec.serve.service import NotFoundError, Result, Service, build_engine
+from lmrec.serve.stages import check_defaults
 from lmrec.serve.store import EventIn, EventStore, ImpressionWriter, StoreError, open_store
 from lmrec.serve.sync import BundleSync
 
@@ -115,6 +119,9 @@ class ServeSettings(BaseModel):
     log_impressions: bool = Field(True, description="log every response's impression")
     conversion_types: tuple[str, ...] = Field(("purchase",), description="feedback types "
                                               "counted as conversions")
+    rerank: tuple[str, ...] = Field((), description="default re-rankers of every request "
+                                    "(NAME=WEIGHT[:ARG]; a request's stage of the same name "
+                                    "replaces one)")
 
 
 def create_app(bundle_path: str | Path, store_url: str,
@@ -182,6 +189,7 @@ def _service(bundle_path: str | Path, store: EventStore, settings: ServeSettings
         service = Service.open(bundle_path, store, rules_path=settings.rules,
                                max_live_events=settings.max_live_events, sync=sync)
         service.explorer, service.impressions = explorer, writer
+        service.rerank = check_defaults(settings.rerank, [service.engine], explorer is not None)
         return service
     if explorer is not None and settings.interleave:
         raise ConfigError("--explore and --interleave cannot be combined: an interleaved "
@@ -193,7 +201,8 @@ def _service(bundle_path: str | Path, store: EventStore, settings: ServeSettings
     # no worker sync: the arms are fixed while the experiment runs (reloads are refused)
     return Service(first, store, rules_path=settings.rules,
                    max_live_events=settings.max_live_events, experiment=experiment,
-                   explorer=explorer, impressions=writer)
+                   explorer=explorer, impressions=writer,
+                   rerank=check_defaults(settings.rerank, engines.values(), explorer is not None))
 
 
 def app_from_env() -> FastAPI:
@@ -227,13 +236,15 @@ def _router(service: Service, metrics: ServiceMetrics, settings: ServeSettings,
         candidates: Annotated[list[str] | None, QueryParam(
             max_length=S.MAX_CANDIDATES, description="item id; repeatable: only these items "
             "may be recommended")] = None,
+        rerank: Annotated[list[str] | None, QueryParam(
+            max_length=S.MAX_RERANK, description=S.RERANK_HELP)] = None,
         log: Annotated[bool, QueryParam(
             description="false: a preview (dashboard, debugging): the arm's top-k, with no "
             "impression logged and no exploration")] = True,
     ) -> S.Recommendations:
         """Top-k items for a user: their training history plus every event accepted so far."""
         q = Query(k, exclude_seen, tuple(filter or ()), diversity, explain,
-                  tuple(candidates or ()))
+                  tuple(candidates or ()), tuple(rerank or ()))
         return _recommendations(svc.recommend_user(user, q, log=log), metrics)
 
     @r.post("/recommendations", response_model=S.Recommendations,
@@ -242,7 +253,7 @@ def _router(service: Service, metrics: ServiceMetrics, settings: ServeSettings,
         """Top-k items for an anonymous visitor from the history in the body (nothing is
         stored)."""
         q = Query(body.k, body.exclude_seen, tuple(body.filter), body.diversity, body.explain,
-                  tuple(body.candidates))
+                  tuple(body.candidates), tuple(body.rerank))
         return _recommendations(svc.recommend_visitor(body.history, q), metrics)
 
     @r.get("/items/{item}/similar", response_model=S.SimilarItems,

@@ -3,14 +3,21 @@
 `lmrec train --out OUT` writes it; `lmrec recommend OUT` and `lmrec serve OUT` read it.
 
     config.json, arrays.npz   the model (`Recommender.save`: config, learned arrays, id
-                              vocabularies, training seen-items)
+                              vocabularies, training seen-items); with `quantize` its large
+                              float32 arrays in fp16, or int8 with per-row scales (pq: int8),
+                              float32 again once loaded (`lmrec.models.precision`)
     items.parquet             the item table: row i describes internal item i (`item` + attributes)
+    users.parquet             the user table: row u describes internal user u (`user` +
+                              attributes, e.g. a risk tolerance for suitability re-ranking);
+                              bundles written before it existed load without it
     histories.npz             the training histories as `Sequences` arrays (row u = internal user
                               u, oldest first), the external user and item ids, and `redacted`
                               (n_users,) bool: users forgotten since training
     index/                    an ANN index over the item embeddings (`ItemIndex.save`), only for
                               `EmbeddingModel`s with a catalogue of at least
-                              `ann_threshold` items; smaller catalogues are searched exactly
+                              `ann_threshold` items; smaller catalogues are searched exactly;
+                              with `quantize` (fp16, int8, pq) always, holding codes: a flat
+                              scan below the threshold, an inverted file from it
     rules.json | rules.toml   optional business rules (see `lmrec.serve.rules.Rules`)
     bundle.json               written last, so a folder without it is an unfinished bundle:
                               format, format_version, model, model_version (creation time + a
@@ -19,19 +26,22 @@
                               `lmrec.integrity`), created_at, lmrec_version,
                               n_users, n_items, n_events, index ("index" or null),
                               embedding_scorer (the model is an `EmbeddingModel`),
-                              item_roles (attribute column -> role, for filters and diversity);
+                              item_roles (attribute column -> role, for filters and diversity),
+                              user_roles (the same for users.parquet),
+                              array_precision ("fp16" or "int8"; only when not float32);
                               after an erasure also redactions (users forgotten so far) and
                               redacted_at
 
 No pickle anywhere: arrays are .npz with `allow_pickle=False`, tables are Parquet.
 
 Erasure (`redact_bundle` in `lmrec.serve.erasure`, behind `DELETE /v1/users/{id}`): a training
-user's history row, seen items and per-user learned rows (`Recommender.redact_users`) are
-emptied in the files, which are written next to the old ones and swapped in with `os.replace`,
-bundle.json last with new digests and so a new model_version. Internal indices must not
-shift, so the user's external id stays in the id vocabularies (arrays.npz and histories.npz
-user_ids) until the model is retrained: a placeholder would break the sorted vocabulary's
-binary search, and integer ids have no free value to put there. The id then maps to nothing:
+user's history row, seen items, attributes (users.parquet) and per-user learned rows
+(`Recommender.redact_users`) are emptied in the files, which are written next to the old
+ones and swapped in with `os.replace`, bundle.json last with new digests and so a new
+model_version. Internal indices must not shift, so the user's external id stays in the id
+vocabularies (arrays.npz and histories.npz user_ids) until the model is retrained: a
+placeholder would break the sorted vocabulary's binary search, and integer ids have no free
+value to put there. The id then maps to nothing:
 `redacted` marks it, and the service treats it as an unknown user. Item-side state learned
 from the user's data (item factors, item similarities, network weights, item popularity in the
 model's own scores) stays until retraining; so do copies outside this folder (older bundles,
@@ -69,6 +79,7 @@ from lmrec.models.artifacts import ARRAYS_FILE, ids_array
 from lmrec.models.base import Recommender
 from lmrec.models.io import load_model
 from lmrec.models.kinds import EmbeddingModel
+from lmrec.models.precision import precision_for
 from lmrec.serve.retrieval import DEFAULT_ANN_THRESHOLD
 from lmrec.serve.rules import Rules
 from lmrec.version import __version__
@@ -78,6 +89,7 @@ BUNDLE_VERSION = 1
 BUNDLE_FILE = "bundle.json"
 HISTORIES_FILE = "histories.npz"
 ITEMS_FILE = "items.parquet"
+USERS_FILE = "users.parquet"
 INDEX_DIR = "index"
 RULES_FILES = ("rules.json", "rules.toml")
 LOCK_FILE = ".lock"
@@ -97,6 +109,7 @@ class Bundle:
     histories: Sequences
     index: Any | None  # lmrec.serve.retrieval.ItemIndex, loaded from index/ when present
     redacted: np.ndarray | None = None  # (n_users,) bool: users forgotten since training
+    user_table: pl.DataFrame | None = None  # row u = internal user u; None in older bundles
 
     @property
     def model_version(self) -> str:
@@ -113,11 +126,16 @@ class Bundle:
 
 def write_bundle(model: Recommender, dataset: Dataset, folder: str | Path, *,
                  ann_threshold: int = DEFAULT_ANN_THRESHOLD,
-                 rules: str | Path | None = None) -> Path:
+                 rules: str | Path | None = None, quantize: str = "none") -> Path:
     """Save a fitted `model` with what serving needs from the `dataset` it was trained on.
 
-    `rules`: an optional JSON or TOML rules file copied into the bundle.
+    `rules`: an optional JSON or TOML rules file copied into the bundle. `quantize`: "none",
+    or "fp16", "int8", "pq" to store the item index as codes (`lmrec.serve.codes`) and the
+    model's large arrays in fp16 or int8 (pq: int8; `lmrec.models.precision`).
     """
+    from lmrec.serve.codes import check_quantize
+
+    check_quantize(quantize)
     if model.users_ != dataset.users or model.items_ != dataset.items:
         raise InputError("the model was not trained on this dataset (id vocabularies differ)")
     rules_file = Path(rules) if rules is not None else None
@@ -128,16 +146,19 @@ def write_bundle(model: Recommender, dataset: Dataset, folder: str | Path, *,
     with bundle_lock(folder):
         tmp = Path(tempfile.mkdtemp(prefix=".write-", dir=folder))
         try:
-            return _write_bundle(model, dataset, folder, tmp, ann_threshold, rules_file)
+            return _write_bundle(model, dataset, folder, tmp, ann_threshold, rules_file,
+                                 quantize)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _write_bundle(model: Recommender, dataset: Dataset, folder: Path, tmp: Path,
-                  ann_threshold: int, rules: Path | None) -> Path:
+                  ann_threshold: int, rules: Path | None, quantize: str = "none") -> Path:
     """Write the files in `tmp` (inside `folder`), then move them in; bundle.json last."""
-    model.save(tmp)
+    precision = precision_for(quantize)
+    model.save(tmp, precision=precision)
     dataset.item_table.write_parquet(tmp / ITEMS_FILE)
+    dataset.user_table.write_parquet(tmp / USERS_FILE)
     seqs = dataset.sequences()
     np.savez(tmp / HISTORIES_FILE, allow_pickle=False,
              indptr=seqs.indptr, items=seqs.items, events=seqs.events,
@@ -145,10 +166,15 @@ def _write_bundle(model: Recommender, dataset: Dataset, folder: Path, tmp: Path,
              user_ids=ids_array(dataset.users), item_ids=ids_array(dataset.items),
              redacted=np.zeros(dataset.n_users, dtype=bool))
     index_name = None
-    if isinstance(model, EmbeddingModel) and dataset.n_items >= ann_threshold:
+    # a compressed index is written whatever the catalogue's size: it replaces the float32
+    # vectors that exact search would otherwise take from the model
+    if isinstance(model, EmbeddingModel) and (dataset.n_items >= ann_threshold
+                                              or quantize != "none"):
         from lmrec.serve.retrieval import ItemIndex
 
-        ItemIndex.build(model.item_embeddings(), kind="hnsw").save(tmp / INDEX_DIR)
+        kind = "exact" if dataset.n_items < ann_threshold else "auto"
+        ItemIndex.build(model.item_embeddings(), kind=kind, exact_below=ann_threshold,
+                        quantize=quantize).save(tmp / INDEX_DIR)
         index_name = INDEX_DIR
     if rules is not None:
         (tmp / f"rules{rules.suffix}").write_bytes(rules.read_bytes())
@@ -178,8 +204,11 @@ def _write_bundle(model: Recommender, dataset: Dataset, folder: Path, tmp: Path,
         "n_events": dataset.n_events,
         "index": index_name,
         "item_roles": {col: str(spec.role) for col, spec in dataset.item_schema.items()},
+        "user_roles": {col: str(spec.role) for col, spec in dataset.user_schema.items()},
         "embedding_scorer": isinstance(model, EmbeddingModel),
     }
+    if precision != "fp32":
+        meta["array_precision"] = precision
     (tmp / BUNDLE_FILE).write_text(json.dumps(meta, indent=2))
     fsync_file(tmp / BUNDLE_FILE)
     os.replace(tmp / BUNDLE_FILE, folder / BUNDLE_FILE)
@@ -278,7 +307,23 @@ def _load_bundle(folder: Path) -> Bundle:
     if redacted is not None and redacted.shape != (len(model.users_),):
         raise InputError("histories.npz: `redacted` must have one entry per user",
                          location=Location(str(folder / HISTORIES_FILE)))
-    return Bundle(folder, meta, model, items, seqs, index, redacted)
+    return Bundle(folder, meta, model, items, seqs, index, redacted,
+                  _user_table(folder, len(model.users_)))
+
+
+def _user_table(folder: Path, n_users: int) -> pl.DataFrame | None:
+    """users.parquet (one row per internal user), None for bundles written before it."""
+    path = folder / USERS_FILE
+    if not path.exists():
+        return None
+    try:
+        users = pl.read_parquet(path)
+    except Exception as exc:  # polars and pyarrow raise their own errors for a bad file
+        raise read_failure(path, exc) from exc
+    if users.height != n_users:
+        raise InputError("the bundle's files do not belong together (users.parquet has "
+                         f"{users.height} rows for {n_users} users)", location=Location(str(path)))
+    return users
 
 
 class _SharedLock:
@@ -403,6 +448,7 @@ def bundle_files(folder: Path, index_name: str | None,
     relative to the folder, path); `replaced` maps names to the temporary files about to take
     their place."""
     names = [CONFIG_FILE, ARRAYS_FILE, ITEMS_FILE, HISTORIES_FILE]
+    names += [USERS_FILE] if (folder / USERS_FILE).exists() else []
     names += [n for n in RULES_FILES if (folder / n).exists()]
     if index_name:
         names += sorted(p.relative_to(folder).as_posix()

@@ -15,6 +15,8 @@ engine (sharing its model, index, histories and caches) and the service swaps it
     hidden items     out of `rule_allowed`, the mask every answer already honours (filters,
                      candidates, similar items, the index's `allowed`), so that no path can
                      return them; `is_hidden` makes GET /v1/items/{id}/similar a 404
+    re-ranking       the re-rankers (`Engine.rerank_data`) read the item table with the
+                     changed rows' values and the new items (training popularity 0: long tail)
 """
 
 from __future__ import annotations
@@ -66,6 +68,9 @@ class CatalogueEngine(Engine):
                  encoder: ItemEncoder | None) -> None:
         # not Engine.__init__: everything derived from the bundle is shared with `base`
         self.__dict__.update(base.__dict__)
+        # but not the re-rankers' view of the catalogue: this one has other items
+        self.__dict__.pop("rerank_data", None)
+        self._pipelines = {}
         self.base, self.catalogue, self.n_base = base, overlay, base.n_items
         self.n_items = base.n_items + len(overlay.keys)
         self._encoder = encoder
@@ -110,6 +115,17 @@ class CatalogueEngine(Engine):
         if rows is not None and self._encoder is not None and not self._encoder.vectors:
             extra = self._encoder.scores(users, hist, rows)[0]
         return np.concatenate([np.asarray(base, dtype=np.float32), extra])
+
+    def _rerank_items(self) -> pl.DataFrame:
+        """The bundle's item table with the changed rows' new values and the new items after
+        it (row i = internal item i)."""
+        base, frame, rows = self.base._rerank_items(), self._filters.frame, self._filters.rows
+        if not frame.height:
+            return base
+        at = np.arange(self.n_items)  # row of base + frame, stacked, that item i comes from
+        at[rows] = base.height + np.arange(rows.size)
+        stacked = pl.concat([base, frame.select(base.columns)], how="vertical_relaxed")
+        return stacked[at]
 
     def similar(self, item: int, k: int) -> list[Scored]:
         if item >= self.n_base and item in self.catalogue.why:

@@ -21,13 +21,14 @@ from lmrec.serve.rerank import MAX_CACHED_FILTERS, ItemFilters, Similarity
 
 
 class ItemRows:
-    """Rows of the bundle's item vectors followed by the new items' (no copy of either):
-    `rows[idx]` gathers (len(idx), d), as indexing the concatenation would."""
+    """Rows of the bundle's item vectors (decoded by its index, `ItemIndex.vectors`) followed
+    by the new items' (no copy of either): `rows[idx]` gathers (len(idx), d), as indexing the
+    concatenation would."""
 
-    def __init__(self, base: np.ndarray, extra: np.ndarray) -> None:
+    def __init__(self, base: Any, extra: np.ndarray) -> None:
         self.base, self.extra = base, extra
-        self.shape = (base.shape[0] + extra.shape[0], base.shape[1])
-        self.dtype = base.dtype
+        self.shape = (base.n_items + extra.shape[0], base.dim)
+        self.dtype = np.dtype(np.float32)
 
     def __len__(self) -> int:
         return self.shape[0]
@@ -35,10 +36,10 @@ class ItemRows:
     def __getitem__(self, idx: Any) -> np.ndarray:
         idx = np.asarray(idx, dtype=np.int64)
         flat = idx.ravel()
-        n = self.base.shape[0]
+        n = self.base.n_items
         out = np.empty((flat.size, self.shape[1]), dtype=self.dtype)
         old = flat < n
-        out[old] = self.base[flat[old]]
+        out[old] = self.base.vectors(flat[old])
         out[~old] = self.extra[flat[~old] - n]
         return out.reshape(*idx.shape, self.shape[1])
 
@@ -55,7 +56,15 @@ class OverlayIndex:
 
     @property
     def item_vectors(self) -> ItemRows:
-        return ItemRows(self.base.item_vectors, self.extra)
+        return ItemRows(self.base, self.extra)
+
+    def vectors(self, idx: Any) -> np.ndarray:
+        """(len(idx), d) float32 vectors of items `idx` (as `ItemIndex.vectors`)."""
+        return self.item_vectors[np.asarray(idx, dtype=np.int64).ravel()]
+
+    def norms(self) -> np.ndarray:
+        """(n_items,) float32 vector lengths (as `ItemIndex.norms`)."""
+        return np.concatenate([self.base.norms(), np.linalg.norm(self.extra, axis=1)])
 
     def search(self, queries: np.ndarray, k: int, *,
                exclude: Sequence[np.ndarray] | None = None,

@@ -26,9 +26,15 @@ behaviour-weighted models give it weight 1.0, sequential models with behaviour e
 it their padding/unknown token, and its explanation names no behaviour ("because of X in your
 history").
 
-The candidates then go through filters, rules, boosts and diversity (`lmrec.serve.rerank`) and
-are explained (`lmrec.serve.explain`). An empty answer to a filtered request has a note naming
-the filter that left nothing.
+The candidates then go through filters, rules and boosts (`lmrec.serve.rerank`), the
+re-ranking stage (`lmrec.rerank`: `Query.rerank` specs such as `calibration=0.5` or
+`suitability=risk<=tolerance`; `diversity=x` is `mmr=x`) and are explained
+(`lmrec.serve.explain`). The re-rankers read the bundle's item and user tables (users.parquet;
+a bundle without one knows no user attributes), its training popularity and the engine's item
+similarity (`Similarity.pairwise`); a pipeline's hard constraints are a mask like a filter's,
+applied before the top-k, and its soft stages re-rank a pool of `pipeline.pool(k)` candidates
+after scoring, `now` being the request time. An empty answer to a filtered request has a note
+naming the filter that left nothing.
 """
 
 from __future__ import annotations
@@ -36,13 +42,17 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import polars as pl
 
 from lmrec.columns import Role
 from lmrec.data.dataset import Sequences
+from lmrec.errors import ConfigError
 from lmrec.models.kinds import EmbeddingModel
+from lmrec.rerank import RerankData, RerankPipeline, parse_rerank
 from lmrec.serve.bundle import Bundle
 from lmrec.serve.explain import (
     POPULAR_REASON,
@@ -53,8 +63,9 @@ from lmrec.serve.explain import (
     item_labels,
 )
 from lmrec.serve.filters import QueryError
-from lmrec.serve.rerank import MMR_POOL, ItemFilters, Similarity, mmr, top1
+from lmrec.serve.rerank import ItemFilters, Similarity, top1
 from lmrec.serve.rules import Rules
+from lmrec.serve.stages import http_message, request_specs, soft
 from lmrec.serve.store import StoredEvent
 
 if TYPE_CHECKING:  # an annotation only
@@ -62,13 +73,15 @@ if TYPE_CHECKING:  # an annotation only
 
 
 EXPLORE_POOL = 50  # smallest candidate pool an explorer draws from
+MAX_CACHED_PIPELINES = 256  # distinct re-ranking spec lists kept built per engine
 
 
 @dataclass(frozen=True)
 class Query:
     """What to recommend: `k` items, optionally without the history's items, only items
     matching every filter (and, when given, among the `candidates`, external item ids),
-    re-ranked for diversity (0..1), with explanations."""
+    re-ranked for diversity (0..1, i.e. `mmr=x`) and by the `rerank` specs
+    (`NAME=WEIGHT[:ARG]`, `lmrec.rerank`), with explanations."""
 
     k: int = 10
     exclude_seen: bool = True
@@ -76,6 +89,7 @@ class Query:
     diversity: float = 0.0
     explain: bool = False
     candidates: tuple[Any, ...] = ()
+    rerank: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -122,7 +136,7 @@ class Engine:
             # a saved index already holds the item vectors: no second copy of the catalogue
             self.index = bundle.index or ItemIndex.build(
                 np.asarray(self.model.item_embeddings(), dtype=np.float32), kind="exact")
-            norms = np.linalg.norm(self.index.item_vectors, axis=1).astype(np.float32)
+            norms = self.index.norms()  # decoded lengths when the index is compressed
         self._similarity = Similarity(self.model, self.index, norms, bundle.items, roles,
                                       self.n_items, ignores_history=self.ignores_history)
         self._labels = item_labels(bundle.items)
@@ -130,6 +144,8 @@ class Engine:
         self._filters = ItemFilters(bundle.items, roles, self.rules, self.n_items,
                                     self.item_indices)
         self.filter_columns = self._filters.filter_columns
+        self._roles = roles
+        self._pipelines: dict[tuple[str, ...], RerankPipeline] = {}
 
     # --- ids ------------------------------------------------------------------------------
     def user_key(self, raw: Any) -> tuple[str, Any, int]:
@@ -215,8 +231,19 @@ class Engine:
         allowed = f.allowed(query.filters)
         if query.candidates:  # an allow-list: a mask like a filter's
             allowed = self._candidate_mask(query.candidates, allowed)
-        pool = max(MMR_POOL, 4 * k) if query.diversity > 0 else (
-            explore_pool(k) if explorer is not None else k)
+        specs = request_specs(query.rerank, query.diversity)
+        pipeline = self.request_pipeline(specs) if specs else None
+        user = None
+        if pipeline is not None:
+            if explorer is not None and soft(specs):
+                raise QueryError("rerank: only hard constraints (suitability) while the server "
+                                 "explores (--explore draws the slate itself)")
+            user = self.rerank_data.user_context(user_idx, hist.items, now=int(time.time()))
+            hard = pipeline.allowed(user)  # the hard constraints: a mask like a filter's
+            if hard is not None:
+                allowed = hard if allowed is None else allowed & hard
+        pool = explore_pool(k) if explorer is not None else (
+            pipeline.pool(k) if pipeline is not None else k)
         note = None
         popular = self.ignores_history  # the same ranking for everyone
         users = np.array([user_idx], dtype=np.int64)
@@ -231,8 +258,9 @@ class Engine:
             idx, scores = f.search(self.index, q, pool, seen, allowed)
         else:
             idx, scores = f.top(self._scores(users, histories), pool, seen, allowed)
-        if query.diversity > 0:
-            idx, scores = mmr(idx, scores, k, query.diversity, self._similarity.pairwise)
+        if pipeline is not None and explorer is None:
+            assert user is not None
+            idx, scores = pipeline.rerank(idx, scores, k, user)
         propensity = np.ones(min(k, idx.size))  # deterministic top-k: each item surely there
         if explorer is not None and idx.size:
             order, propensity = explorer.slate(idx, scores, k,
@@ -243,20 +271,63 @@ class Engine:
         idx, scores = idx[:k], scores[:k]
         because: list[tuple[Any, str | None]] = [(None, None)] * idx.size
         if query.explain and idx.size:
+            # the model's own attribution of each score to the history (serve/explain.py)
             because = [(None, POPULAR_REASON)] * idx.size if popular else explain(
-                hist, idx, self._similarity.affinity, self.external_item, self._labels)
+                self.model, user_idx, hist, idx, self._similarity.affinity,
+                self.external_item, self._labels)
         if not idx.size and query.candidates:
             note = "; ".join(n for n in (note, "none of the candidates can be recommended")
                              if n)
         elif not idx.size:
             why = empty_filter_note(query.filters, f.filter_mask, f.rule_allowed,
                                     query.exclude_seen)
+            if why is None and pipeline is not None:
+                why = "no item meets the re-ranking constraints"
             note = "; ".join(n for n in (note, why) if n) or None
         items = [Scored(self.external_item(i), round(float(s), 6), b, r, float(p))
                  for i, s, (b, r), p in zip(idx, scores, because, propensity, strict=True)]
         return items, note
 
+    # --- re-ranking -------------------------------------------------------------------------
+    @cached_property
+    def rerank_data(self) -> RerankData:
+        """What the re-rankers know of the catalogue and the users; built on first use (an
+        engine that never re-ranks pays nothing)."""
+        items = self._rerank_items()
+        return RerankData(items, self._roles, self._popularity(items.height),
+                          similarity=self._similarity.pairwise, users=self.bundle.user_table)
+
+    def rerank_pipeline(self, specs: Sequence[Any]) -> RerankPipeline:
+        """The pipeline of `specs` (text or RerankSpec) over this bundle, built once per spec
+        list; ConfigError naming --rerank for one it cannot use."""
+        parsed = [parse_rerank(s) for s in specs]
+        key = tuple(str(s) for s in parsed)
+        found = self._pipelines.get(key)
+        if found is None:
+            found = RerankPipeline.build(parsed, self.rerank_data)
+            if len(self._pipelines) < MAX_CACHED_PIPELINES:  # bounded, like the filter masks
+                self._pipelines[key] = found
+        return found
+
+    def request_pipeline(self, specs: Sequence[Any]) -> RerankPipeline:
+        """`rerank_pipeline` for a request: QueryError naming `rerank` (HTTP 400)."""
+        try:
+            return self.rerank_pipeline(specs)
+        except ConfigError as exc:
+            raise QueryError(http_message(str(exc))) from None
+
+    def _popularity(self, n: int) -> np.ndarray:
+        """(n,) distinct training users per item (0 for items added since)."""
+        h = self.histories
+        rows = np.repeat(np.arange(h.indptr.size - 1, dtype=np.int64), np.diff(h.indptr))
+        pairs = np.unique(rows * max(n, 1) + h.items.astype(np.int64))
+        return np.bincount(pairs % max(n, 1), minlength=n)[:n].astype(np.float64)
+
     # --- hooks: the catalogue's engine (lmrec.serve.catalogue_engine) adds items here ---------
+    def _rerank_items(self) -> pl.DataFrame:
+        """The item table the re-rankers read: row i = internal item i."""
+        return self.bundle.items
+
     def _user_vectors(self, users: np.ndarray, histories: Sequences | None) -> np.ndarray:
         """(1, d) float32 query of an EmbeddingModel for the item index."""
         return np.asarray(self.model.user_embeddings(users, histories), dtype=np.float32)
@@ -277,7 +348,7 @@ class Engine:
         allowed = self._filters.rule_allowed
         if self.embedding:
             assert self.index is not None
-            idx, scores = self.index.search(self.index.item_vectors[one], k, exclude=[one],
+            idx, scores = self.index.search(self.index.vectors(one), k, exclude=[one],
                                             allowed=allowed)
             idx, scores = idx[0], scores[0]
             keep = idx >= 0

@@ -3,14 +3,16 @@
 
 What is erased: the user's events and cached state in the store (one transaction, with an
 anonymous audit row) and, when the served bundle was trained on them, their rows in the bundle
-(training history, seen items, per-user learned rows: `redact_bundle`), on disk and in memory.
+(training history, seen items, per-user learned rows, and their attributes in users.parquet,
+every value but the id made null: `redact_bundle`), on disk and in memory.
 
 The steps are ordered so that a failure at any of them leaves either all of it or none of it
 erased:
 
     1. prepare   Holding the bundle folder's lock exclusively (until step 3 is over): load the
                  bundle from disk (its digests checked), redact the user in memory, write the
-                 changed files (arrays.npz, histories.npz, then bundle.json with new digests)
+                 changed files (arrays.npz, histories.npz, users.parquet when the bundle
+                 has one, then bundle.json with new digests)
                  under temporary names inside the folder and build the engine that will serve
                  them. Nothing anyone can see has changed yet.
     2. store     One transaction: delete the user's events and cached state, write the audit
@@ -48,15 +50,19 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import polars as pl
 
+from lmrec import columns as C
 from lmrec.data.dataset import Sequences
 from lmrec.errors import LmrecError
 from lmrec.integrity import sha256_files
-from lmrec.models.artifacts import ARRAYS_FILE, ids_array
+from lmrec.models.artifacts import ARRAYS_FILE, ids_array, read_artifact_meta
 from lmrec.models.redaction import kept_entries
 from lmrec.serve.bundle import (
     BUNDLE_FILE,
+    CONFIG_FILE,
     HISTORIES_FILE,
+    USERS_FILE,
     Bundle,
     bundle_files,
     bundle_lock,
@@ -73,7 +79,8 @@ from lmrec.serve.sync import POINTER_KEY, SYSTEM_USER, BundleSync
 
 log = logging.getLogger("lmrec.serve")
 
-SWAPPED = (ARRAYS_FILE, HISTORIES_FILE, BUNDLE_FILE)  # the files a redaction replaces, in order
+# the files a redaction replaces, in order (users.parquet too, before bundle.json, when present)
+SWAPPED = (ARRAYS_FILE, HISTORIES_FILE, BUNDLE_FILE)
 _OLD = ".old"  # suffix of the kept copy of a replaced file, inside the temporary folder
 
 
@@ -121,6 +128,7 @@ class RedactionPlan:
     users: int
     base_version: str
     moved: list[str] = field(default_factory=list)
+    swapped: tuple[str, ...] = SWAPPED  # the files `commit` replaces, in order
 
     def commit(self) -> None:
         """Swap the new files in, bundle.json last, keeping each old file in `tmp` first (a
@@ -128,9 +136,9 @@ class RedactionPlan:
         back."""
         if not self.users:
             return
-        for name in SWAPPED:
+        for name in self.swapped:
             _keep(self.folder / name, self.tmp / (name + _OLD))
-        for name in SWAPPED:
+        for name in self.swapped:
             os.replace(self.tmp / name, self.folder / name)
             self.moved.append(name)
         fsync_dir(self.folder)
@@ -178,7 +186,8 @@ def redact_bundle(folder: str | Path, users: Sequence[Any]) -> Redaction:
     """Forget training users in the bundle at `folder` (external ids; others are ignored).
 
     Their histories.npz row and seen items are emptied and their per-user learned rows zeroed
-    (`Recommender.redact_users`); `redacted` marks them. The changed files are written in a
+    (`Recommender.redact_users`); `redacted` marks them; arrays.npz keeps the precision it was
+    saved in (`write_bundle(quantize=...)`). The changed files are written in a
     temporary folder inside `folder`, flushed to disk and moved over the old ones with
     `os.replace`, then bundle.json (new digests and model_version, `redactions` counted up).
     Holds the folder's lock, and reads the files again under it, so that concurrent erasures
@@ -206,13 +215,25 @@ def _prepare(folder: Path, tmp: Path, users: Sequence[Any]) -> RedactionPlan:
     indptr, keep = kept_entries(h.indptr, idx)
     seqs = Sequences(indptr, h.items[keep], h.events[keep], h.timestamps[keep], h.event_types)
     redacted[idx] = True
-    model.save(tmp)  # its config.json is not used: the config has not changed
+    # in the precision the bundle's arrays were saved in (a quantized bundle stays so); its
+    # config.json is not used unless what it records of the arrays changed (it cannot: the
+    # redaction keeps every array's shape)
+    saved = read_artifact_meta(folder)
+    model.save(tmp, precision=str(saved.get("array_precision", "fp32")))
+    config_changed = (read_artifact_meta(tmp).get("quantized_arrays")
+                      != saved.get("quantized_arrays"))
     np.savez(tmp / HISTORIES_FILE, allow_pickle=False, indptr=seqs.indptr, items=seqs.items,
              events=seqs.events, timestamps=seqs.timestamps,
              event_types=np.asarray(seqs.event_types, dtype=np.str_),
              user_ids=ids_array(model.users_), item_ids=ids_array(model.items_),
              redacted=redacted)
-    replaced = {name: tmp / name for name in (ARRAYS_FILE, HISTORIES_FILE)}
+    users_table = bundle.user_table
+    if users_table is not None:  # the attributes go too; the id stays, as in the vocabulary
+        users_table = blank_rows(users_table, redacted)
+        users_table.write_parquet(tmp / USERS_FILE)
+    changed = (ARRAYS_FILE, HISTORIES_FILE, *((USERS_FILE,) if users_table is not None else ()),
+               *((CONFIG_FILE,) if config_changed else ()))
+    replaced = {name: tmp / name for name in changed}
     for path in replaced.values():
         fsync_file(path)
     digest, files = sha256_files(bundle_files(folder, meta.get("index"), replaced))
@@ -223,8 +244,16 @@ def _prepare(folder: Path, tmp: Path, users: Sequence[Any]) -> RedactionPlan:
             "redacted_at": time.time()}
     (tmp / BUNDLE_FILE).write_text(json.dumps(meta, indent=2))
     fsync_file(tmp / BUNDLE_FILE)
-    new = Bundle(folder, meta, model, bundle.items, seqs, bundle.index, redacted)
-    return RedactionPlan(folder, tmp, meta, new, int(idx.size), bundle.model_version)
+    new = Bundle(folder, meta, model, bundle.items, seqs, bundle.index, redacted, users_table)
+    return RedactionPlan(folder, tmp, meta, new, int(idx.size), bundle.model_version,
+                         swapped=(*changed, BUNDLE_FILE))
+
+
+def blank_rows(table: pl.DataFrame, rows: np.ndarray) -> pl.DataFrame:
+    """`table` with every column but the user id null in the rows marked by `rows` (bool)."""
+    gone = pl.Series(rows.astype(bool))
+    return table.with_columns(pl.when(gone).then(None).otherwise(pl.col(c)).alias(c)
+                              for c in table.columns if c != C.USER)
 
 
 def _keep(path: Path, copy: Path) -> None:

@@ -1,12 +1,16 @@
 """Why an item is recommended, and why nothing is: the history item behind it, and the words.
 
-Explanations: for each recommended item, the history item (of the latest 50 distinct ones) with
-the largest affinity to it: embedding cosine, else the score the model gives the item from a
-history of that single item (for EASE and the neighbour models, exactly that item's
-contribution to the score), else the model's `item_similarity` (co-occurrence cosine by
-default; `lmrec.serve.rerank.Similarity`). A ranking that is the same for everyone (a model that
-ignores histories, such as popularity, or the most-popular fallback) is explained as such, by no
-history item.
+Explanations: for each recommended item, the history item with the largest attribution in the
+model's own explanation of its score (`Recommender.explain`, `lmrec.models.explanations`): the
+exact linear term for EASE / SLIM / ItemKNN, implicit's decomposition for ALS, the history items
+through which the neighbours were found for UserKNN, gradient x input for SASRec, GRU4Rec and
+the two-tower, the exact score drop on removing the item (occlusion) for the other models. An
+item whose score no history item raised names none. Items the model never saw (added through
+the catalogue API after training), and histories made only of such items, have no attribution
+in the model: for them the rule is the history item (of the latest 50 distinct ones) with the
+largest affinity (`lmrec.serve.rerank.Similarity`). A ranking that is the same for everyone (a
+model that ignores histories, such as popularity, or the most-popular fallback) is explained as
+such, by no history item.
 
 Reasons. A recommendation explained by a history item says what the user did with it
 ("because you bought X"; "because of X in your history" for a behaviour type without a verb
@@ -93,29 +97,64 @@ def empty_filter_note(filters: Sequence[str], mask: Callable[[str], np.ndarray],
     return f"no item matching {named} could be recommended"
 
 
-def explain(hist: Sequences, rec: np.ndarray,
+def explain(model: Recommender, user: int, hist: Sequences, rec: np.ndarray,
             affinity: Callable[[np.ndarray, np.ndarray], np.ndarray],
             external_item: Callable[[int], Any], labels: list[str] | None
             ) -> list[tuple[Any, str | None]]:
     """Per recommended item: (external id of the history item behind it, a sentence).
-    `affinity(src, rec)` is the (len(src), len(rec)) affinity of history items to them."""
+
+    The top-attributed history item of `model.explain(user, hist, rec)` (module docstring);
+    for recommended items beyond the model's vocabulary, or a history without items it knows,
+    `affinity(src, rec)`, the (len(src), len(rec)) affinity of history items to them."""
+    n_model = model.n_items
+    rec = np.asarray(rec, dtype=np.int64)
+    known = hist.items < n_model
+    out: list[tuple[Any, str | None]] = [(None, None)] * rec.size
+    in_model = np.flatnonzero(rec < n_model) if known.any() else np.zeros(0, np.int64)
+    if in_model.size:
+        seqs = hist if known.all() else _take_events(hist, known)
+        best, _ = model.explain(user, seqs, rec[in_model]).top()
+        for j, item in zip(in_model, best, strict=True):
+            if item >= 0:
+                out[j] = _named(hist, int(item), external_item, labels)
+    rest = np.setdiff1d(np.arange(rec.size), in_model)
+    if rest.size:
+        for j, named in zip(rest, _by_affinity(hist, rec[rest], affinity, external_item,
+                                               labels), strict=True):
+            out[j] = named
+    return out
+
+
+def _take_events(hist: Sequences, keep: np.ndarray) -> Sequences:
+    """The one-row history `hist` with only the events `keep` (bool)."""
+    return Sequences(np.array([0, int(keep.sum())], dtype=np.int64), hist.items[keep],
+                     hist.events[keep], hist.timestamps[keep], hist.event_types)
+
+
+def _named(hist: Sequences, item: int, external_item: Callable[[int], Any],
+           labels: list[str] | None) -> tuple[Any, str]:
+    """(external id, reason) for history item `item`, with the type of its latest event."""
+    last = int(np.flatnonzero(hist.items == item)[-1])
+    etype = hist.event_types[hist.events[last]] if hist.event_types else UNKNOWN_EVENT
+    label = labels[item] if labels is not None else str(external_item(item))
+    return external_item(item), history_reason(label, etype)
+
+
+def _by_affinity(hist: Sequences, rec: np.ndarray,
+                 affinity: Callable[[np.ndarray, np.ndarray], np.ndarray],
+                 external_item: Callable[[int], Any], labels: list[str] | None
+                 ) -> list[tuple[Any, str | None]]:
+    """The history item (of the latest EXPLAIN_HISTORY distinct ones) with the largest
+    affinity to each of `rec`, where positive."""
     rev_items = hist.items[::-1]
     uniq, first = np.unique(rev_items, return_index=True)
     order = np.argsort(first)[:EXPLAIN_HISTORY]  # most recent first
     src = uniq[order].astype(np.int64)
-    src_events = hist.events[::-1][first[order]]
     aff = affinity(src, rec)  # (n_src, k)
     best = aff.argmax(axis=0)
-    out: list[tuple[Any, str | None]] = []
-    for j, b in enumerate(best):
-        if not np.isfinite(aff[b, j]) or aff[b, j] <= 0:
-            out.append((None, None))
-            continue
-        item = int(src[b])
-        etype = hist.event_types[src_events[b]] if hist.event_types else UNKNOWN_EVENT
-        label = labels[item] if labels is not None else str(external_item(item))
-        out.append((external_item(item), history_reason(label, etype)))
-    return out
+    return [(None, None) if not np.isfinite(aff[b, j]) or aff[b, j] <= 0
+            else _named(hist, int(src[b]), external_item, labels)
+            for j, b in enumerate(best)]
 
 
 def item_labels(items: pl.DataFrame) -> list[str] | None:

@@ -1,14 +1,17 @@
-"""Candidates after the model's scores: filters, the rules' exclusions and boosts, diversity.
+"""Candidates after the model's scores: filters, the rules' exclusions and boosts; the item
+similarity behind diversity.
 
 Filters (`column:value`, `column:a|b`, `column:lo..hi`, `column<x`: `lmrec.serve.filters`, on
 the item table) and the rules' exclusions make a mask
 of allowed items: exact scoring sets the others to -inf, the index over-fetches. Boosts add a
 constant to the scores of the items a filter matches (over-fetching 4x on the index path).
 
-Diversity: maximal marginal relevance (Carbonell & Goldstein 1998) over a pool of the
-max(50, 4k) best candidates, picking in turn the candidate with the largest
-(1 - diversity) * relevance - diversity * (max similarity to those picked), relevance being the
-score min-max scaled over the pool. Similarity is the cosine of the model's item embeddings,
+Diversity (`diversity=x`, i.e. the re-ranker `mmr=x` of `lmrec.rerank`, run by the engine with
+the other re-rankers; `mmr` here is that function, kept under its old name): maximal marginal
+relevance (Carbonell & Goldstein 1998) over a pool of the max(50, 4k) best candidates, picking
+in turn the candidate with the largest (1 - diversity) * relevance - diversity * (max
+similarity to those picked), relevance being the score min-max scaled over the pool.
+Similarity (`Similarity.pairwise`) is the cosine of the model's item embeddings,
 else of the items' categorical and multi-valued attributes, else the model's `item_similarity`
 (the cosine of the items' training co-occurrence by default) (`Similarity`, also behind
 explanations and similar items).
@@ -30,10 +33,10 @@ from lmrec.data.dataset import Sequences
 from lmrec.errors import ConfigError
 from lmrec.models.base import Recommender
 from lmrec.models.ranking import top_k
+from lmrec.rerank import mmr as mmr  # re-exported: lmrec.serve.rerank.mmr is the stage's MMR
 from lmrec.serve.filters import QueryError, filter_column, filter_hits
 from lmrec.serve.rules import Rules
 
-MMR_POOL = 50  # at least this many candidates for diversity re-ranking
 BOOST_OVERFETCH = 4
 MAX_CACHED_FILTERS = 256
 
@@ -183,32 +186,8 @@ class Similarity:
     def _unit(self, idx: np.ndarray) -> np.ndarray:
         """(len(idx), d) unit item vectors of the items `idx` (gathered, then scaled)."""
         assert self.norms is not None
-        rows = self.index.item_vectors[idx]
+        rows = self.index.vectors(idx)  # decoded on demand (a compressed index)
         return rows / np.maximum(self.norms[idx], 1e-12)[:, None]
-
-
-def mmr(idx: np.ndarray, scores: np.ndarray, k: int, lam: float,
-        pairwise: Callable[[np.ndarray], np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    """Maximal marginal relevance re-ranking of the candidates (best first) down to k."""
-    n = idx.size
-    if n <= 1:
-        return idx, scores
-    sim = pairwise(idx)  # (n, n)
-    span = float(scores.max() - scores.min())
-    rel = (scores - scores.min()) / span if span > 0 else np.ones(n, dtype=np.float32)
-    picked = [0]
-    free = np.ones(n, dtype=bool)
-    free[0] = False
-    max_sim = sim[0].copy()
-    for _ in range(min(k, n) - 1):
-        gain = (1.0 - lam) * rel - lam * max_sim
-        gain[~free] = -np.inf
-        j = int(np.argmax(gain))
-        picked.append(j)
-        free[j] = False
-        np.maximum(max_sim, sim[j], out=max_sim)
-    order = np.asarray(picked)
-    return idx[order], scores[order]
 
 
 # --- helpers ---------------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""Top-k item retrieval by inner product: exact (matrix product) or approximate (faiss HNSW).
+"""Top-k item retrieval by inner product: exact (matrix product) or approximate (faiss HNSW),
+over float32 vectors or over compressed codes (fp16, int8, PQ: `lmrec.serve.codes`).
 
 `ItemIndex` answers: for query vectors q (B, d), the k items i maximising q . v_i, with
 per-row exclusions (seen items, business rules) and an optional catalogue-wide `allowed` mask
@@ -27,11 +28,23 @@ Ties: equal scores go to the smaller item index (`lmrec.models.ranking.top_k`). 
 scores each set of identical item vectors once and gives that score to all of them
 (`lmrec.serve.vector_ties`: a BLAS product may score two copies of one vector apart).
 
+Compression (`quantize`: "fp16", "int8" or "pq"; "none" by default): the index keeps faiss
+codes instead of the float32 vectors, searched by a flat scan over all codes (kind "exact") or
+through an inverted file (kind "ivf", which "auto" picks for large catalogues when quantising;
+see `lmrec.serve.codes` for why not HNSW). Scores are the inner products with the decoded
+vectors. Exclusions and filters over-fetch as on the HNSW path; a flat scan answers every row
+completely, an inverted file whose probed lists run dry scans all lists. A tie between the
+k-th score and the weakest fetched one fetches more, so ties still go to the smaller index.
+`vectors(idx)` decodes rows on demand and `norms()` gives their lengths: callers never need
+the whole float32 matrix.
+
 Threads: the build uses all cores (`threads`); searches run on `search_threads` OpenMP threads
 (1 by default: one request per server worker thread; the setting is per calling thread).
 
-Saved as a folder: `index.json` (kind, sizes, parameters) plus `hnsw.faiss`
-(faiss.write_index) or `vectors.npy` for the exact kind; no pickle.
+Saved as a folder: `index.json` (kind, quantize, sizes, parameters) plus `hnsw.faiss`
+(faiss.write_index), `vectors.npy` for the exact kind, or `codes.faiss` for a compressed or
+IVF index (index.json format_version 2; version 1 folders, written before compression, load
+as before); no pickle.
 """
 
 from __future__ import annotations
@@ -46,41 +59,54 @@ import numpy as np
 
 from lmrec.errors import ConfigError, InputError, Location
 from lmrec.jsonfile import read_json
+from lmrec.serve import codes as C
+from lmrec.serve.index_search import flatten_rows, search_codes, search_hnsw, top_k
 from lmrec.serve.vector_ties import Duplicates, find_duplicates, tie_duplicates
 
 INDEX_FORMAT = "lmrec-item-index"
-INDEX_VERSION = 1
+INDEX_VERSION = 2  # 2: quantize and the ivf kind; version 1 (float32 only) still loads
+_PLAIN_VERSION = 1  # written for float32 exact/hnsw indexes, which older lmrec reads too
 _META = "index.json"
 _HNSW_FILE = "hnsw.faiss"
 _VECTORS_FILE = "vectors.npy"
+_CODES_FILE = "codes.faiss"
 _SCORE_BLOCK_BYTES = 128 * 2**20  # (rows, n_items) float32 scores computed at once
 _ADD_CHUNK = 50_000  # HNSW insertions per faiss call (progress granularity)
+_NORM_BLOCK = 65_536  # rows decoded at once for norms()
 # Catalogues from this size up get an HNSW index (below it exact search is fast: 100k x 64
 # float32 inner products take about 1 ms a query).
 DEFAULT_ANN_THRESHOLD = 100_000
 GRAPH_NORM_POWER = 0.5  # the HNSW graph is built on v * |v|^(p - 1): norms damped to |v|^p
 
-Kind = Literal["exact", "hnsw"]
+Kind = Literal["exact", "hnsw", "ivf"]
 
 
 class ItemIndex:
     """Inner-product top-k over a fixed item catalogue. Build with `ItemIndex.build`."""
 
     kind: Kind
+    quantize: str  # "none", "fp16", "int8" or "pq"
     n_items: int
     dim: int
 
-    def __init__(self, kind: Kind, vectors: np.ndarray, *, faiss_index: Any = None,
-                 params: dict[str, int] | None = None) -> None:
+    def __init__(self, kind: Kind, vectors: np.ndarray | None, *, faiss_index: Any = None,
+                 params: dict[str, int] | None = None, quantize: str = "none") -> None:
         """Internal: use `build` or `load`. `vectors` (n_items, dim) float32, possibly a view
-        into `faiss_index`'s storage (which must then stay alive with it)."""
+        into `faiss_index`'s storage (which must then stay alive with it); None when
+        `faiss_index` holds codes (a quantised or IVF index)."""
         self.kind = kind
-        self.n_items, self.dim = vectors.shape
+        self.quantize = quantize
         self._vectors = vectors
         self._faiss = faiss_index
+        self.n_items, self.dim = (vectors.shape if vectors is not None
+                                  else (int(faiss_index.ntotal), int(faiss_index.d)))
+        # (n, code_size) view of a flat codes index, for decoding rows by index
+        self._codes = (C.flat_codes_view(faiss_index) if vectors is None and kind == "exact"
+                       else None)
         self.params = dict(params or {})
         self.search_threads = 1
         self._dups: Duplicates | bool | None = False  # False: not looked for yet
+        self._norms: np.ndarray | None = None
 
     # --- construction -----------------------------------------------------------------
     @classmethod
@@ -95,12 +121,17 @@ class ItemIndex:
         ef_search: int = 64,
         threads: int | None = None,
         progress: bool = False,
+        quantize: str = "none",
+        nlist: int | None = None,
     ) -> ItemIndex:
         """Index `item_vecs` (n_items, d) for inner-product search.
 
-        `kind`: "exact", "hnsw", or "auto" (exact below `exact_below` items, else hnsw).
-        `threads`: OpenMP threads for the HNSW build (default: all cores).
+        `kind`: "exact", "hnsw", "ivf", or "auto" (exact below `exact_below` items, else
+        hnsw, or ivf when quantising). `quantize`: "none" (float32), "fp16", "int8" or "pq"
+        codes (exact or ivf kinds). `nlist`: inverted lists of an ivf index (default about
+        4 sqrt(n)). `threads`: OpenMP threads for the build (default: all cores).
         """
+        C.check_quantize(quantize)
         vecs = _as_matrix(item_vecs, "item_vecs")
         if vecs.shape[0] == 0 or vecs.shape[1] == 0:
             raise InputError("item_vecs: need at least one item and one dimension",
@@ -108,11 +139,20 @@ class ItemIndex:
         if not np.isfinite(vecs).all():
             raise InputError("item_vecs: contains NaN or infinite values")
         if kind == "auto":
-            kind = "exact" if vecs.shape[0] < exact_below else "hnsw"
+            big = "hnsw" if quantize == "none" else "ivf"
+            kind = "exact" if vecs.shape[0] < exact_below else big
+        if kind not in ("exact", "hnsw", "ivf"):
+            raise ConfigError(f"kind: unknown index kind {kind!r} (known: auto, exact, hnsw, "
+                              "ivf)")
+        if kind == "ivf" or quantize != "none":
+            if kind == "hnsw":
+                raise ConfigError(f"quantize: an hnsw index keeps float32 vectors; use kind "
+                                  f"'ivf' or 'exact' for {quantize} codes")
+            index, params = C.build_codes(vecs, kind, quantize, nlist=nlist, threads=threads)
+            return cls(kind, None, faiss_index=index, params=params,  # type: ignore[arg-type]
+                       quantize=quantize)
         if kind == "exact":
             return cls("exact", np.ascontiguousarray(vecs))
-        if kind != "hnsw":
-            raise ConfigError(f"kind: unknown index kind {kind!r} (known: auto, exact, hnsw)")
         for name, value in (("hnsw_m", hnsw_m), ("ef_construction", ef_construction),
                             ("ef_search", ef_search)):
             if value < 1:
@@ -159,11 +199,63 @@ class ItemIndex:
         self.params["ef_search"] = int(value)
 
     @property
+    def nprobe(self) -> int:
+        """Inverted lists an ivf index scans per query (recall vs speed); 0 for others."""
+        return int(self.params.get("nprobe", 0))
+
+    @nprobe.setter
+    def nprobe(self, value: int) -> None:
+        if self.kind != "ivf":
+            raise ConfigError("nprobe: only an ivf index has it")
+        if not 1 <= value <= self.params["nlist"]:
+            raise ConfigError(f"nprobe: must lie in [1, {self.params['nlist']}], got {value}")
+        self.params["nprobe"] = int(value)
+
+    @property
     def item_vectors(self) -> np.ndarray:
-        """(n_items, dim) float32 item vectors (read-only; a view for hnsw)."""
+        """(n_items, dim) float32 item vectors (read-only; a view for float32 exact and hnsw
+        indexes, all rows decoded for a compressed one: prefer `vectors(idx)`)."""
+        if self._vectors is None:
+            return self.vectors(np.arange(self.n_items))
         view = self._vectors.view()
         view.flags.writeable = False
         return view
+
+    def vectors(self, idx: np.ndarray | Sequence[int]) -> np.ndarray:
+        """(len(idx), dim) float32 vectors of the items `idx`, decoded from the codes of a
+        compressed index (what its scores are inner products with)."""
+        arr = np.asarray(idx)
+        if arr.size and not np.issubdtype(arr.dtype, np.integer):
+            raise InputError("idx: item indices must be integers", found=str(arr.dtype))
+        arr = arr.astype(np.int64, copy=False).ravel()
+        if arr.size and (arr.min() < 0 or arr.max() >= self.n_items):
+            raise InputError(f"idx: item indices must lie in [0, {self.n_items})",
+                             found=f"range [{arr.min()}, {arr.max()}]")
+        if self._vectors is not None:
+            return self._vectors[arr]
+        return C.decode(self._faiss, self.kind, self._codes, arr)
+
+    def norms(self) -> np.ndarray:
+        """(n_items,) float32 lengths of the item vectors (decoded ones when compressed);
+        computed once, in blocks, and kept (4 bytes an item)."""
+        if self._norms is None:
+            out = np.empty(self.n_items, np.float32)
+            for start in range(0, self.n_items, _NORM_BLOCK):
+                rows = self.vectors(np.arange(start, min(start + _NORM_BLOCK, self.n_items)))
+                out[start : start + rows.shape[0]] = np.linalg.norm(rows, axis=1)
+            self._norms = out
+        view = self._norms.view()
+        view.flags.writeable = False
+        return view
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of memory the index holds for its items (vectors or codes, graph links,
+        inverted lists, codebooks; the norms once computed)."""
+        extra = 0 if self._norms is None else self._norms.nbytes
+        if self._faiss is None:
+            return int(self._vectors.nbytes) + extra  # type: ignore[union-attr]
+        return C.code_bytes(self._faiss) + extra
 
     # --- search -----------------------------------------------------------------------
     def search(
@@ -195,10 +287,12 @@ class ItemIndex:
         out_s = np.full((b, k), -np.inf, dtype=np.float32)
         if b == 0 or k == 0:
             return out_i, out_s
-        if self.kind == "exact":
+        if self._vectors is None:
+            search_codes(self, q, k, excl, allow, out_i, out_s)
+        elif self.kind == "exact":
             self._search_exact(q, k, excl, allow, np.arange(b), out_i, out_s)
         else:
-            self._search_hnsw(q, k, excl, allow, out_i, out_s)
+            search_hnsw(self, q, k, excl, allow, out_i, out_s)
         return out_i, out_s
 
     def _search_exact(self, q: np.ndarray, k: int, excl: list[np.ndarray] | None,
@@ -218,85 +312,42 @@ class ItemIndex:
                 blank = ~allow
             else:
                 subset = np.flatnonzero(allow)
-        vecs = self._vectors if subset is None else self._vectors[subset]  # (m, d)
+        if subset is None and self._vectors is None:
+            raise AssertionError("a compressed index scans its codes (codes.search_codes)")
+        # (m, d): a compressed index decodes the allowed subset (a selective filter)
+        vecs = self._vectors if subset is None else self.vectors(subset)
+        dups = self._duplicates(vecs, subset)
         m = vecs.shape[0]
         block = max(1, _SCORE_BLOCK_BYTES // (4 * m))
         for start in range(0, rows.size, block):
             r = rows[start : start + block]
             scores = q[r] @ vecs.T  # (len(r), m)
-            self._tie_duplicates(q[r], scores, subset)
+            if dups is not None:
+                tie_duplicates(dups, q[r], scores, subset if self._vectors is not None else None)
             if blank is not None:
                 scores[:, blank] = -np.inf
             if excl is not None:
-                row_of, items = _flatten_rows([excl[i] for i in r])
+                row_of, items = flatten_rows([excl[i] for i in r])
                 if subset is not None:  # item index -> position in the subset (if allowed)
                     pos = np.minimum(np.searchsorted(subset, items), m - 1)
                     keep = subset[pos] == items
                     row_of, items = row_of[keep], pos[keep]
                 scores[row_of, items] = -np.inf
-            idx, vals = _top_k(scores, k)
+            idx, vals = top_k(scores, k)
             if subset is not None:
                 idx = np.where(idx >= 0, subset[np.maximum(idx, 0)], -1)
             out_i[r, : idx.shape[1]] = idx
             out_s[r, : idx.shape[1]] = vals
 
-    def _tie_duplicates(self, q: np.ndarray, scores: np.ndarray,
-                        subset: np.ndarray | None) -> None:
-        """Give the items of each set of identical vectors one score, computed once, in
-        `scores` (len(q), n_items), or (len(q), len(subset)) over the items `subset`."""
+    def _duplicates(self, vecs: np.ndarray, subset: np.ndarray | None) -> Duplicates | None:
+        """The sets of identical item vectors, so that each set is scored once (exact search
+        gives them one score): found once over the float32 vectors (positions are item
+        indices), or over a compressed index's decoded subset `vecs` (positions in it)."""
+        if self._vectors is None:
+            return find_duplicates(vecs)
         if self._dups is False:
             self._dups = find_duplicates(self._vectors)
-        if isinstance(self._dups, Duplicates):
-            tie_duplicates(self._dups, q, scores, subset)
-
-    def _search_hnsw(self, q: np.ndarray, k: int, excl: list[np.ndarray] | None,
-                     allow: np.ndarray | None, out_i: np.ndarray, out_s: np.ndarray) -> None:
-        import faiss
-
-        b = q.shape[0]
-        n_allowed = self.n_items if allow is None else int(allow.sum())
-        if n_allowed == 0:
-            return
-        n_excl = np.zeros(b, np.int64) if excl is None else np.array([e.size for e in excl])
-        # neighbours to fetch so that k survive the exclusions and the filter, on average
-        fetch = np.ceil((k + n_excl) * (self.n_items / n_allowed)).astype(np.int64)
-        # A search for f neighbours visits about f * 2M vectors; past the allowed subset's
-        # size, exact search over that subset is both cheaper and complete.
-        visits_per_result = 2 * self.params["hnsw_m"]
-        pending = np.arange(b)
-        faiss.omp_set_num_threads(self.search_threads)
-        while pending.size:
-            too_costly = fetch[pending] * visits_per_result >= n_allowed
-            if too_costly.any():
-                self._search_exact(q, k, excl, allow, pending[too_costly], out_i, out_s)
-                pending = pending[~too_costly]
-                if not pending.size:
-                    break
-            f = int(fetch[pending].max())
-            params = faiss.SearchParametersHNSW(efSearch=max(self.ef_search, f))
-            _, cand = self._faiss.search(q[pending], f, params=params)  # (P, f), -1 padded
-            cand.sort(axis=1)  # by item index, so that ties go to the smaller one
-            valid = cand >= 0
-            if allow is not None:
-                valid &= allow[np.maximum(cand, 0)]
-            if excl is not None:
-                valid &= ~_member(cand, [excl[i] for i in pending], self.n_items)
-            # exact inner products for the candidates, -inf where filtered out
-            safe = np.where(valid, cand, 0)
-            scores = np.einsum("pd,pfd->pf", q[pending], self._vectors[safe])
-            scores[~valid] = -np.inf
-            n_valid = valid.sum(axis=1)
-            finished = n_valid >= k
-            # a walk that returned fewer than f neighbours cannot gain from a bigger fetch
-            ran_dry = ~finished & (cand < 0).any(axis=1)
-            idx, vals = _top_k(scores[finished], k)
-            rows = pending[finished]
-            out_i[rows] = np.take_along_axis(cand[finished], idx, axis=1)
-            out_s[rows] = vals
-            if ran_dry.any():
-                self._search_exact(q, k, excl, allow, pending[ran_dry], out_i, out_s)
-            pending = pending[~(finished | ran_dry)]
-            fetch[pending] *= 2
+        return self._dups if isinstance(self._dups, Duplicates) else None
 
     # --- input checks -----------------------------------------------------------------
     def _check_exclude(self, exclude: Sequence[np.ndarray] | None,
@@ -331,13 +382,22 @@ class ItemIndex:
 
     # --- persistence ------------------------------------------------------------------
     def save(self, folder: Path) -> None:
-        """Write `index.json` plus `hnsw.faiss` (faiss.write_index) or `vectors.npy`."""
+        """Write `index.json` plus `hnsw.faiss` (faiss.write_index), `vectors.npy`, or
+        `codes.faiss` (a compressed or ivf index)."""
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        meta = {"format": INDEX_FORMAT, "format_version": INDEX_VERSION, "kind": self.kind,
+        plain = self._vectors is not None
+        meta = {"format": INDEX_FORMAT, "format_version": _PLAIN_VERSION if plain
+                else INDEX_VERSION, "kind": self.kind,
                 "n_items": self.n_items, "dim": self.dim, "params": self.params,
                 "graph_norm_power": GRAPH_NORM_POWER if self.kind == "hnsw" else None}
-        if self.kind == "hnsw":
+        if not plain:
+            import faiss
+
+            meta.update(quantize=self.quantize, code_size=int(self._faiss.sa_code_size()),
+                        file=_CODES_FILE)
+            faiss.write_index(self._faiss, str(folder / _CODES_FILE))
+        elif self.kind == "hnsw":
             import faiss
 
             faiss.write_index(self._faiss, str(folder / _HNSW_FILE))
@@ -354,11 +414,14 @@ class ItemIndex:
             raise InputError(f"not a saved item index ({_META} missing)",
                              location=Location(str(folder)))
         meta = read_json(meta_path)
-        if meta.get("format") != INDEX_FORMAT or meta.get("format_version") != INDEX_VERSION:
-            raise InputError(f"not a version {INDEX_VERSION} lmrec item index",
-                             location=Location(str(meta_path)),
+        if (meta.get("format") != INDEX_FORMAT
+                or meta.get("format_version") not in (_PLAIN_VERSION, INDEX_VERSION)):
+            raise InputError(f"not a version {_PLAIN_VERSION} or {INDEX_VERSION} lmrec item "
+                             "index", location=Location(str(meta_path)),
                              found=f"{meta.get('format')} v{meta.get('format_version')}")
         n, d = int(meta["n_items"]), int(meta["dim"])
+        if meta.get("quantize", "none") != "none" or meta["kind"] == "ivf":
+            return cls._load_codes(folder, meta, n, d)
         if meta["kind"] == "exact":
             vecs = np.load(folder / _VECTORS_FILE, allow_pickle=False)
             if vecs.shape != (n, d) or vecs.dtype != np.float32:
@@ -384,9 +447,31 @@ class ItemIndex:
         return cls("hnsw", _storage_view(index, n, d), faiss_index=index,
                    params={k: int(v) for k, v in meta["params"].items()})
 
+    @classmethod
+    def _load_codes(cls, folder: Path, meta: dict[str, Any], n: int, d: int) -> ItemIndex:
+        """A compressed or ivf index: `codes.faiss`, checked against index.json."""
+        import faiss
+
+        kind, quantize = str(meta["kind"]), str(meta.get("quantize", "none"))
+        path = folder / str(meta.get("file", _CODES_FILE))
+        if not path.exists():
+            raise InputError("index codes file missing", location=Location(str(path)))
+        index = faiss.read_index(str(path))  # already of its concrete class
+        found = C.kind_of(index)
+        if (found != (kind, quantize) or index.ntotal != n or index.d != d
+                or int(index.sa_code_size()) != int(meta.get("code_size", -1))):
+            raise InputError("faiss index does not match index.json",
+                             location=Location(str(path)),
+                             expected=f"{kind} {quantize}, {n} vectors of {d} dimensions",
+                             found=f"{found[0]} {found[1]}, {index.ntotal} of {index.d}")
+        return cls(kind, None, faiss_index=index,  # type: ignore[arg-type]
+                   params={k: int(v) for k, v in meta["params"].items()}, quantize=quantize)
+
     def __repr__(self) -> str:
         extra = "".join(f", {k}={v}" for k, v in self.params.items())
-        return f"ItemIndex(kind={self.kind!r}, n_items={self.n_items}, dim={self.dim}{extra})"
+        q = "" if self.quantize == "none" else f", quantize={self.quantize!r}"
+        return (f"ItemIndex(kind={self.kind!r}{q}, n_items={self.n_items}, dim={self.dim}"
+                f"{extra})")
 
 
 # --- helpers ----------------------------------------------------------------------------
@@ -406,28 +491,6 @@ def _storage_view(index: Any, n: int, d: int) -> np.ndarray:
 
     storage = faiss.downcast_index(index.storage)
     return faiss.rev_swig_ptr(storage.get_xb(), n * d).reshape(n, d)
-
-
-def _top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """(B, m) scores -> best-first (B, min(k, m)) positions and values; -inf becomes -1."""
-    from lmrec.models.ranking import top_k
-
-    return top_k(scores, k)
-
-
-def _flatten_rows(rows: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    """Ragged per-row arrays -> (row number, value) pairs, both int64."""
-    sizes = np.fromiter((r.size for r in rows), np.int64, len(rows))
-    values = np.concatenate(rows) if rows else np.empty(0, np.int64)
-    return np.repeat(np.arange(len(rows)), sizes), values.astype(np.int64, copy=False)
-
-
-def _member(cand: np.ndarray, rows: Sequence[np.ndarray], n_items: int) -> np.ndarray:
-    """(P, f) bool: cand[p, j] is one of rows[p]'s items (vectorised over all rows)."""
-    row_of, items = _flatten_rows(rows)
-    keys = np.unique(row_of * n_items + items)
-    cand_keys = np.arange(cand.shape[0])[:, None] * n_items + cand
-    return np.isin(cand_keys, keys)
 
 
 class _NoProgress:

@@ -30,6 +30,10 @@ MAX_ID_LENGTH = 256
 MAX_HISTORY = 1_000  # items in an anonymous visitor's history
 MAX_K = 1_000
 MAX_CANDIDATES = 10_000  # items in a request's allow-list
+MAX_RERANK = 8  # re-ranking stages in one request
+RERANK_HELP = ("a re-ranker NAME=WEIGHT[:ARG]; repeatable: mmr=0.3, calibration=0.5[:COLUMN], "
+               "fair=P[:GROUP], exposure=W[:GROUP], suitability=ITEMCOL<=USERCOL, "
+               "freshness=W[:TIMECOL[:HALF_LIFE_DAYS]] (lmrec.rerank)")
 TEXT_PATTERN = r"^[^\x00-\x1f\x7f]+$"
 _ID_TEXT = r"^[^\x00-\x1f\x7f/]+$"
 
@@ -122,6 +126,8 @@ class VisitorRequest(Strict):
     explain: bool = False
     candidates: list[Id] = Field(default_factory=list, max_length=MAX_CANDIDATES,
                                  description="only these items may be recommended (empty: any)")
+    rerank: list[Annotated[str, StringConstraints(min_length=1, max_length=512)]] = Field(
+        default_factory=list, max_length=MAX_RERANK, description=RERANK_HELP)
 
 
 class ReloadRequest(Strict):

@@ -7,8 +7,11 @@ replacing one reference: a request reads the reference once and finishes on the 
 started with. With several workers, a reload in one is followed by the others
 (`lmrec.serve.sync`).
 
-How a user's history is built and scored: `lmrec.serve.engine`; filters, rules, boosts and
-diversity: `lmrec.serve.rerank`; explanations: `lmrec.serve.explain`.
+How a user's history is built and scored: `lmrec.serve.engine`; filters, rules and boosts:
+`lmrec.serve.rerank`; re-ranking (`Query.rerank`, `lmrec.rerank`): the engine, after the
+service's default re-rankers (`lmrec serve --rerank`) are merged in (`merge_rerank`: a
+request's stage replaces the default stage of the same name, the others stay);
+explanations: `lmrec.serve.explain`.
 
 Erasure (`Service.forget`, all or nothing: `lmrec.serve.erasure`): the user's events and cached
 state leave the store; when the bundle was trained on the user, `redact_bundle` also empties
@@ -41,6 +44,7 @@ from lmrec.serve.experiments import ArmInfo, experiment_report
 from lmrec.serve.explore import Explorer
 from lmrec.serve.filters import QueryError
 from lmrec.serve.rules import Rules
+from lmrec.serve.stages import merge_rerank
 from lmrec.serve.store import (
     EventIn,
     EventStore,
@@ -72,13 +76,16 @@ class Service:
     """Recommendations, events and erasure over an event store and a hot-swappable engine;
     with an `experiment`, its arms answer (`lmrec.serve.arms`); with an `explorer`, slates
     are drawn with known propensities (`lmrec.serve.explore`); with `impressions`, every
-    answer is logged before it is returned (`lmrec.serve.store.impressions`)."""
+    answer is logged before it is returned (`lmrec.serve.store.impressions`); `rerank`: the
+    default re-rankers of every request."""
 
     def __init__(self, engine: Engine, store: EventStore, *, rules_path: Path | None = None,
                  max_live_events: int = 1_000, sync: BundleSync | None = None,
                  experiment: Experiment | None = None, explorer: Explorer | None = None,
-                 impressions: ImpressionWriter | None = None) -> None:
+                 impressions: ImpressionWriter | None = None, rerank: Sequence[str] = ()
+                 ) -> None:
         self._engine = engine
+        self.rerank = tuple(rerank)
         self.store = store
         self.rules_path = rules_path
         self.max_live_events = max_live_events
@@ -112,6 +119,7 @@ class Service:
     def recommend_user(self, raw_user: Any, query: Query, *, log: bool = True) -> Result:
         """A user's recommendations; `log=False` is a preview (the dashboard, debugging):
         the arm's deterministic top-k, with no impression logged and no exploration."""
+        query = self._with_defaults(query)
         served = self._engine
         key, public, first = served.user_key(raw_user)
         live = self.store.history(key, limit=self.max_live_events)
@@ -127,6 +135,7 @@ class Service:
         return self._answer(answer, key, public, request_id, rng, log=log)
 
     def recommend_visitor(self, history: Sequence[Any], query: Query) -> Result:
+        query = self._with_defaults(query)
         request_id = uuid.uuid4().hex
         rng = np.random.default_rng(int(request_id, 16))
 
@@ -135,6 +144,13 @@ class Service:
             return eng.recommend(-1, hist, hist.items.size, query, self.explorer, rng)
 
         return self._answer(answer, None, None, request_id, rng)
+
+    def _with_defaults(self, query: Query) -> Query:
+        """`query` with the service's default re-rankers merged in (`merge_rerank`)."""
+        if not self.rerank:
+            return query
+        return replace(query, rerank=merge_rerank(self.rerank, query.rerank,
+                                                  query.diversity > 0))
 
     def _answer(self, answer: Callable[[Engine], tuple[list[Scored], str | None]],
                 key: str | None, public: Any, request_id: str, rng: np.random.Generator,

@@ -10,6 +10,8 @@ for every model (as LensKit's `TrainingOptions`):
                    part) that models which early-stop on it may use; never the test part.
     time_budget_s  wall-clock seconds the epoch loop may spend; it stops after the epoch that
                    crosses the budget (closed-form models finish regardless).
+    teacher        a fitted model to distil from: sequential models add a KL term to its
+                   softmax to their loss (`lmrec.models.distill`); never saved with the model.
 
 A model that has no use for an option ignores it: the options describe the run, they do not
 tell the model what to do.
@@ -26,6 +28,7 @@ from lmrec.errors import ConfigError, InputError
 
 if TYPE_CHECKING:
     from lmrec.data.dataset import Dataset
+    from lmrec.models.base import Recommender
 
 
 @dataclass(frozen=True)
@@ -34,6 +37,7 @@ class TrainingOptions:
     device: Literal["auto", "cpu", "cuda"] | None = None
     valid: Dataset | None = None
     time_budget_s: float | None = None
+    teacher: Recommender | None = None
 
     def __post_init__(self) -> None:
         if self.time_budget_s is not None and not self.time_budget_s > 0:
