@@ -41,15 +41,14 @@ the whole float32 matrix.
 Threads: the build uses all cores (`threads`); searches run on `search_threads` OpenMP threads
 (1 by default: one request per server worker thread; the setting is per calling thread).
 
-Saved as a folder: `index.json` (kind, quantize, sizes, parameters) plus `hnsw.faiss`
-(faiss.write_index), `vectors.npy` for the exact kind, or `codes.faiss` for a compressed or
-IVF index (index.json format_version 2; version 1 folders, written before compression, load
-as before); no pickle.
+Saved as a folder (`lmrec.serve.index_files`): `index.json` (kind, quantize, sizes,
+parameters) plus `hnsw.faiss` (faiss.write_index), `vectors.npy` for the exact kind, or
+`codes.faiss` for a compressed or IVF index (index.json format_version 2; version 1
+folders, written before compression, load as before); no pickle.
 """
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -57,19 +56,12 @@ from typing import Any, Literal
 
 import numpy as np
 
-from lmrec.errors import ConfigError, InputError, Location
-from lmrec.jsonfile import read_json
+from lmrec.errors import ConfigError, InputError
 from lmrec.serve import codes as C
+from lmrec.serve.index_files import read_index, storage_view, write_index
 from lmrec.serve.index_search import flatten_rows, search_codes, search_hnsw, top_k
 from lmrec.serve.vector_ties import Duplicates, find_duplicates, tie_duplicates
 
-INDEX_FORMAT = "lmrec-item-index"
-INDEX_VERSION = 2  # 2: quantize and the ivf kind; version 1 (float32 only) still loads
-_PLAIN_VERSION = 1  # written for float32 exact/hnsw indexes, which older lmrec reads too
-_META = "index.json"
-_HNSW_FILE = "hnsw.faiss"
-_VECTORS_FILE = "vectors.npy"
-_CODES_FILE = "codes.faiss"
 _SCORE_BLOCK_BYTES = 128 * 2**20  # (rows, n_items) float32 scores computed at once
 _ADD_CHUNK = 50_000  # HNSW insertions per faiss call (progress granularity)
 _NORM_BLOCK = 65_536  # rows decoded at once for norms()
@@ -180,7 +172,7 @@ class ItemIndex:
                     advance(chunk.shape[0])
         finally:
             faiss.omp_set_num_threads(before)
-        view = _storage_view(index, n, d)
+        view = storage_view(index, n, d)
         view[:] = vecs  # the graph stays; searches and scores use the true vectors
         params = {"hnsw_m": hnsw_m, "ef_construction": ef_construction, "ef_search": ef_search}
         return cls("hnsw", view, faiss_index=index, params=params)
@@ -380,92 +372,20 @@ class ItemIndex:
                              found=f"{mask.dtype} array of shape {mask.shape}")
         return mask
 
-    # --- persistence ------------------------------------------------------------------
+    # --- persistence (`lmrec.serve.index_files`) --------------------------------------------
     def save(self, folder: Path) -> None:
         """Write `index.json` plus `hnsw.faiss` (faiss.write_index), `vectors.npy`, or
         `codes.faiss` (a compressed or ivf index)."""
-        folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        plain = self._vectors is not None
-        meta = {"format": INDEX_FORMAT, "format_version": _PLAIN_VERSION if plain
-                else INDEX_VERSION, "kind": self.kind,
-                "n_items": self.n_items, "dim": self.dim, "params": self.params,
-                "graph_norm_power": GRAPH_NORM_POWER if self.kind == "hnsw" else None}
-        if not plain:
-            import faiss
-
-            meta.update(quantize=self.quantize, code_size=int(self._faiss.sa_code_size()),
-                        file=_CODES_FILE)
-            faiss.write_index(self._faiss, str(folder / _CODES_FILE))
-        elif self.kind == "hnsw":
-            import faiss
-
-            faiss.write_index(self._faiss, str(folder / _HNSW_FILE))
-        else:
-            np.save(folder / _VECTORS_FILE, self._vectors, allow_pickle=False)
-        (folder / _META).write_text(json.dumps(meta, indent=2))
+        write_index(Path(folder), kind=self.kind, quantize=self.quantize, n_items=self.n_items,
+                    dim=self.dim, params=self.params, vectors=self._vectors,
+                    faiss_index=self._faiss, graph_norm_power=GRAPH_NORM_POWER)
 
     @classmethod
     def load(cls, folder: Path) -> ItemIndex:
         """Read an index written by `save`."""
-        folder = Path(folder)
-        meta_path = folder / _META
-        if not meta_path.exists():
-            raise InputError(f"not a saved item index ({_META} missing)",
-                             location=Location(str(folder)))
-        meta = read_json(meta_path)
-        if (meta.get("format") != INDEX_FORMAT
-                or meta.get("format_version") not in (_PLAIN_VERSION, INDEX_VERSION)):
-            raise InputError(f"not a version {_PLAIN_VERSION} or {INDEX_VERSION} lmrec item "
-                             "index", location=Location(str(meta_path)),
-                             found=f"{meta.get('format')} v{meta.get('format_version')}")
-        n, d = int(meta["n_items"]), int(meta["dim"])
-        if meta.get("quantize", "none") != "none" or meta["kind"] == "ivf":
-            return cls._load_codes(folder, meta, n, d)
-        if meta["kind"] == "exact":
-            vecs = np.load(folder / _VECTORS_FILE, allow_pickle=False)
-            if vecs.shape != (n, d) or vecs.dtype != np.float32:
-                raise InputError("item vectors do not match index.json",
-                                 location=Location(str(folder / _VECTORS_FILE)),
-                                 expected=f"float32 ({n}, {d})",
-                                 found=f"{vecs.dtype} {vecs.shape}")
-            return cls("exact", vecs)
-        if meta["kind"] != "hnsw":
-            raise InputError(f"unknown index kind {meta['kind']!r}",
-                             location=Location(str(meta_path), column="kind"))
-        import faiss
-
-        path = folder / _HNSW_FILE
-        if not path.exists():
-            raise InputError("HNSW index file missing", location=Location(str(path)))
-        index = faiss.read_index(str(path))
-        if index.ntotal != n or index.d != d:
-            raise InputError("faiss index does not match index.json",
-                             location=Location(str(path)),
-                             expected=f"{n} vectors of {d} dimensions",
-                             found=f"{index.ntotal} of {index.d}")
-        return cls("hnsw", _storage_view(index, n, d), faiss_index=index,
-                   params={k: int(v) for k, v in meta["params"].items()})
-
-    @classmethod
-    def _load_codes(cls, folder: Path, meta: dict[str, Any], n: int, d: int) -> ItemIndex:
-        """A compressed or ivf index: `codes.faiss`, checked against index.json."""
-        import faiss
-
-        kind, quantize = str(meta["kind"]), str(meta.get("quantize", "none"))
-        path = folder / str(meta.get("file", _CODES_FILE))
-        if not path.exists():
-            raise InputError("index codes file missing", location=Location(str(path)))
-        index = faiss.read_index(str(path))  # already of its concrete class
-        found = C.kind_of(index)
-        if (found != (kind, quantize) or index.ntotal != n or index.d != d
-                or int(index.sa_code_size()) != int(meta.get("code_size", -1))):
-            raise InputError("faiss index does not match index.json",
-                             location=Location(str(path)),
-                             expected=f"{kind} {quantize}, {n} vectors of {d} dimensions",
-                             found=f"{found[0]} {found[1]}, {index.ntotal} of {index.d}")
-        return cls(kind, None, faiss_index=index,  # type: ignore[arg-type]
-                   params={k: int(v) for k, v in meta["params"].items()}, quantize=quantize)
+        parts = read_index(Path(folder))
+        return cls(parts.kind, parts.vectors, faiss_index=parts.faiss_index,  # type: ignore[arg-type]
+                   params=parts.params, quantize=parts.quantize)
 
     def __repr__(self) -> str:
         extra = "".join(f", {k}={v}" for k, v in self.params.items())
@@ -483,14 +403,6 @@ def _as_matrix(x: np.ndarray, name: str) -> np.ndarray:
     if not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)):
         raise InputError(f"{name}: must hold numbers", found=str(arr.dtype))
     return np.ascontiguousarray(arr, dtype=np.float32)
-
-
-def _storage_view(index: Any, n: int, d: int) -> np.ndarray:
-    """(n, d) view of an IndexHNSWFlat's stored vectors (no copy: they are kept once)."""
-    import faiss
-
-    storage = faiss.downcast_index(index.storage)
-    return faiss.rev_swig_ptr(storage.get_xb(), n * d).reshape(n, d)
 
 
 class _NoProgress:
