@@ -84,8 +84,9 @@ def train(
     ds = Dataset.load(data)
     if teacher_model is not None:  # refused before training, not after it
         from lmrec.models.distill import check_teacher
+        from lmrec.models.sequential import SequentialRecommender
 
-        check_teacher(teacher_model, rec, ds, "--teacher")
+        check_teacher(teacher_model, rec, ds, "--teacher", family=SequentialRecommender)
     t0 = time.perf_counter()
     found = None
     with steps(f"training {model} on {ds.name}") as step:
@@ -122,12 +123,12 @@ def _teacher(folder: Path | None, model: str, auto: bool) -> Any:
     if folder is None:
         return None
     from lmrec.models import load_model, model_class
-    from lmrec.models.distill import sequential_models
+    from lmrec.models.distill import family_names
     from lmrec.models.sequential import SequentialRecommender
 
     if auto or not issubclass(model_class(model), SequentialRecommender):
         raise ConfigError(f"--teacher: model {model!r} cannot learn from a teacher; sequential "
-                          f"models can ({sequential_models()})")
+                          f"models can ({family_names(SequentialRecommender)})")
     try:
         return load_model(folder)
     except InputError as exc:

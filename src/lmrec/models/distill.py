@@ -52,16 +52,15 @@ def distill_kl(student_logits: Tensor, teacher_logits: Tensor, temperature: floa
 
 
 def check_teacher(teacher: Recommender, student: SequentialRecommender, dataset: Dataset,
-                  option: str = "teacher") -> SequentialRecommender:
+                  option: str = "teacher", *, family: type) -> SequentialRecommender:
     """`teacher` if it can teach `student` on `dataset`, else a one-line ConfigError naming
-    `option` (the CLI's `--teacher`)."""
-    from lmrec.models.sequential import SequentialRecommender
-
+    `option` (the CLI's `--teacher`). `family` is the class a teacher must be an instance of
+    (`SequentialRecommender`, passed in: this module sits below it)."""
     if teacher is student:
         raise ConfigError(f"{option}: a model cannot be its own teacher")
-    if not isinstance(teacher, SequentialRecommender):
+    if not isinstance(teacher, family):
         raise ConfigError(f"{option}: a {teacher.name!r} model cannot teach {student.name!r}; "
-                          f"the teacher must be a sequential model ({sequential_models()})")
+                          f"the teacher must be a sequential model ({family_names(family)})")
     if not getattr(teacher, "_fitted", False):
         raise ConfigError(f"{option}: the teacher model is not fitted")
     if teacher.items_ != dataset.items:
@@ -71,15 +70,19 @@ def check_teacher(teacher: Recommender, student: SequentialRecommender, dataset:
     if teacher.config.max_len < student.config.max_len:
         raise ConfigError(f"{option}: the teacher reads max_len={teacher.config.max_len} items, "
                           f"shorter than the student's {student.config.max_len}")
-    return teacher
+    return teacher  # type: ignore[return-value]
 
 
-def sequential_models() -> str:
-    """The registered sequential models' names, for messages."""
-    from lmrec.models import MODELS
-    from lmrec.models.sequential import SequentialRecommender
-
-    return ", ".join(sorted(n for n, k in MODELS.items() if issubclass(k, SequentialRecommender)))
+def family_names(family: type) -> str:
+    """The names of the models of a family (its subclasses with a `name`), for messages."""
+    names: set[str] = set()
+    todo = [family]
+    while todo:
+        for sub in todo.pop().__subclasses__():
+            todo.append(sub)
+            if isinstance(getattr(sub, "name", None), str):
+                names.add(sub.name)
+    return ", ".join(sorted(names))
 
 
 class Distiller:

@@ -278,7 +278,9 @@ class SequentialRecommender(Recommender):
         data = SeqData.from_sequences(seqs, self.event_types_)
         distiller = None
         if options.teacher is not None:  # lmrec.models.distill: the KL term to its softmax
-            distiller = Distiller(check_teacher(options.teacher, self, dataset),
+            teacher = check_teacher(options.teacher, self, dataset,
+                                    family=SequentialRecommender)
+            distiller = Distiller(teacher,
                                   self.event_types_, self.config.distill_weight,
                                   self.config.distill_temperature)
         task = _NextItemTask(self, data, options.check_valid(dataset), distiller)
