@@ -30,6 +30,7 @@ METHODS = {"ease": "linear", "slim": "linear", "admm-slim": "linear", "itemknn":
            "gru4rec": "gradient x input", "two-tower": "gradient x input",
            "popularity": "non-personal"}  # any other model: "occlusion"
 SEQUENTIAL = {"sasrec": {"batch_size": 32, "max_len": 20},
+              "hstu": {"batch_size": 32, "max_len": 20},
               "gru4rec": {"batch_size": 32, "max_len": 20, "embedding": 16, "hidden": 32}}
 
 

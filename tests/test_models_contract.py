@@ -39,11 +39,13 @@ TINY_PARAMS: dict[str, dict[str, Any]] = {
     "sasrec": {"hidden": 8, "heads": 1, "inner": 8, "layers": 1, "epochs": 20, "batch_size": 8,
                "lr": 0.01, "dropout": 0.0, "loss": "gbce", "negatives": 8, "max_len": 8,
                "progress": False},
+    "hstu": {"hidden": 8, "heads": 1, "layers": 1, "epochs": 20, "batch_size": 8, "lr": 0.01,
+             "dropout": 0.0, "loss": "gbce", "negatives": 8, "max_len": 8, "progress": False},
 }
 # Next-item models learn the planted data's circulant order (each user's exact next item),
 # not its two groups: they rank the group-A users' unseen A items below the more popular B
 # items. tests/test_sequential.py checks their known answer (planted cycles) instead.
-PLANTED_MIN_SHARE = {"gru4rec": 0.5, "sasrec": 0.5}
+PLANTED_MIN_SHARE = {"gru4rec": 0.5, "sasrec": 0.5, "hstu": 0.5}
 NON_PERSONALISED = {"popularity"}
 NAMES = sorted(MODELS)
 
@@ -55,7 +57,7 @@ def factory(name: str) -> T.ModelFactory:
 def test_registry_lists_every_model() -> None:
     assert set(MODELS) == {"popularity", "content", "itemknn", "userknn", "als", "bpr", "ease",
                            "slim", "admm-slim", "neumf", "two-tower", "gru4rec", "sasrec",
-                           "content-text", "blend", "multvae", "recvae"}
+                           "hstu", "content-text", "blend", "multvae", "recvae"}
     for name, klass in MODELS.items():
         assert klass.name == name
         assert issubclass(klass, Recommender)

@@ -9,6 +9,7 @@ from lmrec.models.content import Content, ContentConfig
 from lmrec.models.content_text import ContentText, ContentTextConfig
 from lmrec.models.ease import EASE, EASEConfig
 from lmrec.models.gru4rec import GRU4Rec, GRU4RecConfig
+from lmrec.models.hstu import HSTU, HSTUConfig
 from lmrec.models.hyperparams import ModelConfig
 from lmrec.models.io import load_model
 from lmrec.models.itemknn import ItemKNN, ItemKNNConfig
@@ -42,6 +43,7 @@ __all__ = [
     "ALS",
     "BPR",
     "EASE",
+    "HSTU",
     "MODELS",
     "SLIM",
     "ADMMSLIMConfig",
@@ -57,6 +59,7 @@ __all__ = [
     "EmbeddingModel",
     "GRU4Rec",
     "GRU4RecConfig",
+    "HSTUConfig",
     "ItemKNN",
     "ItemKNNConfig",
     "ModelConfig",

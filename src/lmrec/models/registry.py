@@ -15,6 +15,7 @@ from lmrec.models.content import Content
 from lmrec.models.content_text import ContentText
 from lmrec.models.ease import EASE
 from lmrec.models.gru4rec import GRU4Rec
+from lmrec.models.hstu import HSTU
 from lmrec.models.itemknn import ItemKNN
 from lmrec.models.neumf import NeuMF
 from lmrec.models.popularity import Popularity
@@ -28,7 +29,8 @@ from lmrec.models.vae import MultVAE
 MODELS: dict[str, type[Recommender]] = {
     klass.name: klass
     for klass in (Popularity, Content, ContentText, ItemKNN, UserKNN, ALS, BPR, EASE, SLIM,
-                  ADMMSLIM, NeuMF, MultVAE, RecVAE, TwoTower, GRU4Rec, SASRec)
+                  ADMMSLIM, NeuMF, MultVAE, RecVAE, TwoTower, GRU4Rec, SASRec,
+                  HSTU)
 }
 _SHIPPED = set(MODELS)
 

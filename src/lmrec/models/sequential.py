@@ -21,7 +21,7 @@ from __future__ import annotations
 from abc import abstractmethod
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, replace
-from typing import Literal
+from typing import ClassVar, Literal
 
 import numpy as np
 import torch
@@ -30,6 +30,7 @@ from pydantic import Field
 from torch import Tensor, nn
 
 from lmrec.data.dataset import Dataset, Sequences
+from lmrec.errors import ConfigError
 from lmrec.models.artifacts import pack_sequences, unpack_sequences
 from lmrec.models.base import Recommender
 from lmrec.models.distill import Distiller, check_teacher
@@ -82,9 +83,11 @@ def gather_windows(values: np.ndarray, starts: np.ndarray, ends: np.ndarray, max
 
 Batch = dict[str, Tensor]
 """Model inputs of B windows of L positions, int64 (B, L) tensors, token 0 = padding:
-"items" (item index + 1), "events" (behaviour), "gaps" (time gap) and, for training,
-"targets" (next-item tokens to predict, 0 = no target) and, for gBCE, "negatives"
-(B, K) sampled item tokens, shared by the positions of a window."""
+"items" (item index + 1), "events" (behaviour), "gaps" (time gap), "times" (raw timestamp in
+seconds, -1 unknown, 0 padding; when the SeqData has them) and, for training,
+"targets" (next-item tokens to predict, 0 = no target) and, for gBCE and the sampled softmax,
+"negatives" (B, K) sampled item tokens, shared by the positions of a window, or
+"shared_negatives" (K,), shared by the whole batch."""
 
 
 @dataclass
@@ -95,6 +98,9 @@ class SeqData:
     items: np.ndarray  # (n_events,) int64 item indices (not shifted)
     events: np.ndarray  # (n_events,) int64 behaviour tokens (1.. or 0 unknown)
     gaps: np.ndarray  # (n_events,) int64 time-gap tokens
+    # (n_events,) int64 raw timestamps in seconds (-1 unknown), batches' "times" (B, L);
+    # None: batches carry no "times"
+    times: np.ndarray | None = None
 
     @classmethod
     def from_sequences(cls, seqs: Sequences, event_types: tuple[str, ...]) -> SeqData:
@@ -103,7 +109,7 @@ class SeqData:
                            for t in seqs.event_types] or [PAD], dtype=np.int64)
         events = lookup[seqs.events] if seqs.items.size else np.zeros(0, np.int64)
         return cls(np.asarray(seqs.indptr, dtype=np.int64), seqs.items.astype(np.int64),
-                   events, time_gap_tokens(seqs))
+                   events, time_gap_tokens(seqs), seqs.timestamps.astype(np.int64))
 
     def take(self, rows: np.ndarray) -> SeqData:
         """The rows `rows` (B,), in that order (vectorised gather)."""
@@ -112,7 +118,8 @@ class SeqData:
         indptr = np.zeros(rows.size + 1, dtype=np.int64)
         np.cumsum(lengths, out=indptr[1:])
         src = np.repeat(starts - indptr[:-1], lengths) + np.arange(indptr[-1])
-        return SeqData(indptr, self.items[src], self.events[src], self.gaps[src])
+        return SeqData(indptr, self.items[src], self.events[src], self.gaps[src],
+                       None if self.times is None else self.times[src])
 
     def last_windows(self, max_len: int) -> Batch:
         """The last `max_len` events of every row: the input for scoring what comes next."""
@@ -121,7 +128,8 @@ class SeqData:
                 for name, v, off in self._inputs()}
 
     def _inputs(self) -> tuple[tuple[str, np.ndarray, int], ...]:
-        return (("items", self.items, 1), ("events", self.events, 0), ("gaps", self.gaps, 0))
+        out = (("items", self.items, 1), ("events", self.events, 0), ("gaps", self.gaps, 0))
+        return out if self.times is None else (*out, ("times", self.times, 0))
 
     def training_chunks(self, max_len: int) -> tuple[np.ndarray, np.ndarray]:
         """(rows, ends) of every training chunk: rows (C,), ends (C,) exclusive target end.
@@ -146,23 +154,50 @@ class SeqData:
         batch["targets"] = torch.from_numpy(gather_windows(self.items, s + 1, ends, max_len, 1))
         return batch
 
+    def chunk_lengths(self, rows: np.ndarray, ends: np.ndarray, max_len: int) -> np.ndarray:
+        """(C,) true length of each chunk's window: its positions that hold an item (and a
+        target), at most `max_len`."""
+        return np.minimum(ends - 1 - self.indptr[rows], max_len)
+
     def epoch_batches(self, max_len: int, batch_size: int, rng: np.random.Generator, *,
-                      n_items: int = 0, n_negatives: int = 0) -> Iterator[Batch]:
+                      n_items: int = 0, n_negatives: int = 0, shared_negatives: int = 0,
+                      length_buckets: bool = False) -> Iterator[Batch]:
         """One epoch of training chunks in a random order, `batch_size` chunks per batch.
 
         With `n_negatives` > 0, each batch also gets "negatives" (B, K) item tokens drawn
         uniformly from the `n_items` items, shared by the L positions of a window: K
         negatives per position at the memory of one (B, K, d) gather instead of (B, L, K, d).
         A draw of the positive itself is rare and kept, as gSASRec does.
+        With `shared_negatives` K > 0, each batch gets "shared_negatives" (K,) item tokens
+        drawn uniformly (with replacement) for all its positions (the "sampled" loss).
+
+        `length_buckets`: the chunks, shuffled, are sorted by true length (ties stay in
+        random order), cut into batches, and the batches are shuffled; each batch is trimmed
+        to its longest window (width W <= max_len, still right-aligned), so a batch of short
+        histories costs what they need. Every chunk is still trained exactly once an epoch;
+        the network must count positions from the most recent item (the last column). A step
+        averages its loss over its own positions, so a position of a short-window batch
+        weighs more than one of a long-window batch (unbucketed batches mix the lengths).
         """
         rows, ends = self.training_chunks(max_len)
         order = rng.permutation(rows.size)
-        for start in range(0, rows.size, batch_size):
+        starts = np.arange(0, rows.size, batch_size)
+        widths = np.full(starts.size, max_len, dtype=np.int64)
+        if length_buckets and rows.size:
+            lengths = self.chunk_lengths(rows, ends, max_len)
+            order = order[np.argsort(lengths[order], kind="stable")]  # by length, random ties
+            starts = starts[rng.permutation(starts.size)]
+            ends_of = np.minimum(starts + batch_size, rows.size) - 1
+            widths = lengths[order[ends_of]]  # sorted ascending: the last is the longest
+        for start, width in zip(starts, widths, strict=True):
             sel = order[start : start + batch_size]
-            batch = self.chunk_batch(rows[sel], ends[sel], max_len)
+            batch = self.chunk_batch(rows[sel], ends[sel], int(width))
             if n_negatives > 0:
                 batch["negatives"] = torch.from_numpy(rng.integers(
                     1, n_items + 1, (sel.size, n_negatives), dtype=np.int64))
+            if shared_negatives > 0:
+                batch["shared_negatives"] = torch.from_numpy(rng.integers(
+                    1, n_items + 1, shared_negatives, dtype=np.int64))
             yield batch
 
 
@@ -178,7 +213,7 @@ def gbce_beta(n_negatives: int, n_items: int, t: float) -> float:
 
 
 def next_item_loss(hidden: Tensor, batch: Batch, item_emb: Tensor, *, loss: str,
-                   gbce_t: float = 0.75) -> Tensor:
+                   gbce_t: float = 0.75, logq: bool = True) -> Tensor:
     """Mean next-item loss over the target positions.
 
     hidden (B, L, d) network outputs; batch["targets"] (B, L) item tokens, 0 = no target;
@@ -189,6 +224,14 @@ def next_item_loss(hidden: Tensor, batch: Batch, item_emb: Tensor, *, loss: str,
         sum_k log(1 - sigma(s-_k)); beta < 1 undoes the overconfidence that sampling
         negatives teaches, so sampled training approaches full-softmax quality at a cost
         independent of the catalogue size.
+    loss "sampled": sampled softmax, cross-entropy of the positive against K uniformly drawn
+        items: batch["negatives"] (B, K), shared by the positions of a window (as gbce), or,
+        when the batch has it, batch["shared_negatives"] (K,), shared by every position of
+        the batch (one (N, d) x (d, K) matmul). Draws equal to a position's target are masked
+        (accidental hits), and with `logq` the negatives' logits get the logQ correction of
+        uniform sampling, + log((n_items - 1) / K_valid): each valid draw stands for
+        (n_items - 1) / K_valid non-target items, so the denominator estimates the full
+        softmax's; with every item drawn once it is exactly "ce".
     """
     targets = batch["targets"]
     keep = targets > 0  # (B, L)
@@ -196,7 +239,15 @@ def next_item_loss(hidden: Tensor, batch: Batch, item_emb: Tensor, *, loss: str,
     if loss == "ce":
         logits = hidden[keep] @ item_emb[1:].T  # (N, n_items), N positions with a target
         return F.cross_entropy(logits, targets[keep] - 1)
+    if loss == "sampled" and "shared_negatives" in batch:
+        return sampled_softmax_loss(hidden[keep], targets[keep], item_emb,
+                                    batch["shared_negatives"], logq=logq)
     neg = batch["negatives"]  # (B, K) item tokens
+    if loss == "sampled":  # per-window negatives
+        pos = (hidden * item_emb[targets]).sum(-1)[keep]  # (N,)
+        neg_logit = torch.einsum("bld,bkd->blk", hidden, item_emb[neg])[keep]  # (N, K)
+        hit = (targets[:, :, None] == neg[:, None, :])[keep]  # (N, K)
+        return _sampled_ce(pos, neg_logit, hit, n_items, logq)
     pos_logit = (hidden * item_emb[targets]).sum(-1)[keep]  # (N,)
     neg_logit = torch.einsum("bld,bkd->blk", hidden, item_emb[neg])[keep]  # (N, K)
     beta = gbce_beta(neg.shape[1], n_items, gbce_t)
@@ -205,16 +256,55 @@ def next_item_loss(hidden: Tensor, batch: Batch, item_emb: Tensor, *, loss: str,
     return per_pos.mean()
 
 
+def sampled_softmax_loss(hidden: Tensor, targets: Tensor, item_emb: Tensor, negatives: Tensor,
+                         *, logq: bool = True) -> Tensor:
+    """Mean sampled-softmax loss of N positions (see `next_item_loss`, loss "sampled").
+
+    hidden (N, d), targets (N,) item tokens, item_emb (n_items + 1, d), negatives (K,) item
+    tokens drawn uniformly with replacement, shared by the N positions.
+    """
+    pos = (hidden * item_emb[targets]).sum(-1)  # (N,)
+    neg = hidden @ item_emb[negatives].T  # (N, K)
+    hit = targets[:, None] == negatives[None, :]  # (N, K) accidental hits
+    return _sampled_ce(pos, neg, hit, item_emb.shape[0] - 1, logq)
+
+
+def _sampled_ce(pos: Tensor, neg: Tensor, hit: Tensor, n_items: int, logq: bool) -> Tensor:
+    """Mean CE of the positive logits pos (N,) against neg (N, K), hits (N, K) masked."""
+    pos, neg = pos.float()[:, None], neg.float()
+    if logq:
+        k_valid = (~hit).sum(1, keepdim=True).clamp(min=1).float()  # (N, 1)
+        neg = neg + torch.log((n_items - 1) / k_valid)
+    neg = neg.masked_fill(hit, float("-inf"))
+    logits = torch.cat([pos, neg], dim=1)  # (N, 1 + K), the positive in column 0
+    return F.cross_entropy(logits, torch.zeros(pos.shape[0], dtype=torch.long,
+                                               device=pos.device))
+
+
 # --- configs and the shared Recommender -----------------------------------------------------
 class SequentialConfig(TrainConfig, ModelConfig):
     """Fields shared by the sequential models; the training loop's knobs (TrainConfig) are
     embedded flat, with defaults for next-item training here."""
 
     max_len: int = Field(50, ge=1, description="history length: the most recent items read")
-    loss: Literal["ce", "gbce"] = Field(
+    loss: Literal["ce", "gbce", "sampled"] = Field(
         "ce", description="ce: full softmax over the catalogue (small catalogues); gbce: "
-                          "gSASRec's calibrated BCE against `negatives` sampled items")
-    negatives: int = Field(256, ge=1, description="gbce: sampled negatives per position")
+                          "gSASRec's calibrated BCE against `negatives` sampled items; "
+                          "sampled: softmax over the positive and `negatives` uniformly "
+                          "sampled items shared by the batch (large catalogues)")
+    negatives: int = Field(256, ge=1, description="gbce: sampled negatives per window; "
+                                                  "sampled: per batch")
+    sampled_per: Literal["window", "batch"] = Field(
+        "window", description="sampled: draw the `negatives` per window (every position of a "
+                              "window shares them, as gbce) or once per batch")
+    sampled_logq: bool = Field(
+        True, description="sampled: logQ correction log((n_items - 1) / K) on the negatives")
+    precision: Literal["fp32", "bf16"] = Field(
+        "fp32", description="training forward and loss under bf16 autocast (weights, optimizer "
+                            "state and scoring stay fp32)")
+    length_buckets: bool = Field(
+        False, description="sort training windows by true length into batches trimmed to "
+                           "their longest window (no compute on padding; sasrec)")
     gbce_t: float = Field(0.75, ge=0, le=1, description="gbce calibration t (0: plain BCE)")
     use_event_types: bool = Field(False, description="add a behaviour-type embedding")
     use_time_gaps: bool = Field(False, description="add a log2 time-gap embedding")
@@ -260,6 +350,9 @@ class SequentialRecommender(Recommender):
     """
 
     config: SequentialConfig
+    # True where the network counts positions from the most recent item (the last column),
+    # so that a batch trimmed of left padding computes what the full-width one does
+    trims_padding: ClassVar[bool] = False
 
     @abstractmethod
     def _build_net(self, n_items: int, n_event_types: int) -> SequenceNet: ...
@@ -276,6 +369,9 @@ class SequentialRecommender(Recommender):
         self.item_arrays_ = self._item_arrays(dataset)
         self.event_types_ = seqs.event_types
         data = SeqData.from_sequences(seqs, self.event_types_)
+        if self.config.length_buckets and not self.trims_padding:
+            raise ConfigError(f"{self.name}: length_buckets needs a network that counts "
+                              "positions from the most recent item (sasrec)")
         distiller = None
         if options.teacher is not None:  # lmrec.models.distill: the KL term to its softmax
             teacher = check_teacher(options.teacher, self, dataset,
@@ -362,18 +458,28 @@ class _NextItemTask:
         return self.model._new_net()
 
     def batches(self, epoch: int, rng: np.random.Generator) -> Iterator[Batch]:
-        neg = self.cfg.negatives if self.cfg.loss == "gbce" else 0
-        return self.data.epoch_batches(self.cfg.max_len, self.cfg.batch_size, rng,
-                                       n_items=self.n_items, n_negatives=neg)
+        cfg = self.cfg
+        return self.data.epoch_batches(
+            cfg.max_len, cfg.batch_size, rng, n_items=self.n_items,
+            n_negatives=cfg.negatives if cfg.loss == "gbce" or (
+                cfg.loss == "sampled" and cfg.sampled_per == "window") else 0,
+            shared_negatives=cfg.negatives if cfg.loss == "sampled"
+            and cfg.sampled_per == "batch" else 0,
+            length_buckets=cfg.length_buckets)
 
     def loss(self, model: nn.Module, batch: Batch) -> Tensor:
-        hidden = model(batch)  # (B, L, d)
-        net = getattr(model, "module", model)  # the bare network under DistributedDataParallel
-        table = net.item_table()
-        loss = next_item_loss(hidden, batch, table, loss=self.cfg.loss, gbce_t=self.cfg.gbce_t)
-        if self.distiller is not None and self.distiller.weight > 0:
-            loss = loss + self.distiller.loss(hidden, batch, table)
-        return loss
+        # bf16: the forward pass and the loss under autocast; the weights (and so the
+        # optimizer state and the gradients) stay fp32, and the loss is returned in fp32
+        device = batch["items"].device.type
+        with torch.autocast(device, dtype=torch.bfloat16, enabled=self.cfg.precision == "bf16"):
+            hidden = model(batch)  # (B, L, d)
+            net = getattr(model, "module", model)  # the bare network under DDP
+            table = net.item_table()
+            loss = next_item_loss(hidden, batch, table, loss=self.cfg.loss,
+                                  gbce_t=self.cfg.gbce_t, logq=self.cfg.sampled_logq)
+            if self.distiller is not None and self.distiller.weight > 0:
+                loss = loss + self.distiller.loss(hidden, batch, table)
+        return loss.float()
 
     def validate(self, module: nn.Module) -> float | None:
         """NDCG@10 of the validation items ranked from the training histories, full ranking
