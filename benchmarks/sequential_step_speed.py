@@ -25,7 +25,8 @@ import torch
 
 from lmrec.datasets import load_dataset
 from lmrec.models.sasrec import SASRecConfig, SASRecNet
-from lmrec.models.sequential import SeqData, next_item_loss
+from lmrec.models.sequence_losses import next_item_loss
+from lmrec.models.sequential import SeqData
 from lmrec.prepare import PrepareConfig
 
 LOADERS = {"ml-100k": "movielens-100k", "ml-latest-small": "movielens-latest-small",

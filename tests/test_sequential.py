@@ -19,13 +19,8 @@ from lmrec.models import GRU4Rec, Popularity, Recommender, SASRec, load_model
 from lmrec.models.gru4rec import GRU4RecConfig, GRU4RecNet
 from lmrec.models.hyperparams import ModelConfig
 from lmrec.models.sasrec import SASRecConfig, SASRecNet
-from lmrec.models.sequential import (
-    SeqData,
-    gather_windows,
-    gbce_beta,
-    next_item_loss,
-    time_gap_tokens,
-)
+from lmrec.models.sequence_losses import gbce_beta, next_item_loss
+from lmrec.models.sequential import SeqData, gather_windows, time_gap_tokens
 from lmrec.prepare import prepare
 from lmrec.train.options import TrainingOptions
 

@@ -16,7 +16,8 @@ from lmrec.data.dataset import Dataset, Sequences
 from lmrec.errors import ConfigError
 from lmrec.models import GRU4Rec, SASRec, load_model
 from lmrec.models.sasrec import SASRecConfig, SASRecNet
-from lmrec.models.sequential import SeqData, next_item_loss, sampled_softmax_loss
+from lmrec.models.sequence_losses import next_item_loss, sampled_softmax_loss
+from lmrec.models.sequential import SeqData
 from lmrec.prepare import prepare
 from lmrec.train.options import TrainingOptions
 
