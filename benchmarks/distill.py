@@ -28,8 +28,8 @@ best of 3) and the latency of one history scored alone (p50 and p95 over 200 use
 from __future__ import annotations
 
 import argparse
-import json
 import os
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -37,6 +37,9 @@ from typing import Any
 
 import numpy as np
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from sequential_protocol import emit
 
 from lmrec.datasets import load_dataset
 from lmrec.evaluate import evaluate, split_loo
@@ -143,10 +146,7 @@ def main() -> None:
             r.update(speed)
             r["dataset"] = name
             rows.append(r)
-            print(json.dumps(r), flush=True)
-            if args.jsonl:
-                with args.jsonl.open("a") as fh:
-                    fh.write(json.dumps(r) + "\n")
+            emit(r, args.jsonl)
 
     print("\n| dataset | model | params | saved MB | epochs (best) | s/epoch | valid NDCG@10 | "
           "valid HR@10 | test NDCG@10 | test HR@10 | users/s | p50 ms |")

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from sequential_protocol import LOADERS, SHARED
+from sequential_protocol import LOADERS, SHARED, emit
 
 from lmrec.datasets import load_dataset
 from lmrec.evaluate import evaluate, split_loo
@@ -94,10 +94,7 @@ def main() -> None:
         for model, params in runs:
             row = {"dataset": name, **run(model, split, params, args.seed, args.budget)}
             rows.append(row)
-            print(json.dumps(row), flush=True)
-            if args.jsonl:
-                with args.jsonl.open("a") as fh:
-                    fh.write(json.dumps(row) + "\n")
+            emit(row, args.jsonl)
 
     print("\n| dataset | model | params | s/epoch | epochs (best) | fit s | valid NDCG@10 "
           "| valid HR@10 | test NDCG@10 | test HR@10 |")

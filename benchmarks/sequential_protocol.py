@@ -70,6 +70,14 @@ RECBOLE_S_PER_EPOCH = (205, 284)  # shared/peers/README.md, one thread, same mac
 BUDGET_S = 600.0
 
 
+def emit(row: dict[str, Any], jsonl: Path | None) -> None:
+    """Print one result row as JSON (and append it to `jsonl` when given)."""
+    print(json.dumps(row), flush=True)
+    if jsonl:
+        with jsonl.open("a") as fh:
+            fh.write(json.dumps(row) + "\n")
+
+
 def run_model(name: str, split: Split, params: dict[str, Any], seed: int) -> dict[str, Any]:
     model = create_model(name, params)
     # next-item models rank the observed sequence; the general baselines their fitted state
@@ -136,10 +144,7 @@ def main() -> None:
             row = {"dataset": name, "label": label, **run_model(model, split, params,
                                                                 args.seed)}
             rows.append(row)
-            print(json.dumps(row), flush=True)
-            if args.jsonl:
-                with args.jsonl.open("a") as fh:
-                    fh.write(json.dumps(row) + "\n")
+            emit(row, args.jsonl)
 
     print("\n| dataset | model | s/epoch | epochs (best) | fit s | valid NDCG@10 | valid HR@10 "
           "| test NDCG@10 | test HR@10 |")

@@ -1,5 +1,6 @@
 """Shared fixtures: the licensed public datasets (never copied into the repo), a seeded RNG, and
-an empty event store of each kind (SQLite, PostgreSQL; modules may define their own)."""
+an empty event store of each kind (SQLite, PostgreSQL; modules may define their own), and
+the sequential models' ring walks (`cycles`)."""
 
 from __future__ import annotations
 
@@ -8,9 +9,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
+import polars as pl
 import pytest
 
 from helpers_serve import postgres_base_url, postgres_schema
+from lmrec.data.dataset import Dataset
+from lmrec.prepare import prepare
 from lmrec.serve.store import EventStore, open_store
 
 REPO = Path(__file__).resolve().parents[1]
@@ -65,3 +69,15 @@ def store(store_url: str) -> Iterator[EventStore]:
     s = open_store(store_url)
     yield s
     s.close()
+
+
+@pytest.fixture(scope="module")
+def cycles() -> Dataset:  # the sequential models' known-answer data
+    """Users walk a ring of 8 items (i -> i + 1 mod 8) from random starts, 6 steps each."""
+    rng = np.random.default_rng(0)
+    rows = []
+    for u in range(60):
+        start = int(rng.integers(8))
+        rows += [(f"u{u}", f"i{(start + t) % 8}", 1000 * t) for t in range(6)]
+    events = pl.DataFrame(rows, schema=["user", "item", "timestamp"], orient="row")
+    return prepare(events, name="cycles").dataset

@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import polars as pl
 import pytest
 import torch
 
@@ -26,7 +25,6 @@ from lmrec.models.hstu import (
     time_bucket,
     times_from_gaps,
 )
-from lmrec.prepare import prepare
 from lmrec.train.options import TrainingOptions
 
 TINY: dict[str, Any] = {"hidden": 16, "heads": 2, "layers": 1, "epochs": 40, "batch_size": 16,
@@ -40,18 +38,6 @@ def silu(x: np.ndarray) -> np.ndarray:
 def layer_norm(x: np.ndarray, eps: float = 1e-5) -> np.ndarray:  # weight 1, bias 0
     mu = x.mean(-1, keepdims=True)
     return (x - mu) / np.sqrt(x.var(-1, keepdims=True) + eps)
-
-
-@pytest.fixture(scope="module")
-def cycles() -> Dataset:
-    """Users walk a ring of 8 items (i -> i + 1 mod 8) from random starts, 6 steps each."""
-    rng = np.random.default_rng(0)
-    rows = []
-    for u in range(60):
-        start = int(rng.integers(8))
-        rows += [(f"u{u}", f"i{(start + t) % 8}", 1000 * t) for t in range(6)]
-    events = pl.DataFrame(rows, schema=["user", "item", "timestamp"], orient="row")
-    return prepare(events, name="cycles").dataset
 
 
 # --- the attention, by hand ----------------------------------------------------------------------

@@ -41,18 +41,6 @@ def seqs_of(rows: list[list[int]], times: list[list[int]] | None = None) -> Sequ
     return Sequences(s.indptr, s.items, s.events, ts, ("click",))
 
 
-@pytest.fixture(scope="module")
-def cycles() -> Dataset:
-    """Users walk a ring of 8 items (i -> i + 1 mod 8) from random starts, 6 steps each."""
-    rng = np.random.default_rng(0)
-    rows = []
-    for u in range(60):
-        start = int(rng.integers(8))
-        rows += [(f"u{u}", f"i{(start + t) % 8}", 1000 * t) for t in range(6)]
-    events = pl.DataFrame(rows, schema=["user", "item", "timestamp"], orient="row")
-    return prepare(events, name="cycles").dataset
-
-
 # --- windows ---------------------------------------------------------------------------------
 def test_windows_are_right_aligned_and_padded() -> None:
     values = np.array([5, 6, 7, 8, 9, 1, 2])  # row 0 = 5..9, row 1 = 1, 2
