@@ -27,13 +27,11 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from sequential_protocol import LOADERS, SHARED, emit
+from sequential_protocol import PROTOCOLS, emit, load_split
 
-from lmrec.datasets import load_dataset
-from lmrec.evaluate import evaluate, split_loo
+from lmrec.evaluate import evaluate
 from lmrec.evaluate.splits import Split
 from lmrec.models import create_model
-from lmrec.prepare import PrepareConfig
 from lmrec.train.options import TrainingOptions
 
 
@@ -62,26 +60,28 @@ def main() -> None:
                     help="NAME or NAME=PATH (NAME in ml-100k, ml-latest-small, ml-1m)")
     ap.add_argument("--models", default="hstu,sasrec", help="defaults of these models")
     ap.add_argument("--hstu", nargs="*", default=[], help="extra hstu settings (JSON objects)")
+    ap.add_argument("--sasrec", nargs="*", default=[],
+                    help="extra sasrec settings (JSON objects; '{\"max_len\": 50}' is today's "
+                         "sasrec under --protocol issue15)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--budget", type=float, default=None, help="training seconds per run")
     ap.add_argument("--jsonl", type=Path, default=None, help="also append results here")
+    ap.add_argument("--protocol", choices=sorted(PROTOCOLS), default="recbole",
+                    help="recbole: ratings >= 3, 10-core, history 50; issue15: no rating "
+                         "filter, 5-core, history 200 (max_len of every run)")
     ap.add_argument("--timing", type=int, default=0,
                     help="only time N training epochs of each run (no validation), twice")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
-    runs = [(m, {}) for m in args.models.split(",") if m]
-    runs += [("hstu", json.loads(p)) for p in args.hstu]
+    max_len = {} if args.protocol == "recbole" else {"max_len": PROTOCOLS[args.protocol][1]}
+    runs = [(m, dict(max_len)) for m in args.models.split(",") if m]
+    runs += [("hstu", {**max_len, **json.loads(p)}) for p in args.hstu]
+    runs += [("sasrec", {**max_len, **json.loads(p)}) for p in args.sasrec]
     rows = []
     for spec in args.data:
-        name, _, path = spec.partition("=")
-        source = Path(path) if path else SHARED / name
-        ds = load_dataset(LOADERS[name], source, download=False,
-                          config=PrepareConfig(min_rating=3, core=10)).dataset
-        split = split_loo(ds, valid=True)
-        print(f"{name}: {ds.n_users} users, {ds.n_items} items, {ds.n_events} interactions",
-              flush=True)
+        name, split = load_split(spec, args.protocol)
         if args.timing:
             for model, params in runs * 2:
                 fitted = create_model(model, {"progress": False, **params,

@@ -62,7 +62,15 @@ from lmrec.train.options import TrainingOptions
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("LMREC_SHARED_DATASETS", ROOT.parent / "shared" / "datasets"))
 LOADERS = {"ml-100k": "movielens-100k", "ml-latest-small": "movielens-latest-small",
-           "ml-1m": "movielens-1m"}
+           "ml-1m": "movielens-1m", "amazon-beauty": "amazon-beauty",
+           "amazon-sports": "amazon-sports"}
+# name -> (preparation, history length of the sequential models):
+# "recbole" is RecBole's ml-1m_seq (ratings >= 3, 10-core, history 50); "issue15" the
+# frontier benchmark's (no rating filter, 5-core, history 200: SASRec/HSTU on ML-1M, and the
+# S3-Rec/TIGER Amazon files, which are 5-core already)
+PROTOCOLS: dict[str, tuple[PrepareConfig, int]] = {
+    "recbole": (PrepareConfig(min_rating=3, core=10), 50),
+    "issue15": (PrepareConfig(core=5), 200)}
 MODELS = ("ease", "als", "gru4rec", "sasrec")
 RECBOLE_SASREC = {"layers": 2, "heads": 2, "hidden": 64, "inner": 256, "batch_size": 512,
                   "dropout": 0.5, "loss": "ce", "lr": 1e-3}
@@ -76,6 +84,19 @@ def emit(row: dict[str, Any], jsonl: Path | None) -> None:
     if jsonl:
         with jsonl.open("a") as fh:
             fh.write(json.dumps(row) + "\n")
+
+
+def load_split(spec: str, protocol: str = "recbole") -> tuple[str, Split]:
+    """`spec` is NAME or NAME=PATH; the time-ordered leave-one-out split (with validation)
+    of that dataset prepared as `protocol` says."""
+    name, _, path = spec.partition("=")
+    source = Path(path) if path else SHARED / name
+    prepare, _ = PROTOCOLS[protocol]
+    ds = load_dataset(LOADERS[name], source, download=False, config=prepare).dataset
+    split = split_loo(ds, valid=True)
+    print(f"{name} ({protocol}): {ds.n_users} users, {ds.n_items} items, {ds.n_events} "
+          f"interactions", flush=True)
+    return name, split
 
 
 def run_model(name: str, split: Split, params: dict[str, Any], seed: int) -> dict[str, Any]:
@@ -118,13 +139,7 @@ def main() -> None:
 
     rows = []
     for spec in args.data:
-        name, _, path = spec.partition("=")
-        source = Path(path) if path else SHARED / name
-        ds = load_dataset(LOADERS[name], source, download=False,
-                          config=PrepareConfig(min_rating=3, core=10)).dataset
-        split = split_loo(ds, valid=True)
-        print(f"{name}: {ds.n_users} users, {ds.n_items} items, {ds.n_events} interactions; "
-              f"split {split.name} {split.sizes()}", flush=True)
+        name, split = load_split(spec)
         # next-item models: defaults, with the epoch cap lifted so that early stopping on
         # validation NDCG@10 decides when they have converged
         runs: list[tuple[str, str, dict[str, Any]]] = [

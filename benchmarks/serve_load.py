@@ -12,6 +12,10 @@ for /v1/ready, then runs the scenarios and prints one JSON line each (and a summ
   recommendation run twice per round, with `--no-log-impressions` and with logging (the
   default; SQLite, synchronous=FULL, group commit), over --rounds alternating rounds; reports
   each run's p99 and the median difference.
+- `hstu`: fresh histories scored by `hstu` on an ML-1M-sized catalogue (3,416 items, 6,040
+  users, mean history about 165; `serve_hstu.py`), one bundle per `--max-len` (default 50
+  and 200, each its own server): visitors POST their history (`--hstu-mode visitor`), or
+  training users GET after one live event each (`--hstu-mode live`).
 - `ingest`: POST /v1/events batches (Bearer key from LMREC_API_KEYS) from several threads,
   as fast as the server takes them, against the ml100k bundle; reports events/s.
 
@@ -27,8 +31,10 @@ Bundles are built once into --work and reused. Commands (the lead's quiet-machin
     .venv/bin/python benchmarks/serve_load.py --scenario synthetic --rate 200 --duration 30
     .venv/bin/python benchmarks/serve_load.py --scenario ingest --duration 10 --batch 100
     .venv/bin/python benchmarks/serve_load.py --scenario impressions --rate 200 --duration 20
+    .venv/bin/python benchmarks/serve_load.py --scenario hstu --rate 200 --duration 30
 
-Targets (2 cores): p99 <= 20 ms at 200 requests/s on the 1M-item synthetic bundle.
+Targets (2 cores): p99 <= 20 ms at 200 requests/s on the 1M-item synthetic bundle; p99 <= 10 ms
+at 200 requests/s for a fresh history scored by `hstu` (issue 15).
 """
 
 from __future__ import annotations
@@ -52,7 +58,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("LMREC_SHARED_DATASETS", ROOT.parent / "shared" / "datasets"))
 LMREC = str(Path(sys.executable).with_name("lmrec"))
-SCENARIOS = ("ml100k", "synthetic", "ingest", "impressions")
+SCENARIOS = ("ml100k", "synthetic", "ingest", "impressions", "hstu")
 STORE_OPTIONS = [""]  # --store-options: appended to every server's SQLite URL
 
 
@@ -158,6 +164,17 @@ class Server:
         except Exception:  # psutil is a dev extra; the figure is optional
             return None
 
+    def cpu_s(self) -> float | None:
+        """CPU seconds (user + system) the server has used so far, its workers included."""
+        try:
+            import psutil
+
+            proc = psutil.Process(self.proc.pid)
+            return float(sum(t.user + t.system for t in
+                             [p.cpu_times() for p in (proc, *proc.children(recursive=True))]))
+        except Exception:
+            return None
+
     def __exit__(self, *exc: object) -> None:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.terminate()
@@ -177,8 +194,9 @@ def percentiles(ms: np.ndarray) -> dict[str, float | None]:
             "p99_ms": round(float(p99), 2), "max_ms": round(float(ms.max()), 2)}
 
 
-def open_loop(url: str, paths: list[str], rate: float, threads: int) -> dict[str, Any]:
-    """GET each path at its due time (start + i / rate); latencies from the due time."""
+def open_loop(url: str, paths: list[Any], rate: float, threads: int) -> dict[str, Any]:
+    """Send each request at its due time (start + i / rate); latencies from the due time.
+    A request is a path to GET or a (path, json body) to POST."""
     n = len(paths)
     latency = np.full(n, np.nan)  # ms from due time to full response
     service = np.full(n, np.nan)  # ms from actual send to full response
@@ -194,7 +212,9 @@ def open_loop(url: str, paths: list[str], rate: float, threads: int) -> dict[str
                     time.sleep(delay)
                 sent = time.perf_counter()
                 try:
-                    r = client.get(paths[i])
+                    req = paths[i]
+                    r = (client.get(req) if isinstance(req, str)
+                         else client.post(req[0], json=req[1]))
                     status[i] = r.status_code
                 except httpx.HTTPError:
                     status[i] = 0
@@ -217,26 +237,66 @@ def open_loop(url: str, paths: list[str], rate: float, threads: int) -> dict[str
 
 
 def recommend_scenario(name: str, bundle: Path, args: argparse.Namespace,
-                       extra: tuple[str, ...] = ()) -> dict[str, Any]:
-    with np.load(bundle / "arrays.npz", allow_pickle=False) as z:
-        users = z["user_ids"]
-    rng = np.random.default_rng(1)
-    n = int(args.rate * args.duration)
-    picks = users[rng.integers(0, users.size, n + args.warmup)]
-    paths = [f"/v1/users/{u}/recommendations?k={args.k}" for u in picks.tolist()]
-    server = Server(bundle, args.work / f"events-{name}.db", secrets.token_hex(16),
-                    args.ready_timeout, extra)
+                       extra: tuple[str, ...] = (), paths: list[Any] | None = None,
+                       events: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """Recommendations at args.rate: GETs for random training users, or `paths` (GET paths
+    or (path, json body) POSTs, warmup first); `events` are ingested before the run."""
+    if paths is None:
+        with np.load(bundle / "arrays.npz", allow_pickle=False) as z:
+            users = z["user_ids"]
+        rng = np.random.default_rng(1)
+        n = int(args.rate * args.duration)
+        picks = users[rng.integers(0, users.size, n + args.warmup)]
+        paths = [f"/v1/users/{u}/recommendations?k={args.k}" for u in picks.tolist()]
+    key = secrets.token_hex(16)
+    server = Server(bundle, args.work / f"events-{name}.db", key, args.ready_timeout, extra)
     with server as url:
-        with httpx.Client(base_url=url, timeout=30) as client:  # warm caches and code paths
-            first = client.get(paths[0])
+        with httpx.Client(base_url=url, timeout=30,
+                          headers={"Authorization": f"Bearer {key}"}) as client:
+            for lo in range(0, len(events or ()), 1_000):  # before the run: fresh histories
+                client.post("/v1/events", json={"events": events[lo: lo + 1_000]}
+                            ).raise_for_status()
+
+            def send(req: Any) -> httpx.Response:
+                return (client.get(req) if isinstance(req, str)
+                        else client.post(req[0], json=req[1]))
+
+            first = send(paths[0])  # warm caches and code paths
             first.raise_for_status()
             for p in paths[1 : args.warmup]:
-                client.get(p)
+                send(p)
+        load_before = os.getloadavg()  # 1/5/15-min load: other jobs on the machine
+        cpu_before, own_before = server.cpu_s(), time.process_time()
         result = open_loop(url, paths[args.warmup :], args.rate, args.threads)
+        result["load_avg"] = {"before": load_before, "after": os.getloadavg()}
+        # CPU per request: what a busy machine does not inflate as much as latency
+        cpu_after, n = server.cpu_s(), max(result["requests"], 1)
+        result["server_cpu_ms_per_request"] = (
+            None if cpu_before is None or cpu_after is None
+            else round(1000 * (cpu_after - cpu_before) / n, 2))
+        result["generator_cpu_ms_per_request"] = round(
+            1000 * (time.process_time() - own_before) / n, 2)
         rss = server.rss_mb()
     return {"scenario": name, "bundle": str(bundle), "k": args.k,
             "duration_s": args.duration, "startup_s": round(server.startup_s, 1),
             "server_rss_mb": rss, "example": first.json()["items"][:3], **result}
+
+
+def hstu_scenario(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Fresh histories scored by hstu, one server per --max-len (serve_hstu.py)."""
+    from serve_hstu import hstu_bundle, hstu_requests
+
+    out = []
+    for max_len in args.max_len:
+        bundle = hstu_bundle(args.work, max_len, args.hstu_epochs)
+        n = int(args.rate * args.duration) + args.warmup
+        paths, events, facts = hstu_requests(bundle, args.hstu_mode, n, args.k)
+        extra = (*(("--workers", str(args.workers)) if args.workers > 1 else ()),
+                 *args.serve_arg)
+        res = recommend_scenario(f"hstu-L{max_len}", bundle, args, extra, paths, events)
+        out.append({**res, "max_len": max_len, "mode": args.hstu_mode,
+                    "workers": args.workers, "serve_args": args.serve_arg, **facts})
+    return out
 
 
 def impressions_scenario(bundle: Path, args: argparse.Namespace) -> dict[str, Any]:
@@ -323,6 +383,13 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3, help="impressions: off/on rounds")
     ap.add_argument("--store-options", default="",
                     help="appended to the SQLite URL, e.g. ?synchronous=normal")
+    ap.add_argument("--max-len", type=int, nargs="+", default=[50, 200],
+                    help="hstu: history lengths, one bundle and server each")
+    ap.add_argument("--hstu-mode", choices=["visitor", "live"], default="visitor")
+    ap.add_argument("--workers", type=int, default=1, help="hstu: server processes")
+    ap.add_argument("--serve-arg", action="append", default=[],
+                    help="hstu: an option for `lmrec serve`, e.g. --serve-arg=--no-log-impressions")
+    ap.add_argument("--hstu-epochs", type=int, default=1, help="hstu training epochs")
     ap.add_argument("--ready-timeout", type=float, default=900.0)
     ap.add_argument("--rebuild", action="store_true", help="rebuild the bundles")
     args = ap.parse_args()
@@ -343,6 +410,11 @@ def main() -> None:
             res = recommend_scenario(name, bundle, args)
         elif name == "impressions":
             res = impressions_scenario(ml100k_bundle(args.work, args.epochs), args)
+        elif name == "hstu":
+            for res in hstu_scenario(args):
+                print(json.dumps(res), flush=True)
+                results.append(res)
+            continue
         else:
             res = ingest_scenario(ml100k_bundle(args.work, args.epochs), args)
         print(json.dumps(res), flush=True)
@@ -351,5 +423,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(Path(__file__).resolve().parent))  # for ann_recall
+    sys.path.insert(0, str(Path(__file__).resolve().parent))  # ann_recall, serve_hstu
     main()

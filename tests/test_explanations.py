@@ -18,6 +18,7 @@ from lmrec.errors import InputError
 from lmrec.models import create_model
 from lmrec.models.base import Recommender
 from lmrec.models.explanations import history_items, occlusion, without
+from lmrec.models.sequential import SequenceNet
 from lmrec.serve.bundle import load_bundle
 from lmrec.serve.engine import Engine, Query
 from lmrec.testing import planted_dataset
@@ -123,7 +124,7 @@ def test_a_history_free_score_is_explained_as_non_personal() -> None:
         assert (e.top()[0] == -1).all()
 
 
-class _LinearSeqNet(nn.Module):
+class _LinearSeqNet(SequenceNet):
     """h_t = sum_{s <= t} x_s W: every score is linear in the position inputs x_s, so gradient
     x input is exactly x_s W . t_i."""
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from typing import Any
+from unittest.mock import patch
 
 import numpy as np
 import polars as pl
@@ -11,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from lmrec.data import IdVocabulary
+from lmrec.data import vocab as vocab_module
 from lmrec.errors import InputError
 
 
@@ -91,12 +93,24 @@ def test_an_integer_vocabulary_takes_canonical_integer_text_only() -> None:
                       max_size=16))
 @settings(max_examples=200, deadline=None)
 def test_a_few_ids_are_found_as_many_are(ids: list[Any], asked: list[Any]) -> None:
-    """The lookup of up to 16 ids (binary search over numpy) answers as the polars one."""
+    """The lookup of up to FEW ids (binary search over numpy) answers as the polars one."""
     ints = [i for i in ids if isinstance(i, int)]
     texts = [i for i in ids if isinstance(i, str)]
     for vocab in (IdVocabulary.from_values(pl.Series(ints or [0], dtype=pl.Int64)),
                   IdVocabulary.from_values(pl.Series(texts or ["x"], dtype=pl.String))):
         probe = asked + [vocab.ids[0], vocab.ids[-1], str(vocab.ids[0])][: 16 - len(asked)]
+        probe = probe * 3  # repeats, in any order
         few = vocab.index(probe)
-        many = vocab.index(probe * 17)[: len(probe)]  # past 16 ids: through polars
+        with patch.object(vocab_module, "FEW", 0):  # the polars path
+            many = vocab.index(probe)
         assert few.tolist() == many.tolist(), (probe, few, many)
+
+
+def test_a_long_list_of_ids_is_looked_up_at_once() -> None:
+    """A visitor's history (hundreds of ids) takes the numpy path: no polars round trip."""
+    vocab = IdVocabulary.from_values(pl.Series(np.arange(0, 20_000, 2)))
+    asked = [*range(0, 2_000, 2), 1, "8", "08", -2, 2**70, 19_998, 20_000]
+    with patch.object(pl.Series, "search_sorted", side_effect=AssertionError("polars")):
+        got = vocab.index(asked)
+    assert got[:1_000].tolist() == list(range(1_000))
+    assert got[1_000:].tolist() == [-1, 4, -1, -1, -1, 9_999, -1]

@@ -31,6 +31,7 @@ from lmrec.cli.options import (
     parse_variant,
 )
 from lmrec.cli.rerank import RerankOption, named, parse_rerank_options
+from lmrec.cli.transfer import check_transfer_options, load_source, transfer_and_evaluate
 from lmrec.console import err, metrics_summary, out, print_json, steps, table
 from lmrec.errors import ConfigError
 from lmrec.jsonfile import write_json
@@ -76,7 +77,8 @@ def _splits(ds: Any, split: str, ratios: tuple[float, ...], test_share: float, f
 
 def evaluate_cmd(
     data: Annotated[Path, typer.Option("--data", help="A prepared dataset folder.")],
-    model: Annotated[str, typer.Option("--model", help="Model name.")],
+    model: Annotated[str | None, typer.Option(
+        "--model", help="Model name (required unless --transfer-from).")] = None,
     param: Annotated[list[str] | None, typer.Option("--param", help="KEY=VALUE, repeatable.")
                      ] = None,
     config: Annotated[Path | None, typer.Option(help="TOML file with model parameters.")
@@ -107,9 +109,16 @@ def evaluate_cmd(
     rerank: RerankOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON object of metrics.")
                        ] = False,
+    transfer_from: Annotated[Path | None, typer.Option(
+        "--transfer-from", help="A bundle of `lmrec train` (sasrec/hstu with text items): "
+                                "transfer its model zero-shot to the split's training part "
+                                "instead of fitting --model.")] = None,
 ) -> None:
     """Fit a model on a split's training part and print full-ranking metrics (of the lists
     after --rerank, when given).
+
+    `--transfer-from BUNDLE` fits nothing: the bundle's text-native model is applied to this
+    data's catalogue and users as trained (zero-shot transfer) and evaluated the same way.
 
     `--model auto --budget 15m` searches models and parameters on the validation part, refits
     the winner on train + valid and tests it once (--json: the usual metrics plus "auto")."""
@@ -123,11 +132,17 @@ def evaluate_cmd(
     )
     from lmrec.models import create_model
 
+    if transfer_from is not None:
+        check_transfer_options({"--model": model is not None, "--param": bool(param),
+                                "--config": config is not None, "--tune": tune,
+                                "--split kfold": split == "kfold"})
+    elif model is None:
+        raise ConfigError("Missing option '--model' (or --transfer-from BUNDLE)")
     params = parse_params(param, config)
     auto = auto_options(model == AUTO, budget, families, max_trials, {
         "--param": bool(param), "--config": config is not None, "--tune": tune,
         "--part valid": part == "valid", "--split kfold": split == "kfold"})
-    if auto is None:
+    if auto is None and model is not None:
         create_model(model, params)  # refuse unknown models and parameters before any work
     specs = parse_rerank_options(rerank)
     ks = _parse_ks(k)
@@ -139,16 +154,23 @@ def evaluate_cmd(
     if tune and split == "kfold":
         raise ConfigError("--tune takes a single split (random with a validation part, or "
                           "loo), not --split kfold")
+    source = None if transfer_from is None else load_source(transfer_from)
+    name = model if source is None else f"{source.name} from {transfer_from}"
     ds = Dataset.load(data)
     if ks[-1] > ds.n_items:
         raise ConfigError(f"--k {ks[-1]} is larger than the catalogue ({ds.n_items} items)")
     described = _check_rerank(specs, ds)
-    with steps(f"evaluating {model}") as step:
+    with steps(f"evaluating {name}") as step:
         step("splitting")
         splits = _splits(ds, split, r, test_share, folds, seed, holdout_share, max_train_events)
         if tune:
             params = _tune(model, params, splits[0], ks, trials, seed, history, step)
-        if auto is not None:
+        if source is not None:
+            step("transferring and scoring")
+            res = transfer_and_evaluate(source, transfer_from, splits[0], ks, part=part,
+                                        history=history, rerank=specs)
+            metrics, extra = dict(res.metrics), {"transfer_from": str(transfer_from)}
+        elif auto is not None:
             found = run_auto(splits[0], auto, ks, seed, history, step)
             assert found.test is not None
             tested = found.test
@@ -179,7 +201,7 @@ def evaluate_cmd(
     rows = [(key, v) for key, v in metrics.items()]
     rows += [(f"{key} (from the data)", v) for key, v in extra.get("settings", {}).items()]
     reranked = f", re-ranked by {described}" if described else ""
-    out.print(table(f"{model} on {ds.name} ({split} split, {part}, {history} histories"
+    out.print(table(f"{name} on {ds.name} ({split} split, {part}, {history} histories"
                     f"{reranked})", ["metric", "value"], rows))
     if auto is not None:
         for t in auto_tables(found):

@@ -26,9 +26,11 @@ Attention biases (learned, per head, added to the logits before the SiLU):
   log2 gap tokens ("gaps", see `lmrec.models.sequential.time_gap_tokens`) as running sums of
   each bucket's middle value, so that |t_i - t_j| is right to within the gap buckets' width.
 
-Item (and optional behaviour-type and gap) embeddings are summed and dropped out as in
-`sasrec`; by default there is no absolute position embedding (the relative bias places every
-item); `abs_positions` adds one, counted from the most recent item as `sasrec`'s.
+Items are ids, ids + text or text alone (`text`, `text_only`: the one `ItemEmbedding` of
+`lmrec.models.text_items`, as in `sasrec`). Item (and optional behaviour-type and gap)
+embeddings are summed and dropped out as in `sasrec`; by default there is no absolute
+position embedding (the relative bias places every item); `abs_positions` adds one, counted
+from the most recent item as `sasrec`'s.
 
 Shapes: B windows, L positions (right-aligned, token 0 = padding), d = hidden, h = heads.
 """
@@ -41,7 +43,7 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor, nn
 
-from lmrec.data.dataset import Sequences
+from lmrec.data.dataset import Dataset, Sequences
 from lmrec.models.explanations import Explanation, occlusion
 from lmrec.models.sasrec import _init_weights
 from lmrec.models.sequential import (
@@ -52,12 +54,19 @@ from lmrec.models.sequential import (
     SequentialConfig,
     SequentialRecommender,
 )
+from lmrec.models.text_items import (
+    ItemEmbedding,
+    SequentialTextFields,
+    item_arrays,
+    legacy_item_keys,
+)
+from lmrec.models.text_transfer import transfer
 
 POSITION_BUCKETS = 32  # relative distances 0..15 exact, then 4 buckets per doubling to 255
 _EXACT = 16
 
 
-class HSTUConfig(SequentialConfig):
+class HSTUConfig(SequentialTextFields, SequentialConfig):
     # Defaults chosen on the validation part of ML-100K (ratings >= 3, 10-core, time-ordered
     # leave-one-out, full ranking, valid NDCG@10, early stopping with patience 10; sasrec's
     # sizes: hidden 64, 2 layers, 2 heads, max_len 50, batch 128, ce), benchmarks/hstu_protocol.py:
@@ -166,22 +175,31 @@ class HSTULayer(nn.Module):
         self.drop = nn.Dropout(dropout)
 
     def forward(self, x: Tensor, bias: Tensor, mask: Tensor) -> Tensor:
+        """x (B, L, d) -> (B, Lq, d): every position, or only the last (Lq = 1) when `bias`
+        (B or 1, h, Lq, L) and `mask` (B, 1, Lq, L) hold only the last query's row."""
         b, length, d = x.shape  # (B, L, d)
         u, v, q, k = F.silu(self.f1(self.ln_in(x))).split(d, dim=2)  # 4 x (B, L, d)
+        lq = mask.shape[2]  # the queries asked for: the last lq positions
+        x, u, q = x[:, length - lq:], u[:, length - lq:], q[:, length - lq:]
         # (B, L, d) -> (B, h, L, d/h)
-        q, k, v = (t.view(b, length, self.heads, d // self.heads).transpose(1, 2)
+        q, k, v = (t.view(b, t.shape[1], self.heads, d // self.heads).transpose(1, 2)
                    for t in (q, k, v))
-        y = pointwise_attention(q, k, v, bias, mask, self.n)  # (B, h, L, d/h)
-        y = y.transpose(1, 2).reshape(b, length, d)  # (B, L, d)
+        y = pointwise_attention(q, k, v, bias, mask, self.n)  # (B, h, Lq, d/h)
+        y = y.transpose(1, 2).reshape(b, lq, d)  # (B, Lq, d)
         y = self.f2(self.ln_attn(y) * u)  # gating by U
         return x + self.drop(y)
 
 
 class HSTUNet(SequenceNet):
-    def __init__(self, n_items: int, n_event_types: int, cfg: HSTUConfig) -> None:
+    """`item_text` (n_items, T) and `item_cold` (n_items,): as `SASRecNet`'s (ItemEmbedding)."""
+
+    def __init__(self, n_items: int, n_event_types: int, cfg: HSTUConfig,
+                 item_text: np.ndarray | None = None, item_cold: np.ndarray | None = None
+                 ) -> None:
         super().__init__()
         d = cfg.hidden
-        self.item_emb = nn.Embedding(n_items + 1, d, padding_idx=PAD)
+        self.items = ItemEmbedding(n_items, d, cfg, item_text, item_cold)
+        self.register_load_state_dict_pre_hook(legacy_item_keys)  # bundles of older versions
         self.event_emb = (nn.Embedding(n_event_types + 1, d, padding_idx=PAD)
                           if cfg.use_event_types else None)
         self.gap_emb = (nn.Embedding(GAP_BUCKETS, d, padding_idx=PAD)
@@ -196,11 +214,27 @@ class HSTUNet(SequenceNet):
         self.ln_f = nn.LayerNorm(d)
         self.apply(_init_weights)
 
+    @property
+    def item_emb(self) -> nn.Embedding | None:
+        """The id embedding table (None with text_only), for callers that read it."""
+        return self.items.id_emb
+
+    def item_table(self) -> Tensor:
+        return self.items.table()  # (n_items + 1, d)
+
     def forward(self, batch: Batch) -> Tensor:
+        return self._hidden(batch, last_only=False)  # (B, L, d)
+
+    def hidden_last(self, batch: Batch) -> Tensor:
+        # scoring reads the last position only: the last layer computes that query's row
+        # (its keys and values still come from every position), about half the work
+        return self._hidden(batch, last_only=True)[:, -1]  # (B, d)
+
+    def _hidden(self, batch: Batch, last_only: bool) -> Tensor:
         items = batch["items"]  # (B, L)
         length = items.shape[1]
         valid = items != PAD  # (B, L)
-        x = self.item_emb(items)  # (B, L, d)
+        x = self.items(items)  # (B, L, d)
         if self.pos_emb is not None:  # position max_len - 1 = the most recent item
             n_pos = self.pos_emb.num_embeddings
             x = x + self.pos_emb(torch.arange(n_pos - length, n_pos, device=items.device))[None]
@@ -212,9 +246,11 @@ class HSTUNet(SequenceNet):
         causal = torch.ones(length, length, dtype=torch.bool, device=items.device).tril()
         mask = (causal[None] & valid[:, None, :])[:, None]  # (B, 1, L, L) key j <= i, an item
         rel, tb = relative_buckets(batch, self.time_buckets)  # (L, L), (B, L, L)
-        for bias, layer in zip(self.bias, self.layers, strict=True):
+        for n, (bias, layer) in enumerate(zip(self.bias, self.layers, strict=True)):
+            if last_only and n == len(self.layers) - 1:  # the last query's row alone
+                rel, tb, mask = rel[-1:], tb[:, -1:], mask[:, :, -1:]
             x = layer(x, bias(rel, tb), mask)
-        return self.ln_f(x)  # (B, L, d)
+        return self.ln_f(x)  # (B, L, d), (B, 1, d) when last_only
 
 
 class HSTU(SequentialRecommender):
@@ -227,8 +263,17 @@ class HSTU(SequentialRecommender):
     # the full-width one does (`length_buckets`)
     trims_padding = True
 
+    def _item_arrays(self, dataset: Dataset) -> dict[str, np.ndarray]:
+        return item_arrays(dataset, self.config, progress=self.config.progress)
+
     def _build_net(self, n_items: int, n_event_types: int) -> SequenceNet:
-        return HSTUNet(n_items, n_event_types, self.config)
+        return HSTUNet(n_items, n_event_types, self.config, self.item_arrays_.get("item_text"),
+                       self.item_arrays_.get("item_cold"))
+
+    def transfer(self, dataset: Dataset) -> HSTU:
+        """This model, untrained further, on `dataset`'s catalogue and users (zero-shot; needs
+        text items: see `lmrec.models.text_transfer.transfer`)."""
+        return transfer(self, dataset)
 
     def _explain(self, user: int, seqs: Sequences, items: np.ndarray) -> Explanation:
         # occlusion (each history item removed and the history rescored), not the family's

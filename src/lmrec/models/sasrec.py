@@ -9,10 +9,12 @@ an MLP, with the item embedding tied to the output layer.
 
 Text (`text=True`): an item's representation, in the input and the tied output layer alike,
 is its id embedding plus a learned projection of a frozen sentence vector of its text
-(`lmrec.models.text_items`). Items without training events use a learned "unknown item" row
-instead of their untrained id embedding, and while training an item's id is replaced by that
-row with probability `item_id_dropout`, so that items never seen in training get scores from
-their text. The output table is recomputed every step: O(n_items x text dim) per step.
+(`lmrec.models.text_items.ItemEmbedding`). Items without training events use a learned
+"unknown item" row instead of their untrained id embedding, and while training an item's id
+is replaced by that row with probability `item_id_dropout`, so that items never seen in
+training get scores from their text. Text alone (`text_only=True`): an item is a trained MLP
+of its text vector, no id at all; such a model applies to another catalogue without training
+(`transfer`). With text the output table is recomputed every step: O(n_items x text dim).
 
 Shapes: B windows, L = max_len positions (right-aligned, token 0 = padding), d = hidden.
 """
@@ -37,14 +39,15 @@ from lmrec.models.sequential import (
     SequentialRecommender,
 )
 from lmrec.models.text_items import (
-    ItemIdGate,
-    TextItemFields,
-    cold_item_mask,
-    item_text_matrix,
+    ItemEmbedding,
+    SequentialTextFields,
+    item_arrays,
+    legacy_item_keys,
 )
+from lmrec.models.text_transfer import transfer
 
 
-class SASRecConfig(TextItemFields, SequentialConfig):
+class SASRecConfig(SequentialTextFields, SequentialConfig):
     # Defaults chosen once on the validation part of ML-100K (ratings >= 3, 10-core,
     # time-ordered LOO, valid NDCG@10 with full ranking, early stopping; RecBole's sizes:
     # 2 layers, 2 heads, hidden 64, inner 256, max_len 50; batch 128 windows):
@@ -127,23 +130,15 @@ class Block(nn.Module):
 
 class SASRecNet(SequenceNet):
     """`item_text` (n_items, T) float32 text vectors and `item_cold` (n_items,) bool (items
-    without training events) switch the text path on; they become non-persistent buffers."""
+    without training events): the item arrays of `text` / `text_only` (see ItemEmbedding)."""
 
     def __init__(self, n_items: int, n_event_types: int, cfg: SASRecConfig,
                  item_text: np.ndarray | None = None, item_cold: np.ndarray | None = None
                  ) -> None:
         super().__init__()
         d = cfg.hidden
-        self.item_emb = nn.Embedding(n_items + 1, d, padding_idx=PAD)
-        self.text_proj: nn.Linear | None = None
-        if item_text is not None:
-            pad = np.zeros((1, item_text.shape[1]), dtype=np.float32)  # token 0 = padding
-            self.register_buffer("item_text", torch.from_numpy(np.concatenate([pad, item_text])),
-                                 persistent=False)  # (n_items + 1, T)
-            cold = np.concatenate([[False], np.zeros(n_items, bool) if item_cold is None
-                                   else item_cold])
-            self.gate = ItemIdGate(d, torch.from_numpy(cold), cfg.text_item_id_dropout)
-            self.text_proj = nn.Linear(item_text.shape[1], d, bias=False)
+        self.items = ItemEmbedding(n_items, d, cfg, item_text, item_cold)
+        self.register_load_state_dict_pre_hook(legacy_item_keys)  # bundles of older versions
         self.pos_emb = nn.Embedding(cfg.max_len, d)  # position L-1 = the most recent item
         self.event_emb = (nn.Embedding(n_event_types + 1, d, padding_idx=PAD)
                           if cfg.use_event_types else None)
@@ -156,17 +151,17 @@ class SASRecNet(SequenceNet):
         self.ln_f = nn.LayerNorm(d)
         self.apply(_init_weights)
 
+    @property
+    def item_emb(self) -> nn.Embedding | None:
+        """The id embedding table (None with text_only), for callers that read it."""
+        return self.items.id_emb
+
     def embed(self, tokens: Tensor) -> Tensor:
         """Item tokens (any shape) -> their representations (..., d)."""
-        if self.text_proj is None:
-            return self.item_emb(tokens)
-        return self.gate(self.item_emb(tokens), tokens) + self.text_proj(self.item_text[tokens])
+        return self.items(tokens)
 
     def item_table(self) -> Tensor:
-        if self.text_proj is None:
-            return self.item_emb.weight
-        return self.embed(torch.arange(self.item_emb.num_embeddings,
-                                       device=self.item_emb.weight.device))  # (n_items + 1, d)
+        return self.items.table()  # (n_items + 1, d)
 
     def forward(self, batch: Batch) -> Tensor:
         items = batch["items"]  # (B, L)
@@ -215,13 +210,13 @@ class SASRec(SequentialRecommender):
     trims_padding = True
 
     def _item_arrays(self, dataset: Dataset) -> dict[str, np.ndarray]:
-        if not self.config.text:
-            return {}
-        return {"item_text": item_text_matrix(dataset, self.config,
-                                              progress=self.config.progress),
-                "item_cold": cold_item_mask(dataset.matrix("binary"))}
+        return item_arrays(dataset, self.config, progress=self.config.progress)
 
     def _build_net(self, n_items: int, n_event_types: int) -> SequenceNet:
         return SASRecNet(n_items, n_event_types, self.config, self.item_arrays_.get("item_text"),
                          self.item_arrays_.get("item_cold"))
 
+    def transfer(self, dataset: Dataset) -> SASRec:
+        """This model, untrained further, on `dataset`'s catalogue and users (zero-shot; needs
+        text items: see `lmrec.models.text_transfer.transfer`)."""
+        return transfer(self, dataset)

@@ -253,6 +253,11 @@ class SequenceNet(nn.Module):
     def forward(self, batch: Batch) -> Tensor:  # (B, L, d) hidden state per position
         raise NotImplementedError
 
+    def hidden_last(self, batch: Batch) -> Tensor:
+        """(B, d) hidden state at the last position, what scoring reads; a network may
+        compute it with less work than `forward`."""
+        return self(batch)[:, -1]
+
     def item_table(self) -> Tensor:
         """(n_items + 1, d) output item representations (row 0 = padding): the id embedding
         table by default; networks with item side inputs (text) add them here."""
@@ -317,9 +322,18 @@ class SequentialRecommender(Recommender):
         with torch.no_grad():
             for start in range(0, data.indptr.size - 1, _SCORE_BATCH):
                 rows = np.arange(start, min(start + _SCORE_BATCH, data.indptr.size - 1))
-                batch = data.take(rows).last_windows(self.config.max_len)
-                out.append(net({k: v.to(device) for k, v in batch.items()})[:, -1])
-        return torch.cat(out) if out else torch.zeros(0, net.item_emb.weight.shape[1])
+                part = data.take(rows)
+                batch = part.last_windows(self._score_width(part))
+                out.append(net.hidden_last({k: v.to(device) for k, v in batch.items()}))
+        return torch.cat(out) if out else torch.zeros(0, net.item_table().shape[1])
+
+    def _score_width(self, data: SeqData) -> int:
+        """Window width to score `data` at: max_len, or, for a network that counts positions
+        from the most recent item, the longest of its histories (at least 1): the same
+        scores, and one short history (a served request) costs its length, not max_len."""
+        if not self.trims_padding or data.indptr.size < 2:
+            return self.config.max_len
+        return int(min(self.config.max_len, max(1, np.diff(data.indptr).max())))
 
     def _score(self, users: np.ndarray, histories: Sequences | None) -> np.ndarray:
         """Scores of the next item after each history: the users' training histories when
