@@ -27,6 +27,18 @@ def one_error_line(code: int, err: str, needle: str, out: str = "") -> str:
     return lines[0]
 
 
+def run_ok(args: list[str]) -> None:
+    """`lmrec ARGS` in process, which must succeed; for module fixtures, which have no
+    capsys (its output goes to the terminal)."""
+    argv, sys.argv = sys.argv, ["lmrec", *args]
+    try:
+        main()
+    except SystemExit as exc:
+        assert not exc.code, exc.code
+    finally:
+        sys.argv = argv
+
+
 def run(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
     """(exit code, stdout, stderr) of `lmrec ARGS`."""
     old = sys.argv

@@ -5,12 +5,11 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
 
-from helpers_cli import one_error_line, run
+from helpers_cli import one_error_line, run, run_ok
 
 
 @pytest.fixture()
@@ -155,21 +154,12 @@ def _strict_json(text: str) -> object:
 @pytest.fixture(scope="module")
 def prepared_once(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """`lmrec data prepare` run once per module; tests get a copy (see `prepared`)."""
-    from lmrec.cli import main
-
     root = tmp_path_factory.mktemp("prepared")
     rows = ["user,item,ts"] + [f"u{u},i{(u * 7 + j) % 30},{1_700_000_000 + 10 * u + j}"
                                for u in range(20) for j in range(8)]
     path = root / "e.csv"
     path.write_text("\n".join(rows) + "\n")
-    argv = sys.argv
-    sys.argv = ["lmrec", "data", "prepare", "--events", str(path), "--out", str(root / "d")]
-    try:
-        main()
-    except SystemExit as exc:
-        assert not exc.code, exc.code
-    finally:
-        sys.argv = argv
+    run_ok(["data", "prepare", "--events", str(path), "--out", str(root / "d")])
     return root / "d"
 
 

@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from helpers_cli import one_error_line, run
+from helpers_cli import one_error_line, run, run_ok
 from lmrec.evaluate import evaluate, make_splits
 from lmrec.models import load_model
 from lmrec.models.text_transfer import transfer
@@ -48,22 +47,9 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
                 str(root / name)]
         for p in [*PARAMS, *extra]:
             args += ["--param", p]
-        _lmrec(args)
+        run_ok(args)
         paths[name] = root / name
     return paths
-
-
-def _lmrec(args: list[str]) -> None:
-    """`lmrec ARGS` in process, which must succeed (module fixtures have no capsys)."""
-    from lmrec.cli import main
-
-    argv, sys.argv = sys.argv, ["lmrec", *args]
-    try:
-        main()
-    except SystemExit as exc:
-        assert not exc.code, exc.code
-    finally:
-        sys.argv = argv
 
 
 def _same(a: float, b: float) -> bool:
