@@ -43,7 +43,7 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor, nn
 
-from lmrec.data.dataset import Dataset, Sequences
+from lmrec.data.dataset import Sequences
 from lmrec.models.explanations import Explanation, occlusion
 from lmrec.models.sasrec import _init_weights
 from lmrec.models.sequential import (
@@ -52,15 +52,13 @@ from lmrec.models.sequential import (
     Batch,
     SequenceNet,
     SequentialConfig,
-    SequentialRecommender,
 )
 from lmrec.models.text_items import (
     ItemEmbedding,
     SequentialTextFields,
-    item_arrays,
     legacy_item_keys,
 )
-from lmrec.models.text_transfer import transfer
+from lmrec.models.text_transfer import TextItemsRecommender
 
 POSITION_BUCKETS = 32  # relative distances 0..15 exact, then 4 buckets per doubling to 255
 _EXACT = 16
@@ -253,27 +251,16 @@ class HSTUNet(SequenceNet):
         return self.ln_f(x)  # (B, L, d), (B, 1, d) when last_only
 
 
-class HSTU(SequentialRecommender):
+class HSTU(TextItemsRecommender):
     """HSTU next-item model; scores = last hidden state . item embeddings."""
 
     name = "hstu"
     Config = HSTUConfig
     config: HSTUConfig
+    net_class = HSTUNet
     # no absolute positions and a constant N: a batch trimmed of left padding computes what
     # the full-width one does (`length_buckets`)
     trims_padding = True
-
-    def _item_arrays(self, dataset: Dataset) -> dict[str, np.ndarray]:
-        return item_arrays(dataset, self.config, progress=self.config.progress)
-
-    def _build_net(self, n_items: int, n_event_types: int) -> SequenceNet:
-        return HSTUNet(n_items, n_event_types, self.config, self.item_arrays_.get("item_text"),
-                       self.item_arrays_.get("item_cold"))
-
-    def transfer(self, dataset: Dataset) -> HSTU:
-        """This model, untrained further, on `dataset`'s catalogue and users (zero-shot; needs
-        text items: see `lmrec.models.text_transfer.transfer`)."""
-        return transfer(self, dataset)
 
     def _explain(self, user: int, seqs: Sequences, items: np.ndarray) -> Explanation:
         # occlusion (each history item removed and the history rescored), not the family's

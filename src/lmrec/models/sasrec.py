@@ -29,22 +29,19 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor, nn
 
-from lmrec.data.dataset import Dataset
 from lmrec.models.sequential import (
     GAP_BUCKETS,
     PAD,
     Batch,
     SequenceNet,
     SequentialConfig,
-    SequentialRecommender,
 )
 from lmrec.models.text_items import (
     ItemEmbedding,
     SequentialTextFields,
-    item_arrays,
     legacy_item_keys,
 )
-from lmrec.models.text_transfer import transfer
+from lmrec.models.text_transfer import TextItemsRecommender
 
 
 class SASRecConfig(SequentialTextFields, SequentialConfig):
@@ -201,22 +198,11 @@ def _init_weights(module: nn.Module) -> None:
                 module.weight[module.padding_idx].zero_()
 
 
-class SASRec(SequentialRecommender):
+class SASRec(TextItemsRecommender):
     """Causal-transformer next-item model; scores = last hidden state . item embeddings."""
 
     name = "sasrec"
     Config = SASRecConfig
     config: SASRecConfig
+    net_class = SASRecNet
     trims_padding = True
-
-    def _item_arrays(self, dataset: Dataset) -> dict[str, np.ndarray]:
-        return item_arrays(dataset, self.config, progress=self.config.progress)
-
-    def _build_net(self, n_items: int, n_event_types: int) -> SequenceNet:
-        return SASRecNet(n_items, n_event_types, self.config, self.item_arrays_.get("item_text"),
-                         self.item_arrays_.get("item_cold"))
-
-    def transfer(self, dataset: Dataset) -> SASRec:
-        """This model, untrained further, on `dataset`'s catalogue and users (zero-shot; needs
-        text items: see `lmrec.models.text_transfer.transfer`)."""
-        return transfer(self, dataset)

@@ -19,15 +19,15 @@ other. Its network weights are the source model's, bit for bit.
 
 from __future__ import annotations
 
-from typing import TypeVar
+from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 
 from lmrec.data.dataset import Dataset
 from lmrec.errors import ConfigError, InputError
 from lmrec.models.artifacts import pack_sequences
-from lmrec.models.sequential import SequentialRecommender
-from lmrec.models.text_items import item_text_matrix
+from lmrec.models.sequential import SequenceNet, SequentialRecommender
+from lmrec.models.text_items import item_arrays, item_text_matrix
 
 M = TypeVar("M", bound=SequentialRecommender)
 
@@ -73,3 +73,26 @@ def transfer(model: M, dataset: Dataset, *, progress: bool = False) -> M:
                       "event_types": np.asarray(seqs.event_types, dtype=np.str_)})
     new._fitted = True
     return new
+
+
+class TextItemsRecommender(SequentialRecommender):
+    """A sequential model whose items are ids, ids + text or text alone (`item_repr` of its
+    config, `lmrec.models.text_items.SequentialTextFields`): sasrec and hstu. The text arrays
+    are computed in `fit` and saved with the model; `net_class` is built from them."""
+
+    # (n_items, n_event_types, config, item_text | None, item_cold | None) -> the network
+    net_class: ClassVar[type[SequenceNet]]
+    config: Any  # a SequentialConfig with SequentialTextFields
+
+    def _item_arrays(self, dataset: Dataset) -> dict[str, np.ndarray]:
+        return item_arrays(dataset, self.config, progress=self.config.progress)
+
+    def _build_net(self, n_items: int, n_event_types: int) -> SequenceNet:
+        return self.net_class(n_items, n_event_types, self.config,  # type: ignore[call-arg]
+                              self.item_arrays_.get("item_text"),
+                              self.item_arrays_.get("item_cold"))
+
+    def transfer(self: M, dataset: Dataset) -> M:
+        """This model, untrained further, on `dataset`'s catalogue and users (zero-shot; needs
+        text items: see `transfer` above)."""
+        return transfer(self, dataset)
