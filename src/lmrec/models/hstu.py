@@ -46,17 +46,14 @@ from torch import Tensor, nn
 from lmrec.data.dataset import Sequences
 from lmrec.models.explanations import Explanation, occlusion
 from lmrec.models.sasrec import _init_weights
+from lmrec.models.sequence_input import ItemSequenceNet
 from lmrec.models.sequential import (
-    GAP_BUCKETS,
     PAD,
     Batch,
-    SequenceNet,
     SequentialConfig,
 )
 from lmrec.models.text_items import (
-    ItemEmbedding,
     SequentialTextFields,
-    legacy_item_keys,
 )
 from lmrec.models.text_transfer import TextItemsRecommender
 
@@ -188,22 +185,15 @@ class HSTULayer(nn.Module):
         return x + self.drop(y)
 
 
-class HSTUNet(SequenceNet):
+class HSTUNet(ItemSequenceNet):
     """`item_text` (n_items, T) and `item_cold` (n_items,): as `SASRecNet`'s (ItemEmbedding)."""
 
     def __init__(self, n_items: int, n_event_types: int, cfg: HSTUConfig,
                  item_text: np.ndarray | None = None, item_cold: np.ndarray | None = None
                  ) -> None:
-        super().__init__()
+        super().__init__(n_items, n_event_types, cfg, item_text, item_cold,
+                         positions=cfg.abs_positions)
         d = cfg.hidden
-        self.items = ItemEmbedding(n_items, d, cfg, item_text, item_cold)
-        self.register_load_state_dict_pre_hook(legacy_item_keys)  # bundles of older versions
-        self.event_emb = (nn.Embedding(n_event_types + 1, d, padding_idx=PAD)
-                          if cfg.use_event_types else None)
-        self.gap_emb = (nn.Embedding(GAP_BUCKETS, d, padding_idx=PAD)
-                        if cfg.use_time_gaps else None)
-        self.pos_emb = nn.Embedding(cfg.max_len, d) if cfg.abs_positions else None
-        self.drop = nn.Dropout(cfg.dropout)  # the input dropout (explanations hook it)
         self.time_buckets = cfg.time_buckets
         self.bias = nn.ModuleList(RelativeBias(cfg.heads, cfg.time_buckets, cfg.time_bias)
                                   for _ in range(cfg.layers))  # one table per layer
@@ -211,14 +201,6 @@ class HSTUNet(SequenceNet):
                                     for _ in range(cfg.layers))
         self.ln_f = nn.LayerNorm(d)
         self.apply(_init_weights)
-
-    @property
-    def item_emb(self) -> nn.Embedding | None:
-        """The id embedding table (None with text_only), for callers that read it."""
-        return self.items.id_emb
-
-    def item_table(self) -> Tensor:
-        return self.items.table()  # (n_items + 1, d)
 
     def forward(self, batch: Batch) -> Tensor:
         return self._hidden(batch, last_only=False)  # (B, L, d)
@@ -231,16 +213,7 @@ class HSTUNet(SequenceNet):
     def _hidden(self, batch: Batch, last_only: bool) -> Tensor:
         items = batch["items"]  # (B, L)
         length = items.shape[1]
-        valid = items != PAD  # (B, L)
-        x = self.items(items)  # (B, L, d)
-        if self.pos_emb is not None:  # position max_len - 1 = the most recent item
-            n_pos = self.pos_emb.num_embeddings
-            x = x + self.pos_emb(torch.arange(n_pos - length, n_pos, device=items.device))[None]
-        if self.event_emb is not None:
-            x = x + self.event_emb(batch["events"])
-        if self.gap_emb is not None:
-            x = x + self.gap_emb(batch["gaps"])
-        x = self.drop(x) * valid[..., None]  # padding positions carry nothing
+        x, valid = self.embed_inputs(batch)  # (B, L, d), (B, L)
         causal = torch.ones(length, length, dtype=torch.bool, device=items.device).tril()
         mask = (causal[None] & valid[:, None, :])[:, None]  # (B, 1, L, L) key j <= i, an item
         rel, tb = relative_buckets(batch, self.time_buckets)  # (L, L), (B, L, L)

@@ -29,17 +29,13 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor, nn
 
+from lmrec.models.sequence_input import ItemSequenceNet
 from lmrec.models.sequential import (
-    GAP_BUCKETS,
-    PAD,
     Batch,
-    SequenceNet,
     SequentialConfig,
 )
 from lmrec.models.text_items import (
-    ItemEmbedding,
     SequentialTextFields,
-    legacy_item_keys,
 )
 from lmrec.models.text_transfer import TextItemsRecommender
 
@@ -125,59 +121,27 @@ class Block(nn.Module):
         return x + (m if self.gate2 is None else torch.sigmoid(self.gate2(h)) * m)
 
 
-class SASRecNet(SequenceNet):
+class SASRecNet(ItemSequenceNet):
     """`item_text` (n_items, T) float32 text vectors and `item_cold` (n_items,) bool (items
     without training events): the item arrays of `text` / `text_only` (see ItemEmbedding)."""
 
     def __init__(self, n_items: int, n_event_types: int, cfg: SASRecConfig,
                  item_text: np.ndarray | None = None, item_cold: np.ndarray | None = None
                  ) -> None:
-        super().__init__()
-        d = cfg.hidden
-        self.items = ItemEmbedding(n_items, d, cfg, item_text, item_cold)
-        self.register_load_state_dict_pre_hook(legacy_item_keys)  # bundles of older versions
-        self.pos_emb = nn.Embedding(cfg.max_len, d)  # position L-1 = the most recent item
-        self.event_emb = (nn.Embedding(n_event_types + 1, d, padding_idx=PAD)
-                          if cfg.use_event_types else None)
-        self.gap_emb = (nn.Embedding(GAP_BUCKETS, d, padding_idx=PAD)
-                        if cfg.use_time_gaps else None)
-        self.drop = nn.Dropout(cfg.dropout)
-        self.blocks = nn.ModuleList(Block(d, cfg.heads, cfg.inner, cfg.dropout,
+        super().__init__(n_items, n_event_types, cfg, item_text, item_cold, positions=True)
+        self.blocks = nn.ModuleList(Block(cfg.hidden, cfg.heads, cfg.inner, cfg.dropout,
                                           gated=cfg.block == "ligr")
                                     for _ in range(cfg.layers))
-        self.ln_f = nn.LayerNorm(d)
+        self.ln_f = nn.LayerNorm(cfg.hidden)
         self.apply(_init_weights)
 
-    @property
-    def item_emb(self) -> nn.Embedding | None:
-        """The id embedding table (None with text_only), for callers that read it."""
-        return self.items.id_emb
-
-    def embed(self, tokens: Tensor) -> Tensor:
-        """Item tokens (any shape) -> their representations (..., d)."""
-        return self.items(tokens)
-
-    def item_table(self) -> Tensor:
-        return self.items.table()  # (n_items + 1, d)
-
     def forward(self, batch: Batch) -> Tensor:
-        items = batch["items"]  # (B, L)
-        length = items.shape[1]
-        valid = items != PAD  # (B, L)
-        # positions count from the right (max_len - 1 = the most recent item), so a batch
-        # trimmed of left padding (length < max_len) gets the positions of the full window
-        n_pos = self.pos_emb.num_embeddings
-        pos = torch.arange(n_pos - length, n_pos, device=items.device)  # (L,)
-        x = self.embed(items) + self.pos_emb(pos)[None]  # (B, L, d)
-        if self.event_emb is not None:
-            x = x + self.event_emb(batch["events"])
-        if self.gap_emb is not None:
-            x = x + self.gap_emb(batch["gaps"])
-        x = self.drop(x) * valid[..., None]  # padding positions carry nothing
+        x, valid = self.embed_inputs(batch)  # (B, L, d), (B, L)
+        length = x.shape[1]
         # query t attends to keys s <= t that are items; every query also to itself, so a
         # padding row is never fully masked (its output is ignored anyway)
-        causal = torch.ones(length, length, dtype=torch.bool, device=items.device).tril()
-        eye = torch.eye(length, dtype=torch.bool, device=items.device)
+        causal = torch.ones(length, length, dtype=torch.bool, device=x.device).tril()
+        eye = torch.eye(length, dtype=torch.bool, device=x.device)
         mask = (causal[None] & valid[:, None, :]) | eye[None]  # (B, L, L)
         mask = mask[:, None]  # (B, 1, L, L), broadcast over heads
         for block in self.blocks:
